@@ -1,0 +1,263 @@
+use std::fmt;
+use std::sync::Arc;
+
+/// The label that holds a series' metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One name/value pair.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+impl Label {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A label set: sorted by name, names unique, no empty values.
+///
+/// The invariant is kept by the constructors, so two equal label sets always
+/// compare, hash and print the same. Cloning is cheap (shared storage).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Labels(Arc<[Label]>);
+
+impl Labels {
+    /// The empty label set.
+    pub fn empty() -> Self {
+        Labels(Arc::from(Vec::new()))
+    }
+
+    /// Builds a label set from pairs in any order; empty values are dropped and
+    /// a repeated name keeps its last value.
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        let v: Vec<Label> = pairs
+            .into_iter()
+            .map(|(n, v)| Label::new(n, v))
+            .collect();
+        Self::from_vec(v)
+    }
+
+    /// Builds a label set from labels in any order (see [`Labels::from_pairs`]).
+    pub fn from_vec(mut v: Vec<Label>) -> Self {
+        // Stable sort keeps insertion order among equal names, so "last wins" below.
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<Label> = Vec::with_capacity(v.len());
+        for l in v {
+            match out.last_mut() {
+                Some(last) if last.name == l.name => *last = l,
+                _ => out.push(l),
+            }
+        }
+        out.retain(|l| !l.value.is_empty());
+        Labels(Arc::from(out))
+    }
+
+    /// Wraps labels the caller guarantees are sorted, unique and non-empty.
+    /// Checked in debug builds.
+    pub fn from_sorted_unchecked(v: Vec<Label>) -> Self {
+        debug_assert!(v.windows(2).all(|w| w[0].name < w[1].name));
+        debug_assert!(v.iter().all(|l| !l.value.is_empty()));
+        Labels(Arc::from(v))
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of label `name`, or `""` when absent (Prometheus semantics).
+    pub fn get(&self, name: &str) -> &str {
+        match self.0.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) => &self.0[i].value,
+            Err(_) => "",
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0
+            .binary_search_by(|l| l.name.as_str().cmp(name))
+            .is_ok()
+    }
+
+    /// The metric name, or `""`.
+    pub fn metric_name(&self) -> &str {
+        self.get(METRIC_NAME)
+    }
+
+    /// A copy without the metric name.
+    pub fn without_metric_name(&self) -> Labels {
+        if !self.has(METRIC_NAME) {
+            return self.clone();
+        }
+        Labels(self.0.iter().filter(|l| l.name != METRIC_NAME).cloned().collect())
+    }
+
+    /// Keeps only the labels whose names are in `names`.
+    pub fn keep(&self, names: &[String]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| names.iter().any(|n| *n == l.name))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Drops the labels whose names are in `names`.
+    pub fn drop_names(&self, names: &[String]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| !names.iter().any(|n| *n == l.name))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// A builder starting from these labels.
+    pub fn builder(&self) -> LabelsBuilder {
+        LabelsBuilder {
+            labels: self.0.to_vec(),
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<Label> {
+        self.0.to_vec()
+    }
+
+    /// A stable 64-bit hash of the label set (FNV-1a over names and values).
+    pub fn hash64(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for l in self.0.iter() {
+            for b in l.name.bytes().chain([0xff]).chain(l.value.bytes()).chain([0xff]) {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for Labels {
+    /// Prometheus's notation: `name{a="b", c="d"}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.metric_name();
+        f.write_str(name)?;
+        let rest: Vec<&Label> = self.0.iter().filter(|l| l.name != METRIC_NAME).collect();
+        if rest.is_empty() && !name.is_empty() {
+            return Ok(());
+        }
+        f.write_str("{")?;
+        for (i, l) in rest.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}=\"", l.name)?;
+            for c in l.value.chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    '"' => f.write_str("\\\"")?,
+                    '\n' => f.write_str("\\n")?,
+                    c => write!(f, "{c}")?,
+                }
+            }
+            f.write_str("\"")?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Edits a label set; `labels()` restores the sorted, unique invariant.
+#[derive(Debug, Clone, Default)]
+pub struct LabelsBuilder {
+    labels: Vec<Label>,
+}
+
+impl LabelsBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name` to `value`; an empty value deletes the label.
+    pub fn set(&mut self, name: &str, value: &str) -> &mut Self {
+        self.labels.retain(|l| l.name != name);
+        if !value.is_empty() {
+            self.labels.push(Label::new(name, value));
+        }
+        self
+    }
+
+    pub fn del(&mut self, name: &str) -> &mut Self {
+        self.labels.retain(|l| l.name != name);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn labels(&self) -> Labels {
+        Labels::from_vec(self.labels.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_pairs_sorts_dedups_and_drops_empty() {
+        let l = Labels::from_pairs([("b", "2"), ("a", "1"), ("b", "3"), ("c", "")]);
+        assert_eq!(l.to_vec(), vec![Label::new("a", "1"), Label::new("b", "3")]);
+        assert_eq!(l.get("b"), "3");
+        assert_eq!(l.get("zz"), "");
+    }
+
+    #[test]
+    fn display_matches_prometheus() {
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "a\"b")]);
+        assert_eq!(l.to_string(), "up{job=\"a\\\"b\"}");
+        assert_eq!(Labels::from_pairs([("__name__", "up")]).to_string(), "up");
+        assert_eq!(Labels::empty().to_string(), "{}");
+    }
+
+    #[test]
+    fn hash_differs_for_shifted_boundaries() {
+        let a = Labels::from_pairs([("a", "bc")]);
+        let b = Labels::from_pairs([("ab", "c")]);
+        assert_ne!(a.hash64(), b.hash64());
+    }
+}

@@ -1,0 +1,88 @@
+//! Types shared by every Sextant crate: labels, samples, matchers, time, and the
+//! read trait ([`Queryable`]) that the storage engine implements and the PromQL
+//! engine consumes.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing of HTTP,
+//! PromQL syntax or on-disk formats.
+
+mod labels;
+mod matcher;
+mod sample;
+
+pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use sample::{is_stale_nan, Sample, STALE_NAN, STALE_NAN_BITS};
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp in Sextant.
+pub type Timestamp = i64;
+
+/// One series as read from storage: its labels and its samples in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// Errors a [`Queryable`] can return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The read would load more samples than the caller allows.
+    #[error("query processing would load too many samples into memory (limit {limit})")]
+    TooManySamples { limit: usize },
+    /// The store could not be read.
+    #[error("storage read failed: {0}")]
+    Storage(String),
+}
+
+/// Hints that let a store skip work; a store may ignore them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SelectHints {
+    /// At most this many samples in total may be returned; exceeding it is an error.
+    pub sample_limit: Option<usize>,
+}
+
+/// The read interface the query engine needs. Time ranges are inclusive
+/// milliseconds `[mint, maxt]`.
+pub trait Queryable: Send + Sync {
+    /// Every series matching all `matchers` that has at least one sample in
+    /// `[mint, maxt]`, with exactly its samples in that range, sorted by labels.
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        hints: SelectHints,
+    ) -> Result<Vec<Series>, ReadError>;
+
+    /// Label sets of matching series with data in `[mint, maxt]`, sorted.
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Labels>, ReadError> {
+        Ok(self
+            .select(matchers, mint, maxt, SelectHints::default())?
+            .into_iter()
+            .map(|s| s.labels)
+            .collect())
+    }
+
+    /// Sorted label names of series matching `matchers` (all series when empty).
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, ReadError>;
+
+    /// Sorted values of label `name` over series matching `matchers`.
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, ReadError>;
+}

@@ -1,0 +1,282 @@
+//! Bit streams (most significant bit first) and byte varints used by the codecs.
+
+/// Appends bits to a byte buffer.
+#[derive(Debug, Clone, Default)]
+pub struct BitWriter {
+    buf: Vec<u8>,
+    /// Number of bits of `buf.last()` still free (0 means a new byte is needed).
+    free: u8,
+}
+
+impl BitWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn from_parts(buf: Vec<u8>, free: u8) -> Self {
+        BitWriter { buf, free }
+    }
+
+    #[inline]
+    pub fn write_bit(&mut self, bit: bool) {
+        if self.free == 0 {
+            self.buf.push(0);
+            self.free = 8;
+        }
+        self.free -= 1;
+        if bit {
+            let last = self.buf.len() - 1;
+            self.buf[last] |= 1 << self.free;
+        }
+    }
+
+    /// Writes the low `n` bits of `v`, most significant first (`n <= 64`).
+    #[inline]
+    pub fn write_bits(&mut self, v: u64, mut n: u8) {
+        while n > 0 {
+            if self.free == 0 {
+                self.buf.push(0);
+                self.free = 8;
+            }
+            let take = n.min(self.free);
+            let shift = n - take;
+            let chunk = ((v >> shift) & ((1u64 << take) - 1)) as u8;
+            self.free -= take;
+            let last = self.buf.len() - 1;
+            self.buf[last] |= chunk << self.free;
+            n -= take;
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn free_bits(&self) -> u8 {
+        self.free
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
+    pub fn shrink(&mut self) {
+        self.buf.shrink_to_fit();
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// Reads bits written by [`BitWriter`]. Reading past the end yields `None`.
+#[derive(Debug, Clone)]
+pub struct BitReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        BitReader { buf, pos: 0 }
+    }
+
+    #[inline]
+    pub fn read_bit(&mut self) -> Option<bool> {
+        let byte = *self.buf.get(self.pos >> 3)?;
+        let bit = (byte >> (7 - (self.pos & 7))) & 1;
+        self.pos += 1;
+        Some(bit == 1)
+    }
+
+    /// Reads `n <= 64` bits as an unsigned integer.
+    #[inline]
+    pub fn read_bits(&mut self, n: u8) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        let n = n as usize;
+        if self.pos + n > self.buf.len() * 8 {
+            return None;
+        }
+        let byte = self.pos >> 3;
+        let off = self.pos & 7;
+        // Fast path: 8 bytes are available, so one unaligned load covers up to 57 bits.
+        if n + off <= 64 && byte + 8 <= self.buf.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&self.buf[byte..byte + 8]);
+            let word = u64::from_be_bytes(w);
+            self.pos += n;
+            return Some((word << off) >> (64 - n));
+        }
+        let mut v = 0u64;
+        for _ in 0..n {
+            v = (v << 1) | self.read_bit()? as u64;
+        }
+        Some(v)
+    }
+
+    /// Counts leading one bits up to `max` (the unary prefix of a bucket code).
+    #[inline]
+    pub fn read_unary(&mut self, max: u8) -> Option<u8> {
+        let mut n = 0;
+        while n < max {
+            if !self.read_bit()? {
+                break;
+            }
+            n += 1;
+        }
+        Some(n)
+    }
+}
+
+#[inline]
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Appends `v` as an LEB128 varint.
+#[inline]
+pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[inline]
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, zigzag(v))
+}
+
+/// A cursor over bytes that reports truncation instead of panicking.
+#[derive(Debug, Clone)]
+pub struct ByteReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+/// The input ended early or held an impossible value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncated;
+
+impl<'a> ByteReader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        ByteReader { buf, pos: 0 }
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    #[inline]
+    pub fn uvarint(&mut self) -> Result<u64, Truncated> {
+        let mut v = 0u64;
+        let mut shift = 0u32;
+        loop {
+            let b = *self.buf.get(self.pos).ok_or(Truncated)?;
+            self.pos += 1;
+            if shift >= 64 {
+                return Err(Truncated);
+            }
+            v |= ((b & 0x7f) as u64) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+
+    #[inline]
+    pub fn varint(&mut self) -> Result<i64, Truncated> {
+        Ok(unzigzag(self.uvarint()?))
+    }
+
+    pub fn u8(&mut self) -> Result<u8, Truncated> {
+        let b = *self.buf.get(self.pos).ok_or(Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn u32_le(&mut self) -> Result<u32, Truncated> {
+        let s = self.bytes(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+
+    pub fn u64_le(&mut self) -> Result<u64, Truncated> {
+        let s = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
+        let end = self.pos.checked_add(n).ok_or(Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// A varint length followed by that many bytes.
+    pub fn len_prefixed(&mut self) -> Result<&'a [u8], Truncated> {
+        let n = self.uvarint()?;
+        self.bytes(usize::try_from(n).map_err(|_| Truncated)?)
+    }
+
+    pub fn str(&mut self) -> Result<&'a str, Truncated> {
+        std::str::from_utf8(self.len_prefixed()?).map_err(|_| Truncated)
+    }
+}
+
+pub fn put_len_prefixed(out: &mut Vec<u8>, b: &[u8]) {
+    put_uvarint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_round_trip_any_widths() {
+        let mut w = BitWriter::new();
+        let items: Vec<(u64, u8)> = (0..200u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (i % 64), (i % 64 + 1) as u8)).collect();
+        for &(v, n) in &items {
+            w.write_bits(v, n);
+        }
+        let bytes = w.into_bytes();
+        let mut r = BitReader::new(&bytes);
+        for &(v, n) in &items {
+            let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+            assert_eq!(r.read_bits(n), Some(v & mask));
+        }
+    }
+
+    #[test]
+    fn varints_round_trip_and_detect_truncation() {
+        let mut out = Vec::new();
+        for v in [0i64, 1, -1, i64::MAX, i64::MIN, 300, -300] {
+            put_varint(&mut out, v);
+        }
+        let mut r = ByteReader::new(&out);
+        for v in [0i64, 1, -1, i64::MAX, i64::MIN, 300, -300] {
+            assert_eq!(r.varint(), Ok(v));
+        }
+        assert_eq!(r.varint(), Err(Truncated));
+        assert_eq!(ByteReader::new(&[0x80, 0x80]).uvarint(), Err(Truncated));
+    }
+}

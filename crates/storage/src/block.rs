@@ -1,0 +1,792 @@
+//! Immutable blocks: a directory with `meta.json`, `index`, `chunks` and an
+//! optional `tombstones` file, written under a temporary name and renamed into
+//! place, read back through memory maps. Formats: `docs/format/index.md`,
+//! `docs/format/chunks.md`, `docs/format/tombstones.md`.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+use sextant_model::{Label, Labels, Matcher, Sample};
+
+use crate::bits::{put_len_prefixed, put_uvarint, put_varint, ByteReader};
+use crate::chunkenc::{self, ValueKind};
+use crate::error::{Error, Result};
+use crate::fsutil::{dir_size, fsync_dir, write_atomic};
+use crate::index::{postings_for_matchers, PostingsSource};
+
+pub const INDEX_MAGIC: u32 = 0x5358_4958; // "SXIX"
+pub const CHUNKS_MAGIC: u32 = 0x5358_4348; // "SXCH"
+pub const TOMBSTONES_MAGIC: u32 = 0x5358_5442; // "SXTB"
+pub const FORMAT_VERSION: u8 = 1;
+const PAGE_TARGET: usize = 64 << 10;
+const PAGE_HEADER: usize = 12;
+const TOC_SECTIONS: usize = 5;
+const TOC_LEN: usize = TOC_SECTIONS * 20 + 8;
+/// Samples per chunk inside a block.
+pub const BLOCK_CHUNK_SAMPLES: usize = 480;
+const ZSTD_LEVEL: i32 = 3;
+/// Distinct timestamp columns remembered for de-duplication while writing.
+const TS_DEDUP_MAX: usize = 200_000;
+
+/// `meta.json` of a block.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockMeta {
+    pub id: String,
+    /// Inclusive lower bound of the samples' timestamps (ms).
+    pub min_time: i64,
+    /// Exclusive upper bound (ms).
+    pub max_time: i64,
+    pub stats: BlockStats,
+    pub level: u32,
+    pub sources: Vec<String>,
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BlockStats {
+    pub num_series: u64,
+    pub num_samples: u64,
+    pub num_chunks: u64,
+    pub num_ts_columns: u64,
+    pub num_shared_ts_columns: u64,
+}
+
+/// A new, sortable, unique block id: milliseconds and a counter, in hex.
+pub fn new_block_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let pid = std::process::id() as u64;
+    format!("{ms:013x}{:04x}{:06x}", pid & 0xffff, SEQ.fetch_add(1, Ordering::Relaxed) & 0xff_ffff)
+}
+
+struct ChunkMeta {
+    mint: i64,
+    maxt: i64,
+    n: u32,
+    kind: ValueKind,
+    ts_ref: u64,
+    val_ref: u64,
+}
+
+/// Writes the pages of a chunks file.
+struct PageWriter {
+    out: BufWriter<File>,
+    file_off: u64,
+    page: Vec<u8>,
+}
+
+impl PageWriter {
+    fn new(path: &Path) -> Result<Self> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+        out.write_all(&CHUNKS_MAGIC.to_be_bytes())?;
+        out.write_all(&[FORMAT_VERSION, 0, 0, 0])?;
+        Ok(PageWriter { out, file_off: 8, page: Vec::with_capacity(PAGE_TARGET * 2) })
+    }
+
+    /// Adds a column to the current page and returns its reference.
+    fn add(&mut self, col: &[u8]) -> Result<u64> {
+        if !self.page.is_empty() && self.page.len() + col.len() > PAGE_TARGET {
+            self.flush_page()?;
+        }
+        let r = (self.file_off << 24) | self.page.len() as u64;
+        put_len_prefixed(&mut self.page, col);
+        if self.page.len() >= 1 << 24 {
+            return Err(Error::Invalid("BUG: chunk column larger than a page can address".into()));
+        }
+        Ok(r)
+    }
+
+    fn flush_page(&mut self) -> Result<()> {
+        if self.page.is_empty() {
+            return Ok(());
+        }
+        let comp = zstd::bulk::compress(&self.page, ZSTD_LEVEL)?;
+        self.out.write_all(&(self.page.len() as u32).to_le_bytes())?;
+        self.out.write_all(&(comp.len() as u32).to_le_bytes())?;
+        self.out.write_all(&page_crc(self.page.len() as u32, comp.len() as u32, &comp).to_le_bytes())?;
+        self.out.write_all(&comp)?;
+        self.file_off += (PAGE_HEADER + comp.len()) as u64;
+        self.page.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.flush_page()?;
+        let f = self.out.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+        f.sync_all()?;
+        Ok(())
+    }
+}
+
+/// Streams series (in label order) into a new block directory.
+pub struct BlockWriter {
+    tmp: PathBuf,
+    final_dir: PathBuf,
+    pages: PageWriter,
+    sym_ids: HashMap<String, u32>,
+    syms: Vec<String>,
+    series: Vec<(Vec<u32>, Vec<ChunkMeta>)>,
+    ts_dedup: HashMap<Box<[u8]>, u64>,
+    stats: BlockStats,
+    mint: i64,
+    maxt: i64,
+    last_labels: Option<Labels>,
+}
+
+impl BlockWriter {
+    /// Starts a block that will live at `blocks_dir/<id>`.
+    pub fn new(blocks_dir: &Path, id: &str) -> Result<Self> {
+        let tmp = blocks_dir.join(format!("{id}.tmp"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        let pages = PageWriter::new(&tmp.join("chunks"))?;
+        Ok(BlockWriter {
+            final_dir: blocks_dir.join(id),
+            tmp,
+            pages,
+            sym_ids: HashMap::new(),
+            syms: Vec::new(),
+            series: Vec::new(),
+            ts_dedup: HashMap::new(),
+            stats: BlockStats::default(),
+            mint: i64::MAX,
+            maxt: i64::MIN,
+            last_labels: None,
+        })
+    }
+
+    fn sym(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.sym_ids.get(s) {
+            return id;
+        }
+        let id = self.syms.len() as u32;
+        self.syms.push(s.to_string());
+        self.sym_ids.insert(s.to_string(), id);
+        id
+    }
+
+    /// Adds one series; calls must come in strictly increasing label order and
+    /// `samples` must be sorted by time. Empty series are skipped.
+    pub fn add_series(&mut self, labels: &Labels, samples: &[Sample]) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        if let Some(last) = &self.last_labels {
+            if last >= labels {
+                return Err(Error::Invalid(format!("BUG: block series out of order: {labels} after {last}")));
+            }
+        }
+        self.last_labels = Some(labels.clone());
+        let mut ids = Vec::with_capacity(labels.len() * 2);
+        for l in labels.iter() {
+            ids.push(self.sym(&l.name));
+            ids.push(self.sym(&l.value));
+        }
+        let mut metas = Vec::new();
+        for run in samples.chunks(BLOCK_CHUNK_SAMPLES) {
+            let c = chunkenc::encode(run);
+            let ts_ref = match self.ts_dedup.get(&c.ts) {
+                Some(r) => {
+                    self.stats.num_shared_ts_columns += 1;
+                    *r
+                }
+                None => {
+                    let r = self.pages.add(&c.ts)?;
+                    self.stats.num_ts_columns += 1;
+                    if self.ts_dedup.len() >= TS_DEDUP_MAX {
+                        self.ts_dedup.clear();
+                    }
+                    self.ts_dedup.insert(c.ts.clone(), r);
+                    r
+                }
+            };
+            let val_ref = self.pages.add(&c.vals)?;
+            metas.push(ChunkMeta { mint: c.mint, maxt: c.maxt, n: run.len() as u32, kind: c.kind, ts_ref, val_ref });
+            self.stats.num_chunks += 1;
+        }
+        self.stats.num_samples += samples.len() as u64;
+        self.stats.num_series += 1;
+        self.mint = self.mint.min(samples[0].t);
+        self.maxt = self.maxt.max(samples[samples.len() - 1].t);
+        self.series.push((ids, metas));
+        Ok(())
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Writes index and meta, fsyncs and renames the block into place. `range`
+    /// is the block's nominal `[min, max)`; `None` uses the data's extent.
+    pub fn finish(self, range: Option<(i64, i64)>, level: u32, sources: Vec<String>) -> Result<Option<BlockMeta>> {
+        let BlockWriter { tmp, final_dir, pages, syms, series, stats, mint, maxt, .. } = self;
+        pages.finish()?;
+        if series.is_empty() {
+            fs::remove_dir_all(&tmp)?;
+            return Ok(None);
+        }
+        // Symbols sorted, so symbol order is string order.
+        let mut order: Vec<u32> = (0..syms.len() as u32).collect();
+        order.sort_by(|a, b| syms[*a as usize].cmp(&syms[*b as usize]));
+        let mut remap = vec![0u32; syms.len()];
+        for (new, old) in order.iter().enumerate() {
+            remap[*old as usize] = new as u32;
+        }
+        let mut sec_symbols = Vec::new();
+        sec_symbols.extend_from_slice(&(syms.len() as u32).to_le_bytes());
+        for old in &order {
+            put_len_prefixed(&mut sec_symbols, syms[*old as usize].as_bytes());
+        }
+        let mut sec_series = Vec::new();
+        let mut sec_offsets = Vec::with_capacity(series.len() * 8);
+        let mut postings: HashMap<(u32, u32), RoaringBitmap> = HashMap::new();
+        for (sid, (ids, metas)) in series.iter().enumerate() {
+            sec_offsets.extend_from_slice(&(sec_series.len() as u64).to_le_bytes());
+            put_uvarint(&mut sec_series, (ids.len() / 2) as u64);
+            for p in ids.chunks_exact(2) {
+                let (n, v) = (remap[p[0] as usize], remap[p[1] as usize]);
+                put_uvarint(&mut sec_series, n as u64);
+                put_uvarint(&mut sec_series, v as u64);
+                postings.entry((n, v)).or_default().insert(sid as u32);
+            }
+            put_uvarint(&mut sec_series, metas.len() as u64);
+            for m in metas {
+                put_varint(&mut sec_series, m.mint);
+                put_uvarint(&mut sec_series, m.maxt.wrapping_sub(m.mint) as u64);
+                put_uvarint(&mut sec_series, m.n as u64);
+                sec_series.push(m.kind as u8);
+                put_uvarint(&mut sec_series, m.ts_ref);
+                put_uvarint(&mut sec_series, m.val_ref);
+            }
+        }
+        let mut keys: Vec<(u32, u32)> = postings.keys().copied().collect();
+        keys.sort_unstable();
+        let mut sec_postings = Vec::new();
+        let mut sec_ptable = Vec::new();
+        put_uvarint(&mut sec_ptable, keys.len() as u64);
+        for k in &keys {
+            let off = sec_postings.len();
+            postings[k].serialize_into(&mut sec_postings)?;
+            put_uvarint(&mut sec_ptable, k.0 as u64);
+            put_uvarint(&mut sec_ptable, k.1 as u64);
+            put_uvarint(&mut sec_ptable, off as u64);
+            put_uvarint(&mut sec_ptable, (sec_postings.len() - off) as u64);
+        }
+        let mut idx = Vec::new();
+        idx.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
+        idx.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+        let mut toc = Vec::new();
+        for sec in [&sec_symbols, &sec_series, &sec_offsets, &sec_postings, &sec_ptable] {
+            toc.extend_from_slice(&(idx.len() as u64).to_le_bytes());
+            toc.extend_from_slice(&(sec.len() as u64).to_le_bytes());
+            toc.extend_from_slice(&crc32fast::hash(sec).to_le_bytes());
+            idx.extend_from_slice(sec);
+        }
+        let toc_crc = crc32fast::hash(&toc);
+        idx.extend_from_slice(&toc);
+        idx.extend_from_slice(&toc_crc.to_le_bytes());
+        idx.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
+        {
+            let mut f = File::create(tmp.join("index"))?;
+            f.write_all(&idx)?;
+            f.sync_all()?;
+        }
+        let (min_time, max_time) = range.unwrap_or((mint, maxt.saturating_add(1)));
+        let id = final_dir.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let meta = BlockMeta { id, min_time, max_time, stats, level, sources, version: FORMAT_VERSION as u32 };
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(format!("BUG: meta encode: {e}")))?;
+        {
+            let mut f = File::create(tmp.join("meta.json"))?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+        }
+        fsync_dir(&tmp)?;
+        fs::rename(&tmp, &final_dir)?;
+        if let Some(parent) = final_dir.parent() {
+            fsync_dir(parent)?;
+        }
+        Ok(Some(meta))
+    }
+}
+
+/// A persisted, immutable block, memory-mapped.
+pub struct Block {
+    dir: PathBuf,
+    meta: BlockMeta,
+    index: Mmap,
+    chunks: Mmap,
+    sections: [(usize, usize); TOC_SECTIONS],
+    /// Byte offset of each symbol in the symbols section.
+    sym_offsets: Vec<u32>,
+    /// name symbol → sorted `(value symbol, postings offset, postings length)`.
+    ptable: HashMap<u32, Vec<(u32, u32, u32)>>,
+    page_cache: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    tombstones: RwLock<HashMap<u32, Vec<(i64, i64)>>>,
+    size: u64,
+}
+
+fn corrupt(what: &'static str, path: &Path, detail: impl Into<String>) -> Error {
+    Error::Corrupt { what, path: path.display().to_string(), detail: detail.into() }
+}
+
+impl Block {
+    /// Opens and fully verifies a block directory.
+    pub fn open(dir: &Path) -> Result<Block> {
+        let meta_path = dir.join("meta.json");
+        let meta: BlockMeta = serde_json::from_slice(&fs::read(&meta_path)?).map_err(|e| corrupt("block meta", &meta_path, e.to_string()))?;
+        if meta.version != FORMAT_VERSION as u32 {
+            return Err(corrupt("block meta", &meta_path, format!("unsupported format version {}", meta.version)));
+        }
+        let ipath = dir.join("index");
+        let cpath = dir.join("chunks");
+        // SAFETY: block files are immutable once renamed into place; nothing in
+        // this process writes them, and they are replaced only by new directories.
+        let index = unsafe { Mmap::map(&File::open(&ipath)?)? };
+        // SAFETY: as above.
+        let chunks = unsafe { Mmap::map(&File::open(&cpath)?)? };
+        let sections = verify_index(&index, &ipath)?;
+        verify_chunks(&chunks, &cpath)?;
+        let mut b = Block {
+            dir: dir.to_path_buf(),
+            meta,
+            index,
+            chunks,
+            sections,
+            sym_offsets: Vec::new(),
+            ptable: HashMap::new(),
+            page_cache: Mutex::new(HashMap::new()),
+            tombstones: RwLock::new(HashMap::new()),
+            size: dir_size(dir),
+        };
+        b.load_tables().map_err(|_| corrupt("index", &ipath, "undecodable symbols or postings table"))?;
+        b.load_tombstones()?;
+        Ok(b)
+    }
+
+    fn section(&self, i: usize) -> &[u8] {
+        let (off, len) = self.sections[i];
+        &self.index[off..off + len]
+    }
+
+    fn load_tables(&mut self) -> std::result::Result<(), crate::bits::Truncated> {
+        let syms = self.section(0);
+        let mut r = ByteReader::new(syms);
+        let n = r.u32_le()? as usize;
+        let mut offs = Vec::with_capacity(n.min(syms.len()));
+        for _ in 0..n {
+            offs.push(r.pos() as u32);
+            r.len_prefixed()?;
+        }
+        let mut pt: HashMap<u32, Vec<(u32, u32, u32)>> = HashMap::new();
+        let mut r = ByteReader::new(self.section(4));
+        let count = r.uvarint()?;
+        for _ in 0..count {
+            let name = r.uvarint()? as u32;
+            let val = r.uvarint()? as u32;
+            let off = r.uvarint()? as u32;
+            let len = r.uvarint()? as u32;
+            if name as usize >= n || val as usize >= n {
+                return Err(crate::bits::Truncated);
+            }
+            pt.entry(name).or_default().push((val, off, len));
+        }
+        self.sym_offsets = offs;
+        self.ptable = pt;
+        Ok(())
+    }
+
+    fn tombstones_path(&self) -> PathBuf {
+        self.dir.join("tombstones")
+    }
+
+    fn load_tombstones(&mut self) -> Result<()> {
+        let p = self.tombstones_path();
+        let data = match fs::read(&p) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let bad = || corrupt("tombstones", &p, "checksum mismatch or truncated");
+        if data.len() < 12 || data[..4] != TOMBSTONES_MAGIC.to_be_bytes() {
+            return Err(bad());
+        }
+        let (body, crc) = data.split_at(data.len() - 4);
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return Err(bad());
+        }
+        let mut r = ByteReader::new(&body[8..]);
+        let mut map: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
+        let n = r.uvarint().map_err(|_| bad())?;
+        for _ in 0..n {
+            let id = r.uvarint().map_err(|_| bad())? as u32;
+            let a = r.varint().map_err(|_| bad())?;
+            let b = r.varint().map_err(|_| bad())?;
+            map.entry(id).or_default().push((a, b));
+        }
+        *self.tombstones.write() = map;
+        Ok(())
+    }
+
+    /// Adds tombstones and persists the whole set atomically.
+    pub fn add_tombstones(&self, add: &[(u32, i64, i64)]) -> Result<()> {
+        let mut t = self.tombstones.write();
+        let mut next = t.clone();
+        for (id, a, b) in add {
+            next.entry(*id).or_default().push((*a, *b));
+        }
+        let mut body = Vec::new();
+        body.extend_from_slice(&TOMBSTONES_MAGIC.to_be_bytes());
+        body.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+        let n: usize = next.values().map(|v| v.len()).sum();
+        put_uvarint(&mut body, n as u64);
+        let mut ids: Vec<&u32> = next.keys().collect();
+        ids.sort();
+        for id in ids {
+            for (a, b) in &next[id] {
+                put_uvarint(&mut body, *id as u64);
+                put_varint(&mut body, *a);
+                put_varint(&mut body, *b);
+            }
+        }
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        write_atomic(&self.tombstones_path(), &body)?;
+        *t = next;
+        Ok(())
+    }
+
+    pub fn has_tombstones(&self) -> bool {
+        !self.tombstones.read().is_empty()
+    }
+
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size
+    }
+
+    fn symbol(&self, id: u32) -> Option<&str> {
+        let off = *self.sym_offsets.get(id as usize)? as usize;
+        let mut r = ByteReader::new(self.section(0).get(off..)?);
+        r.str().ok()
+    }
+
+    fn symbol_id(&self, s: &str) -> Option<u32> {
+        let (mut lo, mut hi) = (0usize, self.sym_offsets.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.symbol(mid as u32)?.cmp(s) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid as u32),
+            }
+        }
+        None
+    }
+
+    pub fn num_series(&self) -> u32 {
+        (self.sections[2].1 / 8) as u32
+    }
+
+    fn series_entry(&self, id: u32) -> Option<ByteReader<'_>> {
+        let offs = self.section(2);
+        let i = id as usize * 8;
+        let o = u64::from_le_bytes(offs.get(i..i + 8)?.try_into().ok()?) as usize;
+        Some(ByteReader::new(self.section(1).get(o..)?))
+    }
+
+    /// Labels of series `id`.
+    pub fn labels(&self, id: u32) -> Option<Labels> {
+        let mut r = self.series_entry(id)?;
+        let n = r.uvarint().ok()? as usize;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.symbol(r.uvarint().ok()? as u32)?;
+            let value = self.symbol(r.uvarint().ok()? as u32)?;
+            v.push(Label::new(name, value));
+        }
+        Some(Labels::from_sorted_unchecked(v))
+    }
+
+    fn page(&self, file_off: u64) -> Result<Arc<Vec<u8>>> {
+        if let Some(p) = self.page_cache.lock().get(&file_off) {
+            return Ok(p.clone());
+        }
+        let bad = |d: &str| corrupt("chunk page", &self.dir.join("chunks"), format!("{d} at byte {file_off}"));
+        let o = file_off as usize;
+        let hdr = self.chunks.get(o..o + PAGE_HEADER).ok_or_else(|| bad("page header out of range"))?;
+        let raw_len = u32::from_le_bytes(hdr[0..4].try_into().unwrap_or_default()) as usize;
+        let comp_len = u32::from_le_bytes(hdr[4..8].try_into().unwrap_or_default()) as usize;
+        let comp = self.chunks.get(o + PAGE_HEADER..o + PAGE_HEADER + comp_len).ok_or_else(|| bad("page out of range"))?;
+        let page = zstd::bulk::decompress(comp, raw_len).map_err(|_| bad("undecodable page"))?;
+        let page = Arc::new(page);
+        let mut cache = self.page_cache.lock();
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(file_off, page.clone());
+        Ok(page)
+    }
+
+    fn column(&self, r: u64) -> Result<(Arc<Vec<u8>>, usize, usize)> {
+        let page = self.page(r >> 24)?;
+        let off = (r & 0xff_ffff) as usize;
+        let mut br = ByteReader::new(page.get(off..).unwrap_or_default());
+        let len = br.uvarint().map_err(|_| corrupt("chunk column", &self.dir, "bad length"))? as usize;
+        let start = off + br.pos();
+        if start + len > page.len() {
+            return Err(corrupt("chunk column", &self.dir, "column exceeds its page"));
+        }
+        Ok((page, start, len))
+    }
+
+    /// Samples of series `id` in `[mint, maxt]`, tombstones applied.
+    pub fn samples(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
+        let bad = || corrupt("index series entry", &self.dir.join("index"), format!("series {id}"));
+        let mut r = self.series_entry(id).ok_or_else(bad)?;
+        let n = r.uvarint().map_err(|_| bad())?;
+        for _ in 0..n * 2 {
+            r.uvarint().map_err(|_| bad())?;
+        }
+        let nchunks = r.uvarint().map_err(|_| bad())?;
+        let start = out.len();
+        let mut ts = Vec::new();
+        let mut vs = Vec::new();
+        for _ in 0..nchunks {
+            let cmin = r.varint().map_err(|_| bad())?;
+            let cmax = cmin.wrapping_add(r.uvarint().map_err(|_| bad())? as i64);
+            let cn = r.uvarint().map_err(|_| bad())? as usize;
+            let kind = ValueKind::from_byte(r.u8().map_err(|_| bad())?).ok_or_else(bad)?;
+            let ts_ref = r.uvarint().map_err(|_| bad())?;
+            let val_ref = r.uvarint().map_err(|_| bad())?;
+            if cmax < mint || cmin > maxt {
+                continue;
+            }
+            let (tp, to, tl) = self.column(ts_ref)?;
+            let (vp, vo, vl) = self.column(val_ref)?;
+            ts.clear();
+            vs.clear();
+            let cc = |_| corrupt("chunk", &self.dir.join("chunks"), format!("series {id}"));
+            chunkenc::decode_timestamps(&tp[to..to + tl], cn, &mut ts).map_err(cc)?;
+            chunkenc::decode_values(&vp[vo..vo + vl], kind, cn, &mut vs).map_err(cc)?;
+            out.extend(ts.iter().zip(vs.iter()).filter(|(t, _)| **t >= mint && **t <= maxt).map(|(t, v)| Sample { t: *t, v: *v }));
+        }
+        if let Some(tomb) = self.tombstones.read().get(&id) {
+            let tail = out.split_off(start);
+            out.extend(tail.into_iter().filter(|s| !tomb.iter().any(|(a, b)| s.t >= *a && s.t <= *b)));
+        }
+        Ok(())
+    }
+
+    pub fn postings_for(&self, ms: &[Matcher]) -> RoaringBitmap {
+        postings_for_matchers(self, ms)
+    }
+
+    fn postings_at(&self, off: u32, len: u32) -> RoaringBitmap {
+        let sec = self.section(3);
+        sec.get(off as usize..off as usize + len as usize)
+            .and_then(|b| RoaringBitmap::deserialize_from(b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Label names, restricted to series in `ids` when given.
+    pub fn label_names(&self, ids: Option<&RoaringBitmap>) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .ptable
+            .iter()
+            .filter(|(_, vals)| ids.is_none_or(|ids| vals.iter().any(|(_, o, l)| !self.postings_at(*o, *l).is_disjoint(ids))))
+            .filter_map(|(n, _)| self.symbol(*n).map(str::to_string))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Values of `name`, restricted to series in `ids` when given.
+    pub fn label_values(&self, name: &str, ids: Option<&RoaringBitmap>) -> Vec<String> {
+        let Some(nid) = self.symbol_id(name) else { return Vec::new() };
+        let Some(vals) = self.ptable.get(&nid) else { return Vec::new() };
+        vals.iter()
+            .filter(|(_, o, l)| ids.is_none_or(|ids| !self.postings_at(*o, *l).is_disjoint(ids)))
+            .filter_map(|(v, _, _)| self.symbol(*v).map(str::to_string))
+            .collect()
+    }
+}
+
+impl PostingsSource for Block {
+    fn all_postings(&self) -> RoaringBitmap {
+        let mut b = RoaringBitmap::new();
+        b.insert_range(0..self.num_series());
+        b
+    }
+
+    fn postings(&self, name: &str, value: &str) -> RoaringBitmap {
+        let (Some(n), Some(v)) = (self.symbol_id(name), self.symbol_id(value)) else {
+            return RoaringBitmap::new();
+        };
+        let Some(vals) = self.ptable.get(&n) else { return RoaringBitmap::new() };
+        match vals.binary_search_by_key(&v, |x| x.0) {
+            Ok(i) => self.postings_at(vals[i].1, vals[i].2),
+            Err(_) => RoaringBitmap::new(),
+        }
+    }
+
+    fn values_of(&self, name: &str) -> Vec<String> {
+        self.label_values(name, None)
+    }
+}
+
+fn verify_index(b: &[u8], path: &Path) -> Result<[(usize, usize); TOC_SECTIONS]> {
+    if b.len() < 8 + TOC_LEN || b[..4] != INDEX_MAGIC.to_be_bytes() || b[5..8] != [0, 0, 0] || b[b.len() - 4..] != INDEX_MAGIC.to_be_bytes() {
+        return Err(corrupt("index", path, "bad magic or truncated"));
+    }
+    if b[4] != FORMAT_VERSION {
+        return Err(corrupt("index", path, format!("unsupported version {}", b[4])));
+    }
+    let toc_start = b.len() - TOC_LEN;
+    let toc = &b[toc_start..toc_start + TOC_SECTIONS * 20];
+    let crc = u32::from_le_bytes(b[b.len() - 8..b.len() - 4].try_into().unwrap_or_default());
+    if crc32fast::hash(toc) != crc {
+        return Err(corrupt("index", path, "table of contents checksum mismatch"));
+    }
+    let names = ["symbols", "series", "series offsets", "postings", "postings table"];
+    let mut out = [(0usize, 0usize); TOC_SECTIONS];
+    let mut expect = 8usize;
+    for (i, e) in toc.chunks_exact(20).enumerate() {
+        let off = u64::from_le_bytes(e[0..8].try_into().unwrap_or_default()) as usize;
+        let len = u64::from_le_bytes(e[8..16].try_into().unwrap_or_default()) as usize;
+        let c = u32::from_le_bytes(e[16..20].try_into().unwrap_or_default());
+        // Sections are contiguous, so every byte of the file is under some checksum.
+        let sec = off.checked_add(len).and_then(|end| b.get(off..end).filter(|_| end <= toc_start && off == expect));
+        let Some(sec) = sec else {
+            return Err(corrupt("index", path, format!("section {} out of range", names[i])));
+        };
+        if crc32fast::hash(sec) != c {
+            return Err(corrupt("index", path, format!("section {} checksum mismatch", names[i])));
+        }
+        out[i] = (off, len);
+        expect = off + len;
+    }
+    if expect != toc_start {
+        return Err(corrupt("index", path, "sections do not reach the table of contents"));
+    }
+    Ok(out)
+}
+
+/// A page's checksum covers its two length fields and its compressed bytes.
+fn page_crc(raw_len: u32, comp_len: u32, comp: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&raw_len.to_le_bytes());
+    h.update(&comp_len.to_le_bytes());
+    h.update(comp);
+    h.finalize()
+}
+
+fn verify_chunks(b: &[u8], path: &Path) -> Result<()> {
+    if b.len() < 8 || b[..4] != CHUNKS_MAGIC.to_be_bytes() || b[5..8] != [0, 0, 0] {
+        return Err(corrupt("chunks", path, "bad magic or truncated"));
+    }
+    if b[4] != FORMAT_VERSION {
+        return Err(corrupt("chunks", path, format!("unsupported version {}", b[4])));
+    }
+    let mut off = 8usize;
+    while off < b.len() {
+        let Some(h) = b.get(off..off + PAGE_HEADER) else {
+            return Err(corrupt("chunks", path, format!("torn page header at byte {off}")));
+        };
+        let raw_len = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
+        let comp_len = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(h[8..12].try_into().unwrap_or_default());
+        let Some(comp) = b.get(off + PAGE_HEADER..off + PAGE_HEADER + comp_len) else {
+            return Err(corrupt("chunks", path, format!("torn page at byte {off}")));
+        };
+        if page_crc(raw_len, comp_len as u32, comp) != crc {
+            return Err(corrupt("chunks", path, format!("page checksum mismatch at byte {off}")));
+        }
+        off += PAGE_HEADER + comp_len;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_block(dir: &Path, n: usize) -> BlockMeta {
+        let mut w = BlockWriter::new(dir, "b1").expect("writer");
+        let mut all: Vec<Labels> = (0..n).map(|i| Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:04}")), ("even", if i % 2 == 0 { "y" } else { "n" })])).collect();
+        all.sort();
+        for l in &all {
+            let samples: Vec<Sample> = (0..600).map(|k| Sample::new(k * 15_000, (k * 2) as f64 + if l.get("even") == "y" { 0.5 } else { 0.0 })).collect();
+            w.add_series(l, &samples).expect("add");
+        }
+        w.finish(None, 1, vec![]).expect("finish").expect("non-empty")
+    }
+
+    #[test]
+    fn block_round_trips_and_shares_timestamp_columns() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let meta = write_block(d.path(), 50);
+        assert_eq!(meta.stats.num_series, 50);
+        assert_eq!(meta.stats.num_samples, 50 * 600);
+        // Two chunks a series, but only two distinct timestamp columns in all.
+        assert_eq!(meta.stats.num_ts_columns, 2);
+        let b = Block::open(&d.path().join("b1")).expect("open");
+        let ids = b.postings_for(&[Matcher::equal("even", "y")]);
+        assert_eq!(ids.len(), 25);
+        let id = ids.min().expect("some");
+        let mut out = Vec::new();
+        b.samples(id, 15_000, 30_000, &mut out).expect("samples");
+        assert_eq!(out, vec![Sample::new(15_000, 2.5), Sample::new(30_000, 4.5)]);
+        assert_eq!(b.label_values("even", None), vec!["n", "y"]);
+        assert_eq!(b.label_names(Some(&ids)), vec!["__name__", "even", "i"]);
+    }
+
+    #[test]
+    fn tombstones_hide_samples_and_persist() {
+        let d = tempfile::tempdir().expect("tempdir");
+        write_block(d.path(), 2);
+        let b = Block::open(&d.path().join("b1")).expect("open");
+        b.add_tombstones(&[(0, 0, 15_000)]).expect("tombstones");
+        let b = Block::open(&d.path().join("b1")).expect("reopen");
+        let mut out = Vec::new();
+        b.samples(0, 0, 30_000, &mut out).expect("samples");
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected_at_open() {
+        let d = tempfile::tempdir().expect("tempdir");
+        write_block(d.path(), 10);
+        let dir = d.path().join("b1");
+        for file in ["index", "chunks"] {
+            let orig = fs::read(dir.join(file)).expect("read");
+            for pos in (0..orig.len()).step_by(orig.len() / 37 + 1) {
+                let mut bad = orig.clone();
+                bad[pos] ^= 0x01;
+                fs::write(dir.join(file), &bad).expect("write");
+                assert!(matches!(Block::open(&dir), Err(Error::Corrupt { .. })), "{file} byte {pos} not detected");
+            }
+            fs::write(dir.join(file), &orig).expect("restore");
+        }
+        assert!(Block::open(&dir).is_ok());
+    }
+}

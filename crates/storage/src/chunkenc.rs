@@ -1,0 +1,534 @@
+//! Columnar chunk codecs. A chunk holds up to [`MAX_CHUNK_SAMPLES`] samples of one
+//! series as two independent bit streams: a timestamp column (delta-of-delta
+//! with bucketed widths, so a regular scrape interval costs one bit a sample) and
+//! a value column, which is either
+//! - `Int`: values that are all integers (counters, histogram buckets), coded as
+//!   bucketed delta-of-delta of the integers, or
+//! - `Float`: Gorilla-style XOR against the previous value.
+//!
+//! A chunk starts in `Int` mode and is re-coded once to `Float` when a value
+//! that is not an exact integer arrives. Every value, NaN payloads and the
+//! stale marker included, round-trips bit-exactly. The byte layout is specified
+//! in `docs/format/chunks.md`.
+
+use sextant_model::Sample;
+
+use crate::bits::{BitReader, BitWriter};
+
+/// Samples per chunk before a new one is cut.
+pub const MAX_CHUNK_SAMPLES: usize = 240;
+
+/// Encoding of a value column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ValueKind {
+    Int = 1,
+    Float = 2,
+}
+
+impl ValueKind {
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(ValueKind::Int),
+            2 => Some(ValueKind::Float),
+            _ => None,
+        }
+    }
+}
+
+/// Integers of magnitude below 2^53 are exact in f64; -0.0 is not an integer here
+/// because its sign would be lost.
+#[inline]
+pub fn as_exact_int(v: f64) -> Option<i64> {
+    if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 && !(v == 0.0 && v.is_sign_negative()) {
+        Some(v as i64)
+    } else {
+        None
+    }
+}
+
+// Bucketed signed integer codes: a unary prefix selects the width.
+const TS_WIDTHS: [u8; 4] = [14, 17, 20, 64];
+const INT_WIDTHS: [u8; 4] = [8, 16, 32, 64];
+
+#[inline]
+fn fits(v: i64, bits: u8) -> bool {
+    if bits >= 64 {
+        return true;
+    }
+    let lim = 1i64 << (bits - 1);
+    v >= -lim && v < lim
+}
+
+#[inline]
+fn write_bucketed(w: &mut BitWriter, v: i64, widths: &[u8; 4]) {
+    if v == 0 {
+        w.write_bit(false);
+        return;
+    }
+    for (i, &bits) in widths.iter().enumerate() {
+        if fits(v, bits) {
+            // Prefix: i+1 ones, then a zero unless this is the last bucket.
+            w.write_bits((1u64 << (i + 1)) - 1, (i + 1) as u8);
+            if i + 1 < widths.len() {
+                w.write_bit(false);
+            }
+            let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            w.write_bits(v as u64 & mask, bits);
+            return;
+        }
+    }
+}
+
+#[inline]
+fn read_bucketed(r: &mut BitReader<'_>, widths: &[u8; 4]) -> Option<i64> {
+    let ones = r.read_unary(widths.len() as u8)?;
+    if ones == 0 {
+        return Some(0);
+    }
+    let bits = widths[(ones - 1) as usize];
+    let raw = r.read_bits(bits)?;
+    if bits == 64 {
+        return Some(raw as i64);
+    }
+    // Sign-extend.
+    let shift = 64 - bits as u32;
+    Some(((raw << shift) as i64) >> shift)
+}
+
+/// Appends samples to a chunk, keeping the state needed to continue the streams.
+#[derive(Debug, Clone)]
+pub struct ChunkAppender {
+    n: u16,
+    kind: ValueKind,
+    ts: BitWriter,
+    vals: BitWriter,
+    mint: i64,
+    last_t: i64,
+    last_dt: i64,
+    // Int state.
+    last_iv: i64,
+    last_idv: i64,
+    // Float state.
+    last_bits: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl Default for ChunkAppender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkAppender {
+    pub fn new() -> Self {
+        ChunkAppender {
+            n: 0,
+            kind: ValueKind::Int,
+            ts: BitWriter::new(),
+            vals: BitWriter::new(),
+            mint: 0,
+            last_t: 0,
+            last_dt: 0,
+            last_iv: 0,
+            last_idv: 0,
+            last_bits: 0,
+            leading: 0xff,
+            trailing: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.n as usize >= MAX_CHUNK_SAMPLES
+    }
+
+    pub fn mint(&self) -> i64 {
+        self.mint
+    }
+
+    pub fn maxt(&self) -> i64 {
+        self.last_t
+    }
+
+    pub fn kind(&self) -> ValueKind {
+        self.kind
+    }
+
+    /// Appends a sample; the caller guarantees `t` is greater than the last one.
+    pub fn append(&mut self, t: i64, v: f64) {
+        self.append_ts(t);
+        match (self.kind, as_exact_int(v)) {
+            (ValueKind::Int, Some(iv)) => self.append_int(iv),
+            (ValueKind::Int, None) => {
+                self.recode_as_float();
+                self.append_float(v);
+            }
+            (ValueKind::Float, _) => self.append_float(v),
+        }
+        self.n += 1;
+    }
+
+    fn append_ts(&mut self, t: i64) {
+        match self.n {
+            0 => {
+                self.ts.write_bits(t as u64, 64);
+                self.mint = t;
+            }
+            1 => {
+                let dt = t.wrapping_sub(self.last_t);
+                write_bucketed(&mut self.ts, dt, &TS_WIDTHS);
+                self.last_dt = dt;
+            }
+            _ => {
+                let dt = t.wrapping_sub(self.last_t);
+                write_bucketed(&mut self.ts, dt.wrapping_sub(self.last_dt), &TS_WIDTHS);
+                self.last_dt = dt;
+            }
+        }
+        self.last_t = t;
+    }
+
+    fn append_int(&mut self, iv: i64) {
+        match self.n {
+            0 => self.vals.write_bits(iv as u64, 64),
+            1 => {
+                let d = iv.wrapping_sub(self.last_iv);
+                write_bucketed(&mut self.vals, d, &INT_WIDTHS);
+                self.last_idv = d;
+            }
+            _ => {
+                let d = iv.wrapping_sub(self.last_iv);
+                write_bucketed(&mut self.vals, d.wrapping_sub(self.last_idv), &INT_WIDTHS);
+                self.last_idv = d;
+            }
+        }
+        self.last_iv = iv;
+    }
+
+    fn append_float(&mut self, v: f64) {
+        let bits = v.to_bits();
+        if self.n == 0 {
+            self.vals.write_bits(bits, 64);
+            self.last_bits = bits;
+            return;
+        }
+        let x = bits ^ self.last_bits;
+        self.last_bits = bits;
+        if x == 0 {
+            self.vals.write_bit(false);
+            return;
+        }
+        self.vals.write_bit(true);
+        let mut leading = x.leading_zeros() as u8;
+        let trailing = x.trailing_zeros() as u8;
+        if leading >= 32 {
+            leading = 31;
+        }
+        if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
+            self.vals.write_bit(false);
+            let sig = 64 - self.leading - self.trailing;
+            self.vals.write_bits(x >> self.trailing, sig);
+        } else {
+            self.leading = leading;
+            self.trailing = trailing;
+            self.vals.write_bit(true);
+            self.vals.write_bits(leading as u64, 5);
+            let sig = 64 - leading - trailing;
+            // sig is 1..=64; 64 is stored as 0 in six bits.
+            self.vals.write_bits((sig & 63) as u64, 6);
+            self.vals.write_bits(x >> trailing, sig);
+        }
+    }
+
+    fn recode_as_float(&mut self) {
+        let n = self.n as usize;
+        let mut vals = Vec::with_capacity(n);
+        let mut it = IntDecoder::new(self.vals.bytes(), n);
+        while let Some(v) = it.next_value() {
+            vals.push(v as f64);
+        }
+        self.kind = ValueKind::Float;
+        self.vals = BitWriter::new();
+        self.leading = 0xff;
+        self.trailing = 0;
+        let saved_n = self.n;
+        for (i, v) in vals.into_iter().enumerate() {
+            self.n = i as u16;
+            self.append_float(v);
+        }
+        self.n = saved_n;
+    }
+
+    /// The timestamp column's bytes.
+    pub fn ts_bytes(&self) -> &[u8] {
+        self.ts.bytes()
+    }
+
+    /// The value column's bytes.
+    pub fn value_bytes(&self) -> &[u8] {
+        self.vals.bytes()
+    }
+
+    /// Heap bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.ts.heap_bytes() + self.vals.heap_bytes()
+    }
+
+    /// Freezes the chunk into its compact, immutable form.
+    pub fn seal(&self) -> SealedChunk {
+        SealedChunk {
+            n: self.n,
+            kind: self.kind,
+            mint: self.mint,
+            maxt: self.last_t,
+            ts: self.ts.bytes().into(),
+            vals: self.vals.bytes().into(),
+        }
+    }
+
+    /// Decodes every sample into `out`.
+    pub fn decode_into(&self, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
+        decode_columns(self.ts.bytes(), self.kind, self.vals.bytes(), self.n as usize, out)
+    }
+}
+
+/// An immutable chunk: its two columns and its time range.
+#[derive(Debug, Clone)]
+pub struct SealedChunk {
+    pub n: u16,
+    pub kind: ValueKind,
+    pub mint: i64,
+    pub maxt: i64,
+    pub ts: Box<[u8]>,
+    pub vals: Box<[u8]>,
+}
+
+impl SealedChunk {
+    pub fn decode_into(&self, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
+        decode_columns(&self.ts, self.kind, &self.vals, self.n as usize, out)
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.ts.len() + self.vals.len()
+    }
+}
+
+/// A chunk's bytes ended early or held an impossible code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt chunk")]
+pub struct CorruptChunk;
+
+/// Decodes `n` timestamps.
+pub fn decode_timestamps(ts: &[u8], n: usize, out: &mut Vec<i64>) -> Result<(), CorruptChunk> {
+    let mut r = BitReader::new(ts);
+    let mut t = 0i64;
+    let mut dt = 0i64;
+    out.reserve(n);
+    for i in 0..n {
+        match i {
+            0 => t = r.read_bits(64).ok_or(CorruptChunk)? as i64,
+            1 => {
+                dt = read_bucketed(&mut r, &TS_WIDTHS).ok_or(CorruptChunk)?;
+                t = t.wrapping_add(dt);
+            }
+            _ => {
+                dt = dt.wrapping_add(read_bucketed(&mut r, &TS_WIDTHS).ok_or(CorruptChunk)?);
+                t = t.wrapping_add(dt);
+            }
+        }
+        out.push(t);
+    }
+    Ok(())
+}
+
+struct IntDecoder<'a> {
+    r: BitReader<'a>,
+    i: usize,
+    n: usize,
+    v: i64,
+    d: i64,
+}
+
+impl<'a> IntDecoder<'a> {
+    fn new(b: &'a [u8], n: usize) -> Self {
+        IntDecoder {
+            r: BitReader::new(b),
+            i: 0,
+            n,
+            v: 0,
+            d: 0,
+        }
+    }
+
+    #[inline]
+    fn next_value(&mut self) -> Option<i64> {
+        if self.i >= self.n {
+            return None;
+        }
+        match self.i {
+            0 => self.v = self.r.read_bits(64)? as i64,
+            1 => {
+                self.d = read_bucketed(&mut self.r, &INT_WIDTHS)?;
+                self.v = self.v.wrapping_add(self.d);
+            }
+            _ => {
+                self.d = self.d.wrapping_add(read_bucketed(&mut self.r, &INT_WIDTHS)?);
+                self.v = self.v.wrapping_add(self.d);
+            }
+        }
+        self.i += 1;
+        Some(self.v)
+    }
+}
+
+/// Decodes `n` values of the given kind.
+pub fn decode_values(vals: &[u8], kind: ValueKind, n: usize, out: &mut Vec<f64>) -> Result<(), CorruptChunk> {
+    out.reserve(n);
+    match kind {
+        ValueKind::Int => {
+            let mut d = IntDecoder::new(vals, n);
+            for _ in 0..n {
+                out.push(d.next_value().ok_or(CorruptChunk)? as f64);
+            }
+        }
+        ValueKind::Float => {
+            let mut r = BitReader::new(vals);
+            let mut bits = 0u64;
+            let mut leading = 0u8;
+            let mut trailing = 0u8;
+            for i in 0..n {
+                if i == 0 {
+                    bits = r.read_bits(64).ok_or(CorruptChunk)?;
+                } else if r.read_bit().ok_or(CorruptChunk)? {
+                    if r.read_bit().ok_or(CorruptChunk)? {
+                        leading = r.read_bits(5).ok_or(CorruptChunk)? as u8;
+                        let mut sig = r.read_bits(6).ok_or(CorruptChunk)? as u8;
+                        if sig == 0 {
+                            sig = 64;
+                        }
+                        if leading + sig > 64 {
+                            return Err(CorruptChunk);
+                        }
+                        trailing = 64 - leading - sig;
+                    }
+                    let sig = 64 - leading - trailing;
+                    let x = r.read_bits(sig).ok_or(CorruptChunk)?;
+                    bits ^= x << trailing;
+                }
+                out.push(f64::from_bits(bits));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes both columns into samples.
+pub fn decode_columns(ts: &[u8], kind: ValueKind, vals: &[u8], n: usize, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
+    let mut tv = Vec::with_capacity(n);
+    let mut vv = Vec::with_capacity(n);
+    decode_timestamps(ts, n, &mut tv)?;
+    decode_values(vals, kind, n, &mut vv)?;
+    out.reserve(n);
+    out.extend(tv.into_iter().zip(vv).map(|(t, v)| Sample { t, v }));
+    Ok(())
+}
+
+/// Encodes a whole run of samples (at most [`MAX_CHUNK_SAMPLES`] is not required
+/// here; blocks may use longer runs) into a sealed chunk.
+pub fn encode(samples: &[Sample]) -> SealedChunk {
+    let mut a = ChunkAppender::new();
+    // Decide the kind up front so a long run is never re-coded.
+    if samples.iter().any(|s| as_exact_int(s.v).is_none()) {
+        a.kind = ValueKind::Float;
+    }
+    for s in samples {
+        a.append_ts(s.t);
+        match a.kind {
+            ValueKind::Int => a.append_int(as_exact_int(s.v).unwrap_or(0)),
+            ValueKind::Float => a.append_float(s.v),
+        }
+        a.n = a.n.wrapping_add(1);
+    }
+    let mut c = a.seal();
+    c.n = samples.len().min(u16::MAX as usize) as u16;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use sextant_model::STALE_NAN;
+
+    fn check(samples: &[Sample]) {
+        let mut a = ChunkAppender::new();
+        for s in samples {
+            a.append(s.t, s.v);
+        }
+        let mut out = Vec::new();
+        a.decode_into(&mut out).expect("decodes");
+        assert_eq!(out, samples);
+        let mut out2 = Vec::new();
+        encode(samples).decode_into(&mut out2).expect("decodes");
+        assert_eq!(out2, samples);
+    }
+
+    #[test]
+    fn special_values_round_trip_bit_exactly() {
+        let vals = [0.0, -0.0, 1.0, f64::NAN, STALE_NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1e-300, 42.0, f64::MIN_POSITIVE, 9.007199254740993e15];
+        let s: Vec<Sample> = vals.iter().enumerate().map(|(i, &v)| Sample::new(i as i64 * 15_000, v)).collect();
+        check(&s);
+    }
+
+    #[test]
+    fn int_chunk_switches_to_float() {
+        let mut s: Vec<Sample> = (0..50).map(|i| Sample::new(i * 1000, (i * 7) as f64)).collect();
+        s.push(Sample::new(50_000, 0.5));
+        s.extend((51..100).map(|i| Sample::new(i * 1000, i as f64)));
+        check(&s);
+    }
+
+    #[test]
+    fn regular_counters_cost_about_two_bits_a_sample() {
+        let mut a = ChunkAppender::new();
+        for i in 0..240 {
+            a.append(1_700_000_000_000 + i * 15_000, (i * 3) as f64);
+        }
+        // 64-bit headers, then one bit per timestamp and one per value.
+        assert!(a.ts_bytes().len() <= 8 + 2 + 31, "{}", a.ts_bytes().len());
+        assert!(a.value_bytes().len() <= 8 + 2 + 31, "{}", a.value_bytes().len());
+    }
+
+    proptest! {
+        #[test]
+        fn any_sequence_round_trips(
+            start in any::<i64>().prop_map(|t| t / 4),
+            steps in proptest::collection::vec(1i64..10_000_000, 0..300),
+            vals in proptest::collection::vec(prop_oneof![
+                any::<f64>(),
+                any::<i32>().prop_map(|v| v as f64),
+                Just(STALE_NAN),
+                Just(f64::NAN),
+                any::<u64>().prop_map(f64::from_bits),
+            ], 300),
+        ) {
+            let mut t = start;
+            let mut s = Vec::new();
+            for (i, d) in steps.iter().enumerate() {
+                t = t.saturating_add(*d);
+                s.push(Sample::new(t, vals[i]));
+            }
+            s.dedup_by_key(|x| x.t);
+            check(&s);
+        }
+    }
+}

@@ -1,0 +1,843 @@
+//! The embedded store: [`Db`] ties the WAL, the head and the blocks together and
+//! runs block cutting, compaction and retention in a background thread.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use sextant_model::{Labels, Matcher, ReadError, Sample, SelectHints, Series, Timestamp};
+
+use crate::block::{new_block_id, Block, BlockMeta, BlockWriter};
+use crate::compact;
+use crate::error::{Error, Result};
+use crate::fsutil::fsync_dir;
+use crate::head::{Head, SampleRejection};
+use crate::querier::{self, HeadReader, SeriesReader};
+use crate::wal::{self, FsyncPolicy, Record, Wal, WalSample};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Span of the blocks cut from the head (ms). Default 2 h.
+    pub block_range_ms: i64,
+    /// Blocks whose data is all older than this, relative to the newest sample,
+    /// are deleted. `None` keeps everything. Default 15 days.
+    pub retention_ms: Option<i64>,
+    /// The oldest blocks are deleted while blocks and WAL exceed this many bytes.
+    pub retention_bytes: Option<u64>,
+    pub fsync: FsyncPolicy,
+    /// Samples up to this much older than a series' newest sample are accepted
+    /// out of order. 0 disables out-of-order ingestion.
+    pub ooo_window_ms: i64,
+    /// Run cutting, compaction and retention in a background thread.
+    pub background: bool,
+    /// How often the background thread wakes.
+    pub tick: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            block_range_ms: 2 * HOUR_MS,
+            retention_ms: Some(15 * 24 * HOUR_MS),
+            retention_bytes: None,
+            fsync: FsyncPolicy::IntervalMs(1000),
+            ooo_window_ms: 0,
+            background: true,
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters exposed for self-monitoring.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub samples_appended: AtomicU64,
+    pub samples_duplicate: AtomicU64,
+    pub rejected_out_of_order: AtomicU64,
+    pub rejected_too_old: AtomicU64,
+    pub rejected_duplicate_timestamp: AtomicU64,
+    pub series_created: AtomicU64,
+    pub head_cuts: AtomicU64,
+    pub compactions: AtomicU64,
+    pub compaction_failures: AtomicU64,
+    pub compaction_micros: AtomicU64,
+    pub wal_fsyncs: AtomicU64,
+    pub blocks_deleted_by_retention: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_micros: AtomicU64,
+}
+
+/// Why one sample was rejected at commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub labels: Labels,
+    pub t: Timestamp,
+    pub reason: SampleRejection,
+}
+
+/// The outcome of [`Appender::commit`]: accepted samples are durable in the WAL.
+#[derive(Debug, Clone, Default)]
+pub struct CommitReport {
+    pub appended: usize,
+    pub duplicates: usize,
+    pub new_series: usize,
+    pub rejected_count: usize,
+    /// The first rejections, with the series and timestamps (at most 64).
+    pub rejected: Vec<Rejected>,
+}
+
+/// Cardinality and size of the store, for the status page.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub head_series: u64,
+    pub head_min_time: i64,
+    pub head_max_time: i64,
+    pub head_bytes: usize,
+    pub num_blocks: usize,
+    pub blocks_bytes: u64,
+    pub wal_bytes: u64,
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    blocks_dir: PathBuf,
+    opts: Options,
+    head: Head,
+    wal: Wal,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// Appenders hold it shared while they apply samples; the block cutter takes
+    /// it exclusively for an instant after raising the head floor, so that no
+    /// sample below the floor can slip in after the block's data was read.
+    append_gate: RwLock<()>,
+    /// Serialises cut, compaction, retention, delete and flush.
+    maintenance: Mutex<()>,
+    closed: AtomicBool,
+    wake: (Mutex<bool>, Condvar),
+    metrics: Metrics,
+    _lock: File,
+}
+
+/// An embedded Sextant store over one directory.
+pub struct Db {
+    inner: Arc<Inner>,
+    bg: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What opening found, for the startup log.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub blocks: usize,
+    pub quarantined: Vec<String>,
+    pub wal: wal::ReplayReport,
+    pub replayed_samples: u64,
+    pub replayed_series: u64,
+    pub elapsed: Duration,
+}
+
+impl Db {
+    /// Opens (or creates) a store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
+        Self::open_with_report(dir, opts).map(|(db, _)| db)
+    }
+
+    /// Opens a store and says what recovery did.
+    pub fn open_with_report(dir: impl AsRef<Path>, opts: Options) -> Result<(Db, OpenReport)> {
+        let started = Instant::now();
+        if opts.block_range_ms <= 0 {
+            return Err(Error::Invalid("block range must be positive".into()));
+        }
+        let dir = dir.as_ref().to_path_buf();
+        let blocks_dir = dir.join("blocks");
+        fs::create_dir_all(&blocks_dir)?;
+        let lock = File::create(dir.join("LOCK"))?;
+        lock.try_lock().map_err(|_| Error::Invalid(format!("data directory {} is in use by another process", dir.display())))?;
+        let mut report = OpenReport::default();
+        let blocks = open_blocks(&dir, &blocks_dir, &mut report)?;
+        let head = Head::new();
+        if let Some(maxt) = blocks.iter().map(|b| b.meta().max_time).max() {
+            head.set_floor(maxt);
+        }
+        let floor = head.floor();
+        let mut series_n = 0u64;
+        let mut samples_n = 0u64;
+        let (wal, wal_report) = Wal::open(&dir.join("wal"), opts.fsync, &mut |rec| match rec {
+            Record::Series(ss) => {
+                for (r, ls) in ss {
+                    if head.by_id(r).is_none() {
+                        let (s, _) = head.get_or_create(&ls, Some(r));
+                        s.logged.store(true, Ordering::Relaxed);
+                        series_n += 1;
+                    }
+                }
+            }
+            Record::Samples(ss) => {
+                for s in ss {
+                    if s.t < floor {
+                        continue; // already in a block
+                    }
+                    if let Some(ser) = head.by_id(s.sref) {
+                        ser.data.lock().append_replayed(s.t, s.v);
+                        head.note_time(s.t);
+                        samples_n += 1;
+                    }
+                }
+            }
+            Record::Tombstones(ts) => {
+                for (r, a, b) in ts {
+                    head.add_tombstone(r, a, b);
+                }
+            }
+        })?;
+        report.wal = wal_report;
+        report.replayed_samples = samples_n;
+        report.replayed_series = series_n;
+        report.blocks = blocks.len();
+        let inner = Arc::new(Inner {
+            blocks_dir,
+            dir,
+            opts,
+            head,
+            wal,
+            blocks: RwLock::new(blocks),
+            append_gate: RwLock::new(()),
+            maintenance: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            wake: (Mutex::new(false), Condvar::new()),
+            metrics: Metrics::default(),
+            _lock: lock,
+        });
+        let bg = if inner.opts.background {
+            let i2 = inner.clone();
+            Some(std::thread::Builder::new().name("sextant-maint".into()).spawn(move || background(i2))?)
+        } else {
+            None
+        };
+        report.elapsed = started.elapsed();
+        Ok((Db { inner, bg: Mutex::new(bg) }, report))
+    }
+
+    /// A batch of samples to commit together.
+    pub fn appender(&self) -> Appender<'_> {
+        Appender { db: self, batch: Vec::new() }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Matching series with their samples in `[mint, maxt]`, merged over head and blocks.
+    pub fn select(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
+        self.select_limited(ms, mint, maxt, None)
+    }
+
+    /// Like [`Db::select`], failing once more than `limit` samples would load.
+    pub fn select_limited(&self, ms: &[Matcher], mint: i64, maxt: i64, limit: Option<usize>) -> Result<Vec<Series>> {
+        self.check_open()?;
+        let blocks = self.inner.blocks.read().clone();
+        let head = HeadReader(&self.inner.head);
+        let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
+        readers.push(&head);
+        querier::select(&readers, ms, mint, maxt, limit)
+    }
+
+    /// Label sets of matching series with data in the range.
+    pub fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>> {
+        self.check_open()?;
+        let blocks = self.inner.blocks.read().clone();
+        let head = HeadReader(&self.inner.head);
+        let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
+        readers.push(&head);
+        querier::series_labels(&readers, ms, mint, maxt)
+    }
+
+    /// Label names of matching series (all series when `ms` is empty).
+    pub fn label_names(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
+        self.check_open()?;
+        let blocks = self.inner.blocks.read().clone();
+        let head = HeadReader(&self.inner.head);
+        let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
+        readers.push(&head);
+        Ok(querier::label_names(&readers, ms, mint, maxt))
+    }
+
+    /// Values of label `name` over matching series.
+    pub fn label_values(&self, name: &str, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
+        self.check_open()?;
+        let blocks = self.inner.blocks.read().clone();
+        let head = HeadReader(&self.inner.head);
+        let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
+        readers.push(&head);
+        Ok(querier::label_values(&readers, name, ms, mint, maxt))
+    }
+
+    /// Deletes samples of matching series in `[mint, maxt]` (tombstones; space is
+    /// reclaimed by compaction).
+    pub fn delete(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<usize> {
+        self.check_open()?;
+        let _m = self.inner.maintenance.lock();
+        let mut n = 0;
+        let ids = self.inner.head.ids_for(ms);
+        if !ids.is_empty() {
+            let ts: Vec<(u32, i64, i64)> = ids.iter().map(|id| (*id, mint, maxt)).collect();
+            let mut body = Vec::new();
+            wal::encode_tombstones(&mut body, &ts);
+            self.inner.wal.log(&[&body])?;
+            for id in &ids {
+                self.inner.head.add_tombstone(*id, mint, maxt);
+            }
+            n += ids.len();
+        }
+        for b in self.inner.blocks.read().iter() {
+            if b.meta().max_time <= mint || b.meta().min_time > maxt {
+                continue;
+            }
+            let ids: Vec<(u32, i64, i64)> = b.postings_for(ms).iter().map(|id| (id, mint, maxt)).collect();
+            if !ids.is_empty() {
+                n += ids.len();
+                b.add_tombstones(&ids)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Persists the whole head as blocks now.
+    pub fn flush(&self) -> Result<Vec<BlockMeta>> {
+        self.check_open()?;
+        let _m = self.inner.maintenance.lock();
+        let h = &self.inner.head;
+        let maxt = h.max_time();
+        if maxt == i64::MIN {
+            return Ok(Vec::new());
+        }
+        let cut = maxt.saturating_add(1);
+        let range = self.inner.opts.block_range_ms;
+        let lo = h.min_time().max(h.floor());
+        let mut metas = Vec::new();
+        // One block per aligned range, so flushed blocks compact like cut ones.
+        let mut start = lo.div_euclid(range) * range;
+        let new_blocks = self.inner.cut_head(cut, |samples_of| {
+            while start < cut {
+                let end = (start + range).min(cut);
+                if let Some(m) = samples_of(start, end)? {
+                    metas.push(m);
+                }
+                start = end;
+            }
+            Ok(())
+        })?;
+        drop(new_blocks);
+        Ok(metas)
+    }
+
+    /// Runs one round of cutting, compaction and retention now.
+    pub fn run_maintenance(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner.maintain()
+    }
+
+    /// Fsyncs the WAL.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.wal.sync()
+    }
+
+    /// Copies the current blocks (after flushing the head) into `dst` with hard
+    /// links, giving a consistent, restorable snapshot.
+    pub fn snapshot(&self, dst: &Path) -> Result<usize> {
+        self.flush()?;
+        let _m = self.inner.maintenance.lock();
+        let blocks = self.inner.blocks.read().clone();
+        let out = dst.join("blocks");
+        fs::create_dir_all(&out)?;
+        for b in &blocks {
+            let bd = out.join(&b.meta().id);
+            fs::create_dir_all(&bd)?;
+            for e in fs::read_dir(b.dir())? {
+                let e = e?;
+                let to = bd.join(e.file_name());
+                if fs::hard_link(e.path(), &to).is_err() {
+                    fs::copy(e.path(), &to)?;
+                }
+            }
+        }
+        fsync_dir(&out)?;
+        Ok(blocks.len())
+    }
+
+    /// Cardinality and size statistics; `limit` bounds each top list.
+    pub fn stats(&self, limit: usize) -> Stats {
+        let h = &self.inner.head;
+        let pairs = h.pair_counts();
+        let mut by_metric: Vec<(String, u64)> = pairs.iter().filter(|p| p.0 == sextant_model::METRIC_NAME).map(|p| (p.1.clone(), p.2)).collect();
+        let mut values_by_name: std::collections::HashMap<&str, (u64, u64)> = std::collections::HashMap::new();
+        for (n, v, c) in &pairs {
+            let e = values_by_name.entry(n.as_str()).or_default();
+            e.0 += 1;
+            e.1 += v.len() as u64 * c;
+        }
+        let mut vcount: Vec<(String, u64)> = values_by_name.iter().map(|(n, (c, _))| (n.to_string(), *c)).collect();
+        let mut mem: Vec<(String, u64)> = values_by_name.iter().map(|(n, (_, m))| (n.to_string(), *m)).collect();
+        let mut by_pair: Vec<(String, u64)> = pairs.iter().map(|(n, v, c)| (format!("{n}={v}"), *c)).collect();
+        for v in [&mut by_metric, &mut vcount, &mut mem, &mut by_pair] {
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(limit);
+        }
+        let blocks = self.inner.blocks.read();
+        Stats {
+            head_series: h.num_series(),
+            head_min_time: h.min_time().max(h.floor()),
+            head_max_time: h.max_time(),
+            head_bytes: h.heap_bytes(),
+            num_blocks: blocks.len(),
+            blocks_bytes: blocks.iter().map(|b| b.size_bytes()).sum(),
+            wal_bytes: self.inner.wal.size_bytes(),
+            series_count_by_metric_name: by_metric,
+            label_value_count_by_label_name: vcount,
+            memory_in_bytes_by_label_name: mem,
+            series_count_by_label_value_pair: by_pair,
+        }
+    }
+
+    /// Metadata of every block, oldest first.
+    pub fn blocks(&self) -> Vec<BlockMeta> {
+        self.inner.blocks.read().iter().map(|b| b.meta().clone()).collect()
+    }
+
+    /// Heap bytes the head holds.
+    pub fn head_bytes(&self) -> usize {
+        self.inner.head.heap_bytes()
+    }
+
+    /// Number of series in the head.
+    pub fn head_series(&self) -> u64 {
+        self.inner.head.num_series()
+    }
+
+    /// Newest sample time in the store.
+    pub fn max_time(&self) -> i64 {
+        let b = self.inner.blocks.read().iter().map(|b| b.meta().max_time - 1).max().unwrap_or(i64::MIN);
+        b.max(self.inner.head.max_time())
+    }
+
+    /// Oldest sample time in the store.
+    pub fn min_time(&self) -> i64 {
+        let b = self.inner.blocks.read().iter().map(|b| b.meta().min_time).min().unwrap_or(i64::MAX);
+        b.min(self.inner.head.min_time().max(self.inner.head.floor()))
+    }
+
+    /// Stops background work and syncs the WAL. Further calls fail with `Closed`.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            let (m, c) = &self.inner.wake;
+            *m.lock() = true;
+            c.notify_all();
+        }
+        if let Some(h) = self.bg.lock().take() {
+            let _ = h.join();
+        }
+        self.inner.wal.sync()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl sextant_model::Queryable for Db {
+    fn select(&self, ms: &[Matcher], mint: i64, maxt: i64, hints: SelectHints) -> Result<Vec<Series>, ReadError> {
+        self.select_limited(ms, mint, maxt, hints.sample_limit).map_err(read_err)
+    }
+    fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>, ReadError> {
+        Db::series(self, ms, mint, maxt).map_err(read_err)
+    }
+    fn label_names(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, ReadError> {
+        Db::label_names(self, ms, mint, maxt).map_err(read_err)
+    }
+    fn label_values(&self, name: &str, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, ReadError> {
+        Db::label_values(self, name, ms, mint, maxt).map_err(read_err)
+    }
+}
+
+fn read_err(e: Error) -> ReadError {
+    match e {
+        Error::TooManySamples { limit } => ReadError::TooManySamples { limit },
+        e => ReadError::Storage(e.to_string()),
+    }
+}
+
+/// A batch of samples committed together: one WAL write, one acknowledgement.
+pub struct Appender<'a> {
+    db: &'a Db,
+    batch: Vec<(Labels, Vec<Sample>)>,
+}
+
+impl Appender<'_> {
+    /// Adds one sample.
+    pub fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) {
+        match self.batch.last_mut() {
+            Some((l, s)) if l == labels => s.push(Sample { t, v }),
+            _ => self.batch.push((labels.clone(), vec![Sample { t, v }])),
+        }
+    }
+
+    /// Adds samples of one series.
+    pub fn append_series(&mut self, labels: Labels, samples: Vec<Sample>) {
+        self.batch.push((labels, samples));
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.iter().map(|(_, s)| s.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Applies the batch and writes it to the WAL as one record; returns once
+    /// it is there. Invalid samples are reported, not fatal to the batch.
+    pub fn commit(self) -> Result<CommitReport> {
+        let started = Instant::now();
+        self.db.check_open()?;
+        let inner = &*self.db.inner;
+        let m = &inner.metrics;
+        let mut report = CommitReport::default();
+        let mut new_series: Vec<(u32, Labels)> = Vec::new();
+        let mut logged_now = Vec::new();
+        let mut wal_samples: Vec<WalSample> = Vec::with_capacity(self.len());
+        let (mut tmin, mut tmax) = (i64::MAX, i64::MIN);
+        {
+            let _gate = inner.append_gate.read();
+            let floor = inner.head.floor();
+            let window = inner.opts.ooo_window_ms;
+            for (labels, samples) in &self.batch {
+                if labels.is_empty() {
+                    return Err(Error::Invalid("a series needs at least one label".into()));
+                }
+                loop {
+                    let (s, created) = inner.head.get_or_create(labels, None);
+                    let mut d = s.data.lock();
+                    if d.is_removed() {
+                        continue;
+                    }
+                    if created {
+                        report.new_series += 1;
+                        m.series_created.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !s.logged.load(Ordering::Acquire) {
+                        new_series.push((s.id, labels.clone()));
+                        logged_now.push(s.clone());
+                    }
+                    for smp in samples {
+                        match d.append(smp.t, smp.v, floor, window) {
+                            Ok(true) => {
+                                wal_samples.push(WalSample { sref: s.id, t: smp.t, v: smp.v });
+                                tmin = tmin.min(smp.t);
+                                tmax = tmax.max(smp.t);
+                            }
+                            Ok(false) => report.duplicates += 1,
+                            Err(reason) => {
+                                match reason {
+                                    SampleRejection::OutOfOrder { .. } => &m.rejected_out_of_order,
+                                    SampleRejection::TooOld { .. } => &m.rejected_too_old,
+                                    SampleRejection::DuplicateTimestamp { .. } => &m.rejected_duplicate_timestamp,
+                                }
+                                .fetch_add(1, Ordering::Relaxed);
+                                report.rejected_count += 1;
+                                if report.rejected.len() < 64 {
+                                    report.rejected.push(Rejected { labels: labels.clone(), t: smp.t, reason });
+                                }
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        if !new_series.is_empty() {
+            let refs: Vec<(u32, &Labels)> = new_series.iter().map(|(r, l)| (*r, l)).collect();
+            let mut b = Vec::new();
+            wal::encode_series(&mut b, &refs);
+            bodies.push(b);
+        }
+        if !wal_samples.is_empty() {
+            let mut b = Vec::with_capacity(wal_samples.len() * 11 + 16);
+            wal::encode_samples(&mut b, &wal_samples);
+            bodies.push(b);
+        }
+        if !bodies.is_empty() {
+            let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+            inner.wal.log(&refs)?;
+            if inner.wal.policy() == FsyncPolicy::Always {
+                m.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for s in logged_now {
+            s.logged.store(true, Ordering::Release);
+        }
+        if tmax != i64::MIN {
+            inner.head.note_time(tmin);
+            inner.head.note_time(tmax);
+        }
+        report.appended = wal_samples.len();
+        m.samples_appended.fetch_add(report.appended as u64, Ordering::Relaxed);
+        m.samples_duplicate.fetch_add(report.duplicates as u64, Ordering::Relaxed);
+        m.commits.fetch_add(1, Ordering::Relaxed);
+        m.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if inner.head.max_time() - inner.head.min_time().max(inner.head.floor()) > inner.opts.block_range_ms * 3 / 2 {
+            let (mu, cv) = &inner.wake;
+            let _g = mu.lock();
+            cv.notify_all();
+        }
+        Ok(report)
+    }
+}
+
+fn open_blocks(dir: &Path, blocks_dir: &Path, report: &mut OpenReport) -> Result<Vec<Arc<Block>>> {
+    let mut blocks = Vec::new();
+    for e in fs::read_dir(blocks_dir)? {
+        let e = e?;
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if !p.is_dir() {
+            continue;
+        }
+        if name.ends_with(".tmp") {
+            // An interrupted write: its sources are still in place.
+            fs::remove_dir_all(&p)?;
+            continue;
+        }
+        match Block::open(&p) {
+            Ok(b) => blocks.push(Arc::new(b)),
+            Err(err) => {
+                let aside = dir.join("corrupted");
+                fs::create_dir_all(&aside)?;
+                let dst = aside.join(&name);
+                fs::rename(&p, &dst)?;
+                let msg = format!("block {name} moved aside to {}: {err}", dst.display());
+                tracing::error!(target: "sextant::storage", "{msg}");
+                report.quarantined.push(msg);
+            }
+        }
+    }
+    // A compaction that crashed after writing its output but before deleting its
+    // inputs leaves blocks that another block lists as sources.
+    let sources: std::collections::HashSet<String> = blocks.iter().flat_map(|b| b.meta().sources.clone()).collect();
+    let (dups, keep): (Vec<_>, Vec<_>) = blocks.into_iter().partition(|b| sources.contains(&b.meta().id) && !b.meta().sources.contains(&b.meta().id));
+    for b in dups {
+        tracing::info!(target: "sextant::storage", "removing block {} already merged into a compacted block", b.meta().id);
+        fs::remove_dir_all(b.dir())?;
+    }
+    let mut keep = keep;
+    keep.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+    Ok(keep)
+}
+
+impl Inner {
+    /// Raises the head floor to `cut`, lets `write` persist head data below it
+    /// through the `samples_of(start, end)` callback, then truncates head and WAL.
+    fn cut_head<F>(&self, cut: i64, write: F) -> Result<Vec<Arc<Block>>>
+    where
+        F: FnOnce(&mut dyn FnMut(i64, i64) -> Result<Option<BlockMeta>>) -> Result<()>,
+    {
+        self.head.set_floor(cut);
+        drop(self.append_gate.write());
+        let series = self.head.all_series_sorted();
+        let mut new_blocks = Vec::new();
+        let mut buf = Vec::new();
+        let mut samples_of = |start: i64, end: i64| -> Result<Option<BlockMeta>> {
+            let id = new_block_id();
+            let mut w = BlockWriter::new(&self.blocks_dir, &id)?;
+            for (labels, s) in &series {
+                buf.clear();
+                s.data.lock().samples(start, end - 1, i64::MIN, &mut buf);
+                w.add_series(labels, &buf)?;
+            }
+            let meta = w.finish(Some((start, end)), 1, Vec::new())?;
+            if let Some(m) = &meta {
+                let b = Arc::new(Block::open(&self.blocks_dir.join(&m.id))?);
+                new_blocks.push(b);
+            }
+            Ok(meta)
+        };
+        write(&mut samples_of)?;
+        {
+            let mut blocks = self.blocks.write();
+            blocks.extend(new_blocks.iter().cloned());
+            blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+        }
+        self.head.truncate(cut);
+        self.metrics.head_cuts.fetch_add(1, Ordering::Relaxed);
+        let closed = self.wal.cut_segment()?;
+        let head = &self.head;
+        self.wal.checkpoint(closed, &mut |r| match r {
+            Record::Series(s) => {
+                let s: Vec<(u32, Labels)> = s.into_iter().filter(|(id, _)| head.by_id(*id).is_some()).collect();
+                (!s.is_empty()).then_some(Record::Series(s))
+            }
+            Record::Samples(s) => {
+                let s: Vec<WalSample> = s.into_iter().filter(|x| x.t >= cut).collect();
+                (!s.is_empty()).then_some(Record::Samples(s))
+            }
+            Record::Tombstones(t) => {
+                let t: Vec<(u32, i64, i64)> = t.into_iter().filter(|(id, _, b)| *b >= cut && head.by_id(*id).is_some()).collect();
+                (!t.is_empty()).then_some(Record::Tombstones(t))
+            }
+        })?;
+        Ok(new_blocks)
+    }
+
+    fn maintain(&self) -> Result<()> {
+        let _m = self.maintenance.lock();
+        let range = self.opts.block_range_ms;
+        // Cut the oldest range while the head spans more than 1.5 ranges.
+        loop {
+            let lo = self.head.min_time().max(self.head.floor());
+            let hi = self.head.max_time();
+            if hi == i64::MIN || lo == i64::MAX || hi - lo <= range * 3 / 2 {
+                break;
+            }
+            let start = lo.div_euclid(range) * range;
+            let cut = start + range;
+            self.cut_head(cut, |f| f(start, cut).map(|_| ()))?;
+        }
+        self.compact_all()?;
+        self.apply_retention()?;
+        Ok(())
+    }
+
+    fn compact_all(&self) -> Result<()> {
+        loop {
+            let blocks = self.blocks.read().clone();
+            let max_range = self.opts.retention_ms.map(|r| r / 10).unwrap_or(31 * 24 * HOUR_MS).max(self.opts.block_range_ms);
+            let Some(plan) = compact::plan(&blocks, self.opts.block_range_ms, max_range, self.head.floor()) else {
+                return Ok(());
+            };
+            let started = Instant::now();
+            match compact::merge_blocks(&self.blocks_dir, &plan.inputs, plan.range) {
+                Ok(out) => {
+                    let ids: std::collections::HashSet<String> = plan.inputs.iter().map(|b| b.meta().id.clone()).collect();
+                    {
+                        let mut bl = self.blocks.write();
+                        bl.retain(|b| !ids.contains(&b.meta().id));
+                        if let Some(b) = out {
+                            bl.push(Arc::new(b));
+                        }
+                        bl.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+                    }
+                    for b in &plan.inputs {
+                        fs::remove_dir_all(b.dir())?;
+                    }
+                    fsync_dir(&self.blocks_dir)?;
+                    self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.compaction_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.metrics.compaction_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn apply_retention(&self) -> Result<()> {
+        let newest = self.blocks.read().iter().map(|b| b.meta().max_time).max().unwrap_or(i64::MIN).max(self.head.max_time());
+        let mut drop_ids = Vec::new();
+        {
+            let blocks = self.blocks.read();
+            if let Some(r) = self.opts.retention_ms {
+                for b in blocks.iter() {
+                    if b.meta().max_time <= newest.saturating_sub(r) {
+                        drop_ids.push(b.meta().id.clone());
+                    }
+                }
+            }
+            if let Some(limit) = self.opts.retention_bytes {
+                let mut total: u64 = blocks.iter().map(|b| b.size_bytes()).sum::<u64>() + self.wal.size_bytes();
+                for b in blocks.iter() {
+                    if total <= limit {
+                        break;
+                    }
+                    total = total.saturating_sub(b.size_bytes());
+                    if !drop_ids.contains(&b.meta().id) {
+                        drop_ids.push(b.meta().id.clone());
+                    }
+                }
+            }
+        }
+        if drop_ids.is_empty() {
+            return Ok(());
+        }
+        let removed: Vec<Arc<Block>> = {
+            let mut bl = self.blocks.write();
+            let (gone, keep): (Vec<_>, Vec<_>) = bl.drain(..).partition(|b| drop_ids.contains(&b.meta().id));
+            *bl = keep;
+            gone
+        };
+        for b in removed {
+            tracing::info!(target: "sextant::storage", "retention: deleting block {} [{}, {})", b.meta().id, b.meta().min_time, b.meta().max_time);
+            fs::remove_dir_all(b.dir())?;
+            self.metrics.blocks_deleted_by_retention.fetch_add(1, Ordering::Relaxed);
+        }
+        fsync_dir(&self.blocks_dir)?;
+        Ok(())
+    }
+}
+
+fn background(inner: Arc<Inner>) {
+    let mut last_sync = Instant::now();
+    loop {
+        {
+            let (m, c) = &inner.wake;
+            let mut stop = m.lock();
+            if !*stop {
+                c.wait_for(&mut stop, inner.opts.tick);
+            }
+            if *stop && inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+            *stop = false;
+        }
+        if let FsyncPolicy::IntervalMs(ms) = inner.opts.fsync {
+            if last_sync.elapsed() >= Duration::from_millis(ms) {
+                if inner.wal.sync().is_ok() {
+                    inner.metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                last_sync = Instant::now();
+            }
+        }
+        if let Err(e) = inner.maintain() {
+            tracing::error!(target: "sextant::storage", "maintenance failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The head: active series in memory, with interned label strings, an inverted
+//! index and compressed chunks. Appends to different series never contend on a
+//! lock other than their shard's read lock and their own series mutex.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
+use sextant_model::{Label, Labels, Matcher, Sample};
+
+use crate::chunkenc::{ChunkAppender, SealedChunk};
+use crate::index::{postings_for_matchers, MemPostings};
+
+const SHARDS: usize = 128;
+
+/// Why a sample was not appended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SampleRejection {
+    OutOfOrder { newest: i64 },
+    TooOld { min_valid: i64 },
+    DuplicateTimestamp { existing: f64 },
+}
+
+/// Interned strings.
+#[derive(Default)]
+struct Symbols {
+    map: HashMap<Arc<str>, u32>,
+    strs: Vec<Arc<str>>,
+}
+
+impl Symbols {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.map.get(s) {
+            return id;
+        }
+        let a: Arc<str> = Arc::from(s);
+        let id = self.strs.len() as u32;
+        self.strs.push(a.clone());
+        self.map.insert(a, id);
+        id
+    }
+}
+
+/// Samples and chunks of one series.
+pub struct SeriesData {
+    sealed: Vec<SealedChunk>,
+    open: ChunkAppender,
+    /// Out-of-order samples, sorted by time, merged at read and at block cut.
+    ooo: Vec<Sample>,
+    max_t: i64,
+    last_v: f64,
+    tombstones: Vec<(i64, i64)>,
+    /// Set when the series was garbage-collected; appenders must look it up again.
+    removed: bool,
+}
+
+/// One series in the head.
+pub struct MemSeries {
+    pub id: u32,
+    hash: u64,
+    /// Symbol ids, name and value interleaved, sorted by name.
+    labels: Box<[u32]>,
+    /// Whether its Series record is known to be in the WAL.
+    pub logged: AtomicBool,
+    pub data: Mutex<SeriesData>,
+}
+
+impl SeriesData {
+    fn new() -> Self {
+        SeriesData {
+            sealed: Vec::new(),
+            open: ChunkAppender::new(),
+            ooo: Vec::new(),
+            max_t: i64::MIN,
+            last_v: 0.0,
+            tombstones: Vec::new(),
+            removed: false,
+        }
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    /// Appends with the store's ordering rules: nothing below `floor` (already
+    /// persisted), a repeated timestamp only with the identical value, and older
+    /// timestamps only within `ooo_window` of the newest.
+    pub fn append(&mut self, t: i64, v: f64, floor: i64, ooo_window: i64) -> Result<bool, SampleRejection> {
+        if t < floor {
+            return Err(SampleRejection::TooOld { min_valid: floor });
+        }
+        if t > self.max_t {
+            self.push_in_order(t, v);
+            return Ok(true);
+        }
+        if t == self.max_t {
+            if self.last_v.to_bits() == v.to_bits() {
+                return Ok(false);
+            }
+            return Err(SampleRejection::DuplicateTimestamp { existing: self.last_v });
+        }
+        if ooo_window > 0 && t >= self.max_t.saturating_sub(ooo_window) {
+            return self.insert_ooo(t, v);
+        }
+        Err(SampleRejection::OutOfOrder { newest: self.max_t })
+    }
+
+    /// Appends in any order, for WAL replay: every logged sample was accepted once.
+    pub fn append_replayed(&mut self, t: i64, v: f64) {
+        if t > self.max_t {
+            self.push_in_order(t, v);
+        } else if t < self.max_t {
+            let _ = self.insert_ooo(t, v);
+        }
+    }
+
+    fn push_in_order(&mut self, t: i64, v: f64) {
+        if self.open.is_full() {
+            let mut sealed = self.open.seal();
+            sealed.ts = sealed.ts.to_vec().into_boxed_slice();
+            self.sealed.push(sealed);
+            self.open = ChunkAppender::new();
+        }
+        self.open.append(t, v);
+        self.max_t = t;
+        self.last_v = v;
+    }
+
+    fn insert_ooo(&mut self, t: i64, v: f64) -> Result<bool, SampleRejection> {
+        match self.ooo.binary_search_by_key(&t, |s| s.t) {
+            Ok(i) => {
+                let existing = self.ooo[i].v;
+                if existing.to_bits() == v.to_bits() {
+                    Ok(false)
+                } else {
+                    Err(SampleRejection::DuplicateTimestamp { existing })
+                }
+            }
+            Err(i) => {
+                self.ooo.insert(i, Sample { t, v });
+                Ok(true)
+            }
+        }
+    }
+
+    /// Samples in `[mint, maxt]`; in-order samples below `floor` are already in a block.
+    pub fn samples(&self, mint: i64, maxt: i64, floor: i64, out: &mut Vec<Sample>) {
+        let lo = mint.max(floor);
+        let start = out.len();
+        let mut buf = Vec::new();
+        if lo <= maxt {
+            for c in self.sealed.iter().filter(|c| c.maxt >= lo && c.mint <= maxt) {
+                buf.clear();
+                if c.decode_into(&mut buf).is_ok() {
+                    out.extend(buf.iter().filter(|s| s.t >= lo && s.t <= maxt));
+                }
+            }
+            if !self.open.is_empty() && self.open.maxt() >= lo && self.open.mint() <= maxt {
+                buf.clear();
+                if self.open.decode_into(&mut buf).is_ok() {
+                    out.extend(buf.iter().filter(|s| s.t >= lo && s.t <= maxt));
+                }
+            }
+        }
+        let ooo: Vec<Sample> = self.ooo.iter().filter(|s| s.t >= mint && s.t <= maxt).copied().collect();
+        if !ooo.is_empty() {
+            let in_order = out.split_off(start);
+            merge_sorted(&in_order, &ooo, out);
+        }
+        if !self.tombstones.is_empty() {
+            let tail = out.split_off(start);
+            out.extend(tail.into_iter().filter(|s| !self.tombstones.iter().any(|(a, b)| s.t >= *a && s.t <= *b)));
+        }
+    }
+
+    pub fn min_time(&self) -> Option<i64> {
+        let a = self.sealed.first().map(|c| c.mint).or_else(|| (!self.open.is_empty()).then(|| self.open.mint()));
+        let b = self.ooo.first().map(|s| s.t);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.sealed.iter().map(|c| c.heap_bytes() + 48).sum::<usize>()
+            + self.open.heap_bytes()
+            + self.ooo.capacity() * 16
+            + std::mem::size_of::<Self>()
+    }
+
+    /// Drops what lies below `cut` (already persisted). Returns whether the
+    /// series still holds samples at or after `cut`.
+    fn truncate(&mut self, cut: i64) -> bool {
+        self.sealed.retain(|c| c.maxt >= cut);
+        self.ooo.retain(|s| s.t >= cut);
+        self.tombstones.retain(|(_, b)| *b >= cut);
+        let open_live = !self.open.is_empty() && self.open.maxt() >= cut;
+        !self.sealed.is_empty() || !self.ooo.is_empty() || open_live
+    }
+}
+
+/// Merges two time-sorted runs; on equal timestamps the first run wins.
+pub fn merge_sorted(a: &[Sample], b: &[Sample], out: &mut Vec<Sample>) {
+    let (mut i, mut j) = (0, 0);
+    out.reserve(a.len() + b.len());
+    while i < a.len() && j < b.len() {
+        match a[i].t.cmp(&b[j].t) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+}
+
+/// The in-memory part of the store.
+pub struct Head {
+    symbols: RwLock<Symbols>,
+    index: RwLock<MemPostings>,
+    series: RwLock<Vec<Option<Arc<MemSeries>>>>,
+    shards: Vec<RwLock<HashMap<u64, Vec<u32>>>>,
+    next_id: AtomicU32,
+    /// In-order samples below this are in blocks already.
+    floor: AtomicI64,
+    min_t: AtomicI64,
+    max_t: AtomicI64,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Head {
+    pub fn new() -> Self {
+        Head {
+            symbols: RwLock::new(Symbols::default()),
+            index: RwLock::new(MemPostings::default()),
+            series: RwLock::new(Vec::new()),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            next_id: AtomicU32::new(1),
+            floor: AtomicI64::new(i64::MIN),
+            min_t: AtomicI64::new(i64::MAX),
+            max_t: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub fn floor(&self) -> i64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
+    pub fn set_floor(&self, f: i64) {
+        self.floor.fetch_max(f, Ordering::AcqRel);
+    }
+
+    pub fn min_time(&self) -> i64 {
+        self.min_t.load(Ordering::Acquire)
+    }
+
+    pub fn max_time(&self) -> i64 {
+        self.max_t.load(Ordering::Acquire)
+    }
+
+    pub fn note_time(&self, t: i64) {
+        self.min_t.fetch_min(t, Ordering::AcqRel);
+        self.max_t.fetch_max(t, Ordering::AcqRel);
+    }
+
+    pub fn num_series(&self) -> u64 {
+        self.index.read().len()
+    }
+
+    fn labels_equal(&self, s: &MemSeries, ls: &Labels) -> bool {
+        if s.labels.len() != ls.len() * 2 {
+            return false;
+        }
+        let syms = self.symbols.read();
+        s.labels
+            .chunks_exact(2)
+            .zip(ls.iter())
+            .all(|(p, l)| *syms.strs[p[0] as usize] == *l.name && *syms.strs[p[1] as usize] == *l.value)
+    }
+
+    /// The series with exactly these labels, if it exists.
+    pub fn get(&self, ls: &Labels) -> Option<Arc<MemSeries>> {
+        let h = ls.hash64();
+        let shard = self.shards[(h % SHARDS as u64) as usize].read();
+        let ids = shard.get(&h)?;
+        let series = self.series.read();
+        ids.iter()
+            .filter_map(|id| series.get(*id as usize).and_then(|s| s.clone()))
+            .find(|s| self.labels_equal(s, ls))
+    }
+
+    pub fn by_id(&self, id: u32) -> Option<Arc<MemSeries>> {
+        self.series.read().get(id as usize).and_then(|s| s.clone())
+    }
+
+    /// Returns the series for `ls`, creating it (with `id` when given, for replay).
+    /// The flag says whether it was created by this call.
+    pub fn get_or_create(&self, ls: &Labels, id: Option<u32>) -> (Arc<MemSeries>, bool) {
+        if let Some(s) = self.get(ls) {
+            return (s, false);
+        }
+        let h = ls.hash64();
+        let mut shard = self.shards[(h % SHARDS as u64) as usize].write();
+        // Re-check under the write lock: another writer may have won the race.
+        if let Some(ids) = shard.get(&h) {
+            let series = self.series.read();
+            if let Some(s) = ids.iter().filter_map(|id| series.get(*id as usize).and_then(|s| s.clone())).find(|s| self.labels_equal(s, ls)) {
+                return (s, false);
+            }
+        }
+        let id = match id {
+            Some(id) => {
+                self.next_id.fetch_max(id + 1, Ordering::AcqRel);
+                id
+            }
+            None => self.next_id.fetch_add(1, Ordering::AcqRel),
+        };
+        let (sym_ids, arcs) = {
+            let mut syms = self.symbols.write();
+            let mut ids = Vec::with_capacity(ls.len() * 2);
+            let mut arcs = Vec::with_capacity(ls.len());
+            for l in ls.iter() {
+                let n = syms.intern(&l.name);
+                let v = syms.intern(&l.value);
+                ids.push(n);
+                ids.push(v);
+                arcs.push((syms.strs[n as usize].clone(), syms.strs[v as usize].clone()));
+            }
+            (ids, arcs)
+        };
+        let s = Arc::new(MemSeries {
+            id,
+            hash: h,
+            labels: sym_ids.into_boxed_slice(),
+            logged: AtomicBool::new(false),
+            data: Mutex::new(SeriesData::new()),
+        });
+        {
+            let mut series = self.series.write();
+            if series.len() <= id as usize {
+                series.resize(id as usize + 1, None);
+            }
+            series[id as usize] = Some(s.clone());
+        }
+        self.index.write().add(id, &arcs);
+        shard.entry(h).or_default().push(id);
+        (s, true)
+    }
+
+    /// The labels of a head series.
+    pub fn labels_of(&self, s: &MemSeries) -> Labels {
+        let syms = self.symbols.read();
+        Labels::from_sorted_unchecked(
+            s.labels
+                .chunks_exact(2)
+                .map(|p| Label::new(&*syms.strs[p[0] as usize], &*syms.strs[p[1] as usize]))
+                .collect(),
+        )
+    }
+
+    /// Ids of series matching all matchers.
+    pub fn postings(&self, ms: &[Matcher]) -> RoaringBitmap {
+        let idx = self.index.read();
+        postings_for_matchers(&*idx, ms)
+    }
+
+    pub fn label_names(&self) -> Vec<String> {
+        self.index.read().label_names()
+    }
+
+    pub fn pair_counts(&self) -> Vec<(String, String, u64)> {
+        self.index.read().pair_counts()
+    }
+
+    /// Approximate heap bytes of the head (series, chunks, index, symbols).
+    pub fn heap_bytes(&self) -> usize {
+        let series = self.series.read();
+        let mut total = series.capacity() * 8;
+        for s in series.iter().flatten() {
+            total += std::mem::size_of::<MemSeries>() + 16 + s.labels.len() * 4 + s.data.lock().heap_bytes();
+        }
+        drop(series);
+        let syms = self.symbols.read();
+        total += syms.strs.iter().map(|s| s.len() + 16 + 8 + 40).sum::<usize>();
+        total += self.index.read().heap_bytes();
+        total += self.shards.iter().map(|s| s.read().capacity() * 40).sum::<usize>();
+        total
+    }
+
+    /// Every live series, sorted by labels (used by block cut and stats).
+    pub fn all_series_sorted(&self) -> Vec<(Labels, Arc<MemSeries>)> {
+        let series: Vec<Arc<MemSeries>> = self.series.read().iter().flatten().cloned().collect();
+        let mut v: Vec<(Labels, Arc<MemSeries>)> = series.into_iter().map(|s| (self.labels_of(&s), s)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Drops everything below `cut` and removes series left without samples.
+    /// Returns the number of series removed.
+    pub fn truncate(&self, cut: i64) -> usize {
+        self.set_floor(cut);
+        let series: Vec<Arc<MemSeries>> = self.series.read().iter().flatten().cloned().collect();
+        let mut removed = 0;
+        let mut new_min = i64::MAX;
+        for s in series {
+            let mut d = s.data.lock();
+            if d.truncate(cut) {
+                if let Some(t) = d.min_time() {
+                    new_min = new_min.min(t.max(cut));
+                }
+                continue;
+            }
+            d.removed = true;
+            drop(d);
+            self.remove_series(&s);
+            removed += 1;
+        }
+        self.min_t.store(new_min, Ordering::Release);
+        removed
+    }
+
+    fn remove_series(&self, s: &MemSeries) {
+        let mut shard = self.shards[(s.hash % SHARDS as u64) as usize].write();
+        if let Some(ids) = shard.get_mut(&s.hash) {
+            ids.retain(|id| *id != s.id);
+            if ids.is_empty() {
+                shard.remove(&s.hash);
+            }
+        }
+        let arcs: Vec<(Arc<str>, Arc<str>)> = {
+            let syms = self.symbols.read();
+            s.labels.chunks_exact(2).map(|p| (syms.strs[p[0] as usize].clone(), syms.strs[p[1] as usize].clone())).collect()
+        };
+        self.index.write().remove(s.id, &arcs);
+        if let Some(slot) = self.series.write().get_mut(s.id as usize) {
+            *slot = None;
+        }
+    }
+
+    /// Adds a tombstone interval to one series.
+    pub fn add_tombstone(&self, id: u32, mint: i64, maxt: i64) {
+        if let Some(s) = self.by_id(id) {
+            s.data.lock().tombstones.push((mint, maxt));
+        }
+    }
+
+    pub fn ids_for(&self, ms: &[Matcher]) -> Vec<u32> {
+        self.postings(ms).iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordering_rules() {
+        let mut d = SeriesData::new();
+        assert_eq!(d.append(10, 1.0, i64::MIN, 0), Ok(true));
+        assert_eq!(d.append(10, 1.0, i64::MIN, 0), Ok(false));
+        assert_eq!(d.append(10, 2.0, i64::MIN, 0), Err(SampleRejection::DuplicateTimestamp { existing: 1.0 }));
+        assert_eq!(d.append(5, 2.0, i64::MIN, 0), Err(SampleRejection::OutOfOrder { newest: 10 }));
+        assert_eq!(d.append(5, 2.0, i64::MIN, 10), Ok(true));
+        assert_eq!(d.append(20, 3.0, 100, 0), Err(SampleRejection::TooOld { min_valid: 100 }));
+        let mut out = Vec::new();
+        d.samples(0, 100, i64::MIN, &mut out);
+        assert_eq!(out, vec![Sample::new(5, 2.0), Sample::new(10, 1.0)]);
+    }
+
+    #[test]
+    fn series_are_found_by_labels_and_gc_on_truncate() {
+        let h = Head::new();
+        let a = Labels::from_pairs([("__name__", "a"), ("x", "1")]);
+        let (s, created) = h.get_or_create(&a, None);
+        assert!(created);
+        let (s2, created2) = h.get_or_create(&a, None);
+        assert!(!created2);
+        assert_eq!(s.id, s2.id);
+        s.data.lock().append(100, 1.0, i64::MIN, 0).expect("append");
+        assert_eq!(h.labels_of(&s), a);
+        assert_eq!(h.truncate(200), 1);
+        assert!(h.get(&a).is_none());
+        assert!(s.data.lock().is_removed());
+    }
+}
