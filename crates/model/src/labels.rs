@@ -35,13 +35,8 @@ impl Labels {
 
     /// Builds a label set from pairs in any order; empty values are dropped and
     /// a repeated name keeps its last value.
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (N, V)>,
-    ) -> Self {
-        let v: Vec<Label> = pairs
-            .into_iter()
-            .map(|(n, v)| Label::new(n, v))
-            .collect();
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+        let v: Vec<Label> = pairs.into_iter().map(|(n, v)| Label::new(n, v)).collect();
         Self::from_vec(v)
     }
 
@@ -89,9 +84,7 @@ impl Labels {
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.0
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .is_ok()
+        self.0.binary_search_by(|l| l.name.as_str().cmp(name)).is_ok()
     }
 
     /// The metric name, or `""`.
@@ -109,24 +102,12 @@ impl Labels {
 
     /// Keeps only the labels whose names are in `names`.
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .filter(|l| names.iter().any(|n| *n == l.name))
-                .cloned()
-                .collect(),
-        )
+        Labels(self.0.iter().filter(|l| names.contains(&l.name)).cloned().collect())
     }
 
     /// Drops the labels whose names are in `names`.
     pub fn drop_names(&self, names: &[String]) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .filter(|l| !names.iter().any(|n| *n == l.name))
-                .cloned()
-                .collect(),
-        )
+        Labels(self.0.iter().filter(|l| !names.contains(&l.name)).cloned().collect())
     }
 
     /// A builder starting from these labels.

@@ -56,12 +56,7 @@ pub trait Queryable: Send + Sync {
     ) -> Result<Vec<Series>, ReadError>;
 
     /// Label sets of matching series with data in `[mint, maxt]`, sorted.
-    fn series(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Result<Vec<Labels>, ReadError> {
+    fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, ReadError> {
         Ok(self
             .select(matchers, mint, maxt, SelectHints::default())?
             .into_iter()
@@ -70,12 +65,7 @@ pub trait Queryable: Send + Sync {
     }
 
     /// Sorted label names of series matching `matchers` (all series when empty).
-    fn label_names(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Result<Vec<String>, ReadError>;
+    fn label_names(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<String>, ReadError>;
 
     /// Sorted values of label `name` over series matching `matchers`.
     fn label_values(

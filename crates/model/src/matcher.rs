@@ -90,7 +90,11 @@ impl Matcher {
         }
         let mut out = Vec::new();
         for part in self.value.split('|') {
-            if part.is_empty() || part.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':' || c == '/')) {
+            if part.is_empty()
+                || part
+                    .chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':' || c == '/'))
+            {
                 return None;
             }
             out.push(part.to_string());
@@ -207,7 +211,10 @@ mod tests {
 
     #[test]
     fn set_values_only_for_literal_alternations() {
-        assert_eq!(m(MatchOp::Regex, "a|b").set_values(), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            m(MatchOp::Regex, "a|b").set_values(),
+            Some(vec!["a".into(), "b".into()])
+        );
         assert_eq!(m(MatchOp::Regex, "a.*").set_values(), None);
         assert_eq!(m(MatchOp::NotRegex, "a").set_values(), None);
     }

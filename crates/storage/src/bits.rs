@@ -254,7 +254,9 @@ mod tests {
     #[test]
     fn bits_round_trip_any_widths() {
         let mut w = BitWriter::new();
-        let items: Vec<(u64, u8)> = (0..200u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (i % 64), (i % 64 + 1) as u8)).collect();
+        let items: Vec<(u64, u8)> = (0..200u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (i % 64), (i % 64 + 1) as u8))
+            .collect();
         for &(v, n) in &items {
             w.write_bits(v, n);
         }

@@ -67,7 +67,11 @@ pub fn new_block_id() -> String {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let pid = std::process::id() as u64;
-    format!("{ms:013x}{:04x}{:06x}", pid & 0xffff, SEQ.fetch_add(1, Ordering::Relaxed) & 0xff_ffff)
+    format!(
+        "{ms:013x}{:04x}{:06x}",
+        pid & 0xffff,
+        SEQ.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
+    )
 }
 
 struct ChunkMeta {
@@ -91,7 +95,11 @@ impl PageWriter {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
         out.write_all(&CHUNKS_MAGIC.to_be_bytes())?;
         out.write_all(&[FORMAT_VERSION, 0, 0, 0])?;
-        Ok(PageWriter { out, file_off: 8, page: Vec::with_capacity(PAGE_TARGET * 2) })
+        Ok(PageWriter {
+            out,
+            file_off: 8,
+            page: Vec::with_capacity(PAGE_TARGET * 2),
+        })
     }
 
     /// Adds a column to the current page and returns its reference.
@@ -102,7 +110,9 @@ impl PageWriter {
         let r = (self.file_off << 24) | self.page.len() as u64;
         put_len_prefixed(&mut self.page, col);
         if self.page.len() >= 1 << 24 {
-            return Err(Error::Invalid("BUG: chunk column larger than a page can address".into()));
+            return Err(Error::Invalid(
+                "BUG: chunk column larger than a page can address".into(),
+            ));
         }
         Ok(r)
     }
@@ -114,7 +124,8 @@ impl PageWriter {
         let comp = zstd::bulk::compress(&self.page, ZSTD_LEVEL)?;
         self.out.write_all(&(self.page.len() as u32).to_le_bytes())?;
         self.out.write_all(&(comp.len() as u32).to_le_bytes())?;
-        self.out.write_all(&page_crc(self.page.len() as u32, comp.len() as u32, &comp).to_le_bytes())?;
+        self.out
+            .write_all(&page_crc(self.page.len() as u32, comp.len() as u32, &comp).to_le_bytes())?;
         self.out.write_all(&comp)?;
         self.file_off += (PAGE_HEADER + comp.len()) as u64;
         self.page.clear();
@@ -186,7 +197,9 @@ impl BlockWriter {
         }
         if let Some(last) = &self.last_labels {
             if last >= labels {
-                return Err(Error::Invalid(format!("BUG: block series out of order: {labels} after {last}")));
+                return Err(Error::Invalid(format!(
+                    "BUG: block series out of order: {labels} after {last}"
+                )));
             }
         }
         self.last_labels = Some(labels.clone());
@@ -214,7 +227,14 @@ impl BlockWriter {
                 }
             };
             let val_ref = self.pages.add(&c.vals)?;
-            metas.push(ChunkMeta { mint: c.mint, maxt: c.maxt, n: run.len() as u32, kind: c.kind, ts_ref, val_ref });
+            metas.push(ChunkMeta {
+                mint: c.mint,
+                maxt: c.maxt,
+                n: run.len() as u32,
+                kind: c.kind,
+                ts_ref,
+                val_ref,
+            });
             self.stats.num_chunks += 1;
         }
         self.stats.num_samples += samples.len() as u64;
@@ -232,7 +252,17 @@ impl BlockWriter {
     /// Writes index and meta, fsyncs and renames the block into place. `range`
     /// is the block's nominal `[min, max)`; `None` uses the data's extent.
     pub fn finish(self, range: Option<(i64, i64)>, level: u32, sources: Vec<String>) -> Result<Option<BlockMeta>> {
-        let BlockWriter { tmp, final_dir, pages, syms, series, stats, mint, maxt, .. } = self;
+        let BlockWriter {
+            tmp,
+            final_dir,
+            pages,
+            syms,
+            series,
+            stats,
+            mint,
+            maxt,
+            ..
+        } = self;
         pages.finish()?;
         if series.is_empty() {
             fs::remove_dir_all(&tmp)?;
@@ -305,8 +335,20 @@ impl BlockWriter {
             f.sync_all()?;
         }
         let (min_time, max_time) = range.unwrap_or((mint, maxt.saturating_add(1)));
-        let id = final_dir.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-        let meta = BlockMeta { id, min_time, max_time, stats, level, sources, version: FORMAT_VERSION as u32 };
+        let id = final_dir
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let meta = BlockMeta {
+            id,
+            min_time,
+            max_time,
+            stats,
+            level,
+            sources,
+            version: FORMAT_VERSION as u32,
+        };
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(format!("BUG: meta encode: {e}")))?;
         {
             let mut f = File::create(tmp.join("meta.json"))?;
@@ -339,16 +381,25 @@ pub struct Block {
 }
 
 fn corrupt(what: &'static str, path: &Path, detail: impl Into<String>) -> Error {
-    Error::Corrupt { what, path: path.display().to_string(), detail: detail.into() }
+    Error::Corrupt {
+        what,
+        path: path.display().to_string(),
+        detail: detail.into(),
+    }
 }
 
 impl Block {
     /// Opens and fully verifies a block directory.
     pub fn open(dir: &Path) -> Result<Block> {
         let meta_path = dir.join("meta.json");
-        let meta: BlockMeta = serde_json::from_slice(&fs::read(&meta_path)?).map_err(|e| corrupt("block meta", &meta_path, e.to_string()))?;
+        let meta: BlockMeta = serde_json::from_slice(&fs::read(&meta_path)?)
+            .map_err(|e| corrupt("block meta", &meta_path, e.to_string()))?;
         if meta.version != FORMAT_VERSION as u32 {
-            return Err(corrupt("block meta", &meta_path, format!("unsupported format version {}", meta.version)));
+            return Err(corrupt(
+                "block meta",
+                &meta_path,
+                format!("unsupported format version {}", meta.version),
+            ));
         }
         let ipath = dir.join("index");
         let cpath = dir.join("chunks");
@@ -371,7 +422,8 @@ impl Block {
             tombstones: RwLock::new(HashMap::new()),
             size: dir_size(dir),
         };
-        b.load_tables().map_err(|_| corrupt("index", &ipath, "undecodable symbols or postings table"))?;
+        b.load_tables()
+            .map_err(|_| corrupt("index", &ipath, "undecodable symbols or postings table"))?;
         b.load_tombstones()?;
         Ok(b)
     }
@@ -531,12 +583,24 @@ impl Block {
         if let Some(p) = self.page_cache.lock().get(&file_off) {
             return Ok(p.clone());
         }
-        let bad = |d: &str| corrupt("chunk page", &self.dir.join("chunks"), format!("{d} at byte {file_off}"));
+        let bad = |d: &str| {
+            corrupt(
+                "chunk page",
+                &self.dir.join("chunks"),
+                format!("{d} at byte {file_off}"),
+            )
+        };
         let o = file_off as usize;
-        let hdr = self.chunks.get(o..o + PAGE_HEADER).ok_or_else(|| bad("page header out of range"))?;
+        let hdr = self
+            .chunks
+            .get(o..o + PAGE_HEADER)
+            .ok_or_else(|| bad("page header out of range"))?;
         let raw_len = u32::from_le_bytes(hdr[0..4].try_into().unwrap_or_default()) as usize;
         let comp_len = u32::from_le_bytes(hdr[4..8].try_into().unwrap_or_default()) as usize;
-        let comp = self.chunks.get(o + PAGE_HEADER..o + PAGE_HEADER + comp_len).ok_or_else(|| bad("page out of range"))?;
+        let comp = self
+            .chunks
+            .get(o + PAGE_HEADER..o + PAGE_HEADER + comp_len)
+            .ok_or_else(|| bad("page out of range"))?;
         let page = zstd::bulk::decompress(comp, raw_len).map_err(|_| bad("undecodable page"))?;
         let page = Arc::new(page);
         let mut cache = self.page_cache.lock();
@@ -551,7 +615,9 @@ impl Block {
         let page = self.page(r >> 24)?;
         let off = (r & 0xff_ffff) as usize;
         let mut br = ByteReader::new(page.get(off..).unwrap_or_default());
-        let len = br.uvarint().map_err(|_| corrupt("chunk column", &self.dir, "bad length"))? as usize;
+        let len = br
+            .uvarint()
+            .map_err(|_| corrupt("chunk column", &self.dir, "bad length"))? as usize;
         let start = off + br.pos();
         if start + len > page.len() {
             return Err(corrupt("chunk column", &self.dir, "column exceeds its page"));
@@ -588,11 +654,19 @@ impl Block {
             let cc = |_| corrupt("chunk", &self.dir.join("chunks"), format!("series {id}"));
             chunkenc::decode_timestamps(&tp[to..to + tl], cn, &mut ts).map_err(cc)?;
             chunkenc::decode_values(&vp[vo..vo + vl], kind, cn, &mut vs).map_err(cc)?;
-            out.extend(ts.iter().zip(vs.iter()).filter(|(t, _)| **t >= mint && **t <= maxt).map(|(t, v)| Sample { t: *t, v: *v }));
+            out.extend(
+                ts.iter()
+                    .zip(vs.iter())
+                    .filter(|(t, _)| **t >= mint && **t <= maxt)
+                    .map(|(t, v)| Sample { t: *t, v: *v }),
+            );
         }
         if let Some(tomb) = self.tombstones.read().get(&id) {
             let tail = out.split_off(start);
-            out.extend(tail.into_iter().filter(|s| !tomb.iter().any(|(a, b)| s.t >= *a && s.t <= *b)));
+            out.extend(
+                tail.into_iter()
+                    .filter(|s| !tomb.iter().any(|(a, b)| s.t >= *a && s.t <= *b)),
+            );
         }
         Ok(())
     }
@@ -613,7 +687,9 @@ impl Block {
         let mut out: Vec<String> = self
             .ptable
             .iter()
-            .filter(|(_, vals)| ids.is_none_or(|ids| vals.iter().any(|(_, o, l)| !self.postings_at(*o, *l).is_disjoint(ids))))
+            .filter(|(_, vals)| {
+                ids.is_none_or(|ids| vals.iter().any(|(_, o, l)| !self.postings_at(*o, *l).is_disjoint(ids)))
+            })
             .filter_map(|(n, _)| self.symbol(*n).map(str::to_string))
             .collect();
         out.sort();
@@ -622,8 +698,12 @@ impl Block {
 
     /// Values of `name`, restricted to series in `ids` when given.
     pub fn label_values(&self, name: &str, ids: Option<&RoaringBitmap>) -> Vec<String> {
-        let Some(nid) = self.symbol_id(name) else { return Vec::new() };
-        let Some(vals) = self.ptable.get(&nid) else { return Vec::new() };
+        let Some(nid) = self.symbol_id(name) else {
+            return Vec::new();
+        };
+        let Some(vals) = self.ptable.get(&nid) else {
+            return Vec::new();
+        };
         vals.iter()
             .filter(|(_, o, l)| ids.is_none_or(|ids| !self.postings_at(*o, *l).is_disjoint(ids)))
             .filter_map(|(v, _, _)| self.symbol(*v).map(str::to_string))
@@ -642,7 +722,9 @@ impl PostingsSource for Block {
         let (Some(n), Some(v)) = (self.symbol_id(name), self.symbol_id(value)) else {
             return RoaringBitmap::new();
         };
-        let Some(vals) = self.ptable.get(&n) else { return RoaringBitmap::new() };
+        let Some(vals) = self.ptable.get(&n) else {
+            return RoaringBitmap::new();
+        };
         match vals.binary_search_by_key(&v, |x| x.0) {
             Ok(i) => self.postings_at(vals[i].1, vals[i].2),
             Err(_) => RoaringBitmap::new(),
@@ -655,7 +737,11 @@ impl PostingsSource for Block {
 }
 
 fn verify_index(b: &[u8], path: &Path) -> Result<[(usize, usize); TOC_SECTIONS]> {
-    if b.len() < 8 + TOC_LEN || b[..4] != INDEX_MAGIC.to_be_bytes() || b[5..8] != [0, 0, 0] || b[b.len() - 4..] != INDEX_MAGIC.to_be_bytes() {
+    if b.len() < 8 + TOC_LEN
+        || b[..4] != INDEX_MAGIC.to_be_bytes()
+        || b[5..8] != [0, 0, 0]
+        || b[b.len() - 4..] != INDEX_MAGIC.to_be_bytes()
+    {
         return Err(corrupt("index", path, "bad magic or truncated"));
     }
     if b[4] != FORMAT_VERSION {
@@ -675,12 +761,18 @@ fn verify_index(b: &[u8], path: &Path) -> Result<[(usize, usize); TOC_SECTIONS]>
         let len = u64::from_le_bytes(e[8..16].try_into().unwrap_or_default()) as usize;
         let c = u32::from_le_bytes(e[16..20].try_into().unwrap_or_default());
         // Sections are contiguous, so every byte of the file is under some checksum.
-        let sec = off.checked_add(len).and_then(|end| b.get(off..end).filter(|_| end <= toc_start && off == expect));
+        let sec = off
+            .checked_add(len)
+            .and_then(|end| b.get(off..end).filter(|_| end <= toc_start && off == expect));
         let Some(sec) = sec else {
             return Err(corrupt("index", path, format!("section {} out of range", names[i])));
         };
         if crc32fast::hash(sec) != c {
-            return Err(corrupt("index", path, format!("section {} checksum mismatch", names[i])));
+            return Err(corrupt(
+                "index",
+                path,
+                format!("section {} checksum mismatch", names[i]),
+            ));
         }
         out[i] = (off, len);
         expect = off + len;
@@ -732,10 +824,25 @@ mod tests {
 
     fn write_block(dir: &Path, n: usize) -> BlockMeta {
         let mut w = BlockWriter::new(dir, "b1").expect("writer");
-        let mut all: Vec<Labels> = (0..n).map(|i| Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:04}")), ("even", if i % 2 == 0 { "y" } else { "n" })])).collect();
+        let mut all: Vec<Labels> = (0..n)
+            .map(|i| {
+                Labels::from_pairs([
+                    ("__name__", "m"),
+                    ("i", &format!("{i:04}")),
+                    ("even", if i % 2 == 0 { "y" } else { "n" }),
+                ])
+            })
+            .collect();
         all.sort();
         for l in &all {
-            let samples: Vec<Sample> = (0..600).map(|k| Sample::new(k * 15_000, (k * 2) as f64 + if l.get("even") == "y" { 0.5 } else { 0.0 })).collect();
+            let samples: Vec<Sample> = (0..600)
+                .map(|k| {
+                    Sample::new(
+                        k * 15_000,
+                        (k * 2) as f64 + if l.get("even") == "y" { 0.5 } else { 0.0 },
+                    )
+                })
+                .collect();
             w.add_series(l, &samples).expect("add");
         }
         w.finish(None, 1, vec![]).expect("finish").expect("non-empty")
@@ -783,7 +890,10 @@ mod tests {
                 let mut bad = orig.clone();
                 bad[pos] ^= 0x01;
                 fs::write(dir.join(file), &bad).expect("write");
-                assert!(matches!(Block::open(&dir), Err(Error::Corrupt { .. })), "{file} byte {pos} not detected");
+                assert!(
+                    matches!(Block::open(&dir), Err(Error::Corrupt { .. })),
+                    "{file} byte {pos} not detected"
+                );
             }
             fs::write(dir.join(file), &orig).expect("restore");
         }

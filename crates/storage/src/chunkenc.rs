@@ -432,7 +432,13 @@ pub fn decode_values(vals: &[u8], kind: ValueKind, n: usize, out: &mut Vec<f64>)
 }
 
 /// Decodes both columns into samples.
-pub fn decode_columns(ts: &[u8], kind: ValueKind, vals: &[u8], n: usize, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
+pub fn decode_columns(
+    ts: &[u8],
+    kind: ValueKind,
+    vals: &[u8],
+    n: usize,
+    out: &mut Vec<Sample>,
+) -> Result<(), CorruptChunk> {
     let mut tv = Vec::with_capacity(n);
     let mut vv = Vec::with_capacity(n);
     decode_timestamps(ts, n, &mut tv)?;
@@ -484,8 +490,25 @@ mod tests {
 
     #[test]
     fn special_values_round_trip_bit_exactly() {
-        let vals = [0.0, -0.0, 1.0, f64::NAN, STALE_NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1e-300, 42.0, f64::MIN_POSITIVE, 9.007199254740993e15];
-        let s: Vec<Sample> = vals.iter().enumerate().map(|(i, &v)| Sample::new(i as i64 * 15_000, v)).collect();
+        let vals = [
+            0.0,
+            -0.0,
+            1.0,
+            f64::NAN,
+            STALE_NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -1e-300,
+            42.0,
+            f64::MIN_POSITIVE,
+            9.007199254740993e15,
+        ];
+        let s: Vec<Sample> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| Sample::new(i as i64 * 15_000, v))
+            .collect();
         check(&s);
     }
 

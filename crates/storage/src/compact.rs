@@ -32,7 +32,10 @@ pub fn plan(blocks: &[Arc<Block>], base: i64, max_range: i64, floor: i64) -> Opt
             inputs.extend(overl);
             let lo = inputs.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
             let hi = inputs.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
-            return Some(Plan { inputs, range: (lo, hi) });
+            return Some(Plan {
+                inputs,
+                range: (lo, hi),
+            });
         }
     }
     let mut size = base * 3;
@@ -47,7 +50,10 @@ pub fn plan(blocks: &[Arc<Block>], base: i64, max_range: i64, floor: i64) -> Opt
         for (w, g) in groups {
             let end = (w + 1) * size;
             if g.len() >= 2 && end <= floor {
-                return Some(Plan { inputs: g, range: (w * size, end) });
+                return Some(Plan {
+                    inputs: g,
+                    range: (w * size, end),
+                });
             }
         }
         size *= 3;
@@ -64,8 +70,7 @@ pub fn merge_blocks(dir: &Path, inputs: &[Arc<Block>], range: (i64, i64)) -> Res
     let mut heads: Vec<Option<Labels>> = inputs.iter().map(|b| b.labels(0)).collect();
     let mut buf = Vec::new();
     let mut merged: Vec<Sample> = Vec::new();
-    loop {
-        let Some(min) = heads.iter().flatten().min().cloned() else { break };
+    while let Some(min) = heads.iter().flatten().min().cloned() {
         merged.clear();
         for (i, b) in inputs.iter().enumerate() {
             if heads[i].as_ref() == Some(&min) {
@@ -78,7 +83,11 @@ pub fn merge_blocks(dir: &Path, inputs: &[Arc<Block>], range: (i64, i64)) -> Res
                     merge_sorted(&old, &buf, &mut merged);
                 }
                 cursors[i].0 += 1;
-                heads[i] = if cursors[i].0 < cursors[i].1 { b.labels(cursors[i].0) } else { None };
+                heads[i] = if cursors[i].0 < cursors[i].1 {
+                    b.labels(cursors[i].0)
+                } else {
+                    None
+                };
             }
         }
         w.add_series(&min, &merged)?;

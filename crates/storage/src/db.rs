@@ -161,7 +161,8 @@ impl Db {
         let blocks_dir = dir.join("blocks");
         fs::create_dir_all(&blocks_dir)?;
         let lock = File::create(dir.join("LOCK"))?;
-        lock.try_lock().map_err(|_| Error::Invalid(format!("data directory {} is in use by another process", dir.display())))?;
+        lock.try_lock()
+            .map_err(|_| Error::Invalid(format!("data directory {} is in use by another process", dir.display())))?;
         let mut report = OpenReport::default();
         let blocks = open_blocks(&dir, &blocks_dir, &mut report)?;
         let head = Head::new();
@@ -219,17 +220,30 @@ impl Db {
         });
         let bg = if inner.opts.background {
             let i2 = inner.clone();
-            Some(std::thread::Builder::new().name("sextant-maint".into()).spawn(move || background(i2))?)
+            Some(
+                std::thread::Builder::new()
+                    .name("sextant-maint".into())
+                    .spawn(move || background(i2))?,
+            )
         } else {
             None
         };
         report.elapsed = started.elapsed();
-        Ok((Db { inner, bg: Mutex::new(bg) }, report))
+        Ok((
+            Db {
+                inner,
+                bg: Mutex::new(bg),
+            },
+            report,
+        ))
     }
 
     /// A batch of samples to commit together.
     pub fn appender(&self) -> Appender<'_> {
-        Appender { db: self, batch: Vec::new() }
+        Appender {
+            db: self,
+            batch: Vec::new(),
+        }
     }
 
     pub fn options(&self) -> &Options {
@@ -393,7 +407,11 @@ impl Db {
     pub fn stats(&self, limit: usize) -> Stats {
         let h = &self.inner.head;
         let pairs = h.pair_counts();
-        let mut by_metric: Vec<(String, u64)> = pairs.iter().filter(|p| p.0 == sextant_model::METRIC_NAME).map(|p| (p.1.clone(), p.2)).collect();
+        let mut by_metric: Vec<(String, u64)> = pairs
+            .iter()
+            .filter(|p| p.0 == sextant_model::METRIC_NAME)
+            .map(|p| (p.1.clone(), p.2))
+            .collect();
         let mut values_by_name: std::collections::HashMap<&str, (u64, u64)> = std::collections::HashMap::new();
         for (n, v, c) in &pairs {
             let e = values_by_name.entry(n.as_str()).or_default();
@@ -440,13 +458,27 @@ impl Db {
 
     /// Newest sample time in the store.
     pub fn max_time(&self) -> i64 {
-        let b = self.inner.blocks.read().iter().map(|b| b.meta().max_time - 1).max().unwrap_or(i64::MIN);
+        let b = self
+            .inner
+            .blocks
+            .read()
+            .iter()
+            .map(|b| b.meta().max_time - 1)
+            .max()
+            .unwrap_or(i64::MIN);
         b.max(self.inner.head.max_time())
     }
 
     /// Oldest sample time in the store.
     pub fn min_time(&self) -> i64 {
-        let b = self.inner.blocks.read().iter().map(|b| b.meta().min_time).min().unwrap_or(i64::MAX);
+        let b = self
+            .inner
+            .blocks
+            .read()
+            .iter()
+            .map(|b| b.meta().min_time)
+            .min()
+            .unwrap_or(i64::MAX);
         b.min(self.inner.head.min_time().max(self.inner.head.floor()))
     }
 
@@ -475,7 +507,8 @@ impl Drop for Db {
 
 impl sextant_model::Queryable for Db {
     fn select(&self, ms: &[Matcher], mint: i64, maxt: i64, hints: SelectHints) -> Result<Vec<Series>, ReadError> {
-        self.select_limited(ms, mint, maxt, hints.sample_limit).map_err(read_err)
+        self.select_limited(ms, mint, maxt, hints.sample_limit)
+            .map_err(read_err)
     }
     fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>, ReadError> {
         Db::series(self, ms, mint, maxt).map_err(read_err)
@@ -560,7 +593,11 @@ impl Appender<'_> {
                     for smp in samples {
                         match d.append(smp.t, smp.v, floor, window) {
                             Ok(true) => {
-                                wal_samples.push(WalSample { sref: s.id, t: smp.t, v: smp.v });
+                                wal_samples.push(WalSample {
+                                    sref: s.id,
+                                    t: smp.t,
+                                    v: smp.v,
+                                });
                                 tmin = tmin.min(smp.t);
                                 tmax = tmax.max(smp.t);
                             }
@@ -574,7 +611,11 @@ impl Appender<'_> {
                                 .fetch_add(1, Ordering::Relaxed);
                                 report.rejected_count += 1;
                                 if report.rejected.len() < 64 {
-                                    report.rejected.push(Rejected { labels: labels.clone(), t: smp.t, reason });
+                                    report.rejected.push(Rejected {
+                                        labels: labels.clone(),
+                                        t: smp.t,
+                                        reason,
+                                    });
                                 }
                             }
                         }
@@ -611,9 +652,11 @@ impl Appender<'_> {
         }
         report.appended = wal_samples.len();
         m.samples_appended.fetch_add(report.appended as u64, Ordering::Relaxed);
-        m.samples_duplicate.fetch_add(report.duplicates as u64, Ordering::Relaxed);
+        m.samples_duplicate
+            .fetch_add(report.duplicates as u64, Ordering::Relaxed);
         m.commits.fetch_add(1, Ordering::Relaxed);
-        m.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        m.commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         if inner.head.max_time() - inner.head.min_time().max(inner.head.floor()) > inner.opts.block_range_ms * 3 / 2 {
             let (mu, cv) = &inner.wake;
             let _g = mu.lock();
@@ -653,7 +696,9 @@ fn open_blocks(dir: &Path, blocks_dir: &Path, report: &mut OpenReport) -> Result
     // A compaction that crashed after writing its output but before deleting its
     // inputs leaves blocks that another block lists as sources.
     let sources: std::collections::HashSet<String> = blocks.iter().flat_map(|b| b.meta().sources.clone()).collect();
-    let (dups, keep): (Vec<_>, Vec<_>) = blocks.into_iter().partition(|b| sources.contains(&b.meta().id) && !b.meta().sources.contains(&b.meta().id));
+    let (dups, keep): (Vec<_>, Vec<_>) = blocks
+        .into_iter()
+        .partition(|b| sources.contains(&b.meta().id) && !b.meta().sources.contains(&b.meta().id));
     for b in dups {
         tracing::info!(target: "sextant::storage", "removing block {} already merged into a compacted block", b.meta().id);
         fs::remove_dir_all(b.dir())?;
@@ -710,7 +755,10 @@ impl Inner {
                 (!s.is_empty()).then_some(Record::Samples(s))
             }
             Record::Tombstones(t) => {
-                let t: Vec<(u32, i64, i64)> = t.into_iter().filter(|(id, _, b)| *b >= cut && head.by_id(*id).is_some()).collect();
+                let t: Vec<(u32, i64, i64)> = t
+                    .into_iter()
+                    .filter(|(id, _, b)| *b >= cut && head.by_id(*id).is_some())
+                    .collect();
                 (!t.is_empty()).then_some(Record::Tombstones(t))
             }
         })?;
@@ -739,14 +787,20 @@ impl Inner {
     fn compact_all(&self) -> Result<()> {
         loop {
             let blocks = self.blocks.read().clone();
-            let max_range = self.opts.retention_ms.map(|r| r / 10).unwrap_or(31 * 24 * HOUR_MS).max(self.opts.block_range_ms);
+            let max_range = self
+                .opts
+                .retention_ms
+                .map(|r| r / 10)
+                .unwrap_or(31 * 24 * HOUR_MS)
+                .max(self.opts.block_range_ms);
             let Some(plan) = compact::plan(&blocks, self.opts.block_range_ms, max_range, self.head.floor()) else {
                 return Ok(());
             };
             let started = Instant::now();
             match compact::merge_blocks(&self.blocks_dir, &plan.inputs, plan.range) {
                 Ok(out) => {
-                    let ids: std::collections::HashSet<String> = plan.inputs.iter().map(|b| b.meta().id.clone()).collect();
+                    let ids: std::collections::HashSet<String> =
+                        plan.inputs.iter().map(|b| b.meta().id.clone()).collect();
                     {
                         let mut bl = self.blocks.write();
                         bl.retain(|b| !ids.contains(&b.meta().id));
@@ -760,7 +814,9 @@ impl Inner {
                     }
                     fsync_dir(&self.blocks_dir)?;
                     self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.compaction_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    self.metrics
+                        .compaction_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.metrics.compaction_failures.fetch_add(1, Ordering::Relaxed);
@@ -771,7 +827,14 @@ impl Inner {
     }
 
     fn apply_retention(&self) -> Result<()> {
-        let newest = self.blocks.read().iter().map(|b| b.meta().max_time).max().unwrap_or(i64::MIN).max(self.head.max_time());
+        let newest = self
+            .blocks
+            .read()
+            .iter()
+            .map(|b| b.meta().max_time)
+            .max()
+            .unwrap_or(i64::MIN)
+            .max(self.head.max_time());
         let mut drop_ids = Vec::new();
         {
             let blocks = self.blocks.read();

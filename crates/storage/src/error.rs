@@ -13,7 +13,11 @@ pub enum Error {
     Poisoned(String),
     /// On-disk data failed its checksum or could not be decoded.
     #[error("corrupt {what} at {path}: {detail}")]
-    Corrupt { what: &'static str, path: String, detail: String },
+    Corrupt {
+        what: &'static str,
+        path: String,
+        detail: String,
+    },
     /// The caller passed something invalid.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -164,19 +164,31 @@ impl SeriesData {
                 }
             }
         }
-        let ooo: Vec<Sample> = self.ooo.iter().filter(|s| s.t >= mint && s.t <= maxt).copied().collect();
+        let ooo: Vec<Sample> = self
+            .ooo
+            .iter()
+            .filter(|s| s.t >= mint && s.t <= maxt)
+            .copied()
+            .collect();
         if !ooo.is_empty() {
             let in_order = out.split_off(start);
             merge_sorted(&in_order, &ooo, out);
         }
         if !self.tombstones.is_empty() {
             let tail = out.split_off(start);
-            out.extend(tail.into_iter().filter(|s| !self.tombstones.iter().any(|(a, b)| s.t >= *a && s.t <= *b)));
+            out.extend(
+                tail.into_iter()
+                    .filter(|s| !self.tombstones.iter().any(|(a, b)| s.t >= *a && s.t <= *b)),
+            );
         }
     }
 
     pub fn min_time(&self) -> Option<i64> {
-        let a = self.sealed.first().map(|c| c.mint).or_else(|| (!self.open.is_empty()).then(|| self.open.mint()));
+        let a = self
+            .sealed
+            .first()
+            .map(|c| c.mint)
+            .or_else(|| (!self.open.is_empty()).then(|| self.open.mint()));
         let b = self.ooo.first().map(|s| s.t);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -322,7 +334,11 @@ impl Head {
         // Re-check under the write lock: another writer may have won the race.
         if let Some(ids) = shard.get(&h) {
             let series = self.series.read();
-            if let Some(s) = ids.iter().filter_map(|id| series.get(*id as usize).and_then(|s| s.clone())).find(|s| self.labels_equal(s, ls)) {
+            if let Some(s) = ids
+                .iter()
+                .filter_map(|id| series.get(*id as usize).and_then(|s| s.clone()))
+                .find(|s| self.labels_equal(s, ls))
+            {
                 return (s, false);
             }
         }
@@ -447,7 +463,10 @@ impl Head {
         }
         let arcs: Vec<(Arc<str>, Arc<str>)> = {
             let syms = self.symbols.read();
-            s.labels.chunks_exact(2).map(|p| (syms.strs[p[0] as usize].clone(), syms.strs[p[1] as usize].clone())).collect()
+            s.labels
+                .chunks_exact(2)
+                .map(|p| (syms.strs[p[0] as usize].clone(), syms.strs[p[1] as usize].clone()))
+                .collect()
         };
         self.index.write().remove(s.id, &arcs);
         if let Some(slot) = self.series.write().get_mut(s.id as usize) {
@@ -476,10 +495,19 @@ mod tests {
         let mut d = SeriesData::new();
         assert_eq!(d.append(10, 1.0, i64::MIN, 0), Ok(true));
         assert_eq!(d.append(10, 1.0, i64::MIN, 0), Ok(false));
-        assert_eq!(d.append(10, 2.0, i64::MIN, 0), Err(SampleRejection::DuplicateTimestamp { existing: 1.0 }));
-        assert_eq!(d.append(5, 2.0, i64::MIN, 0), Err(SampleRejection::OutOfOrder { newest: 10 }));
+        assert_eq!(
+            d.append(10, 2.0, i64::MIN, 0),
+            Err(SampleRejection::DuplicateTimestamp { existing: 1.0 })
+        );
+        assert_eq!(
+            d.append(5, 2.0, i64::MIN, 0),
+            Err(SampleRejection::OutOfOrder { newest: 10 })
+        );
         assert_eq!(d.append(5, 2.0, i64::MIN, 10), Ok(true));
-        assert_eq!(d.append(20, 3.0, 100, 0), Err(SampleRejection::TooOld { min_valid: 100 }));
+        assert_eq!(
+            d.append(20, 3.0, 100, 0),
+            Err(SampleRejection::TooOld { min_valid: 100 })
+        );
         let mut out = Vec::new();
         d.samples(0, 100, i64::MIN, &mut out);
         assert_eq!(out, vec![Sample::new(5, 2.0), Sample::new(10, 1.0)]);

@@ -89,7 +89,12 @@ impl MemPostings {
     pub fn add(&mut self, id: u32, labels: &[(Arc<str>, Arc<str>)]) {
         self.all.insert(id);
         for (n, v) in labels {
-            self.map.entry(n.clone()).or_default().entry(v.clone()).or_default().insert(id);
+            self.map
+                .entry(n.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .insert(id);
         }
     }
 
@@ -152,11 +157,18 @@ impl PostingsSource for MemPostings {
     }
 
     fn postings(&self, name: &str, value: &str) -> RoaringBitmap {
-        self.map.get(name).and_then(|m| m.get(value)).cloned().unwrap_or_default()
+        self.map
+            .get(name)
+            .and_then(|m| m.get(value))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn values_of(&self, name: &str) -> Vec<String> {
-        self.map.get(name).map(|m| m.keys().map(|k| k.to_string()).collect()).unwrap_or_default()
+        self.map
+            .get(name)
+            .map(|m| m.keys().map(|k| k.to_string()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -167,7 +179,9 @@ mod tests {
     use sextant_model::Labels;
 
     fn arcs(l: &Labels) -> Vec<(Arc<str>, Arc<str>)> {
-        l.iter().map(|l| (Arc::from(l.name.as_str()), Arc::from(l.value.as_str()))).collect()
+        l.iter()
+            .map(|l| (Arc::from(l.name.as_str()), Arc::from(l.value.as_str())))
+            .collect()
     }
 
     fn naive(series: &[Labels], ms: &[Matcher]) -> Vec<u32> {
@@ -182,7 +196,12 @@ mod tests {
     fn arb_matcher() -> impl Strategy<Value = Matcher> {
         let names = prop::sample::select(vec!["a", "b", "c"]);
         let vals = prop::sample::select(vec!["", "x", "y", "z", "x|y", ".*", ".+", "x.*", "[xz]"]);
-        let ops = prop::sample::select(vec![MatchOp::Equal, MatchOp::NotEqual, MatchOp::Regex, MatchOp::NotRegex]);
+        let ops = prop::sample::select(vec![
+            MatchOp::Equal,
+            MatchOp::NotEqual,
+            MatchOp::Regex,
+            MatchOp::NotRegex,
+        ]);
         (names, ops, vals).prop_map(|(n, o, v)| Matcher::new(o, n, v).expect("valid"))
     }
 

@@ -95,7 +95,13 @@ impl SeriesReader for HeadReader<'_> {
 }
 
 /// Selects and merges matching series from every reader whose bounds overlap.
-pub fn select(readers: &[&dyn SeriesReader], ms: &[Matcher], mint: i64, maxt: i64, limit: Option<usize>) -> Result<Vec<Series>> {
+pub fn select(
+    readers: &[&dyn SeriesReader],
+    ms: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    limit: Option<usize>,
+) -> Result<Vec<Series>> {
     let mut map: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
     let mut total = 0usize;
     let mut buf = Vec::new();
@@ -128,7 +134,10 @@ pub fn select(readers: &[&dyn SeriesReader], ms: &[Matcher], mint: i64, maxt: i6
             }
         }
     }
-    Ok(map.into_iter().map(|(labels, samples)| Series { labels, samples }).collect())
+    Ok(map
+        .into_iter()
+        .map(|(labels, samples)| Series { labels, samples })
+        .collect())
 }
 
 /// Series label sets with data overlapping `[mint, maxt]`, without loading samples

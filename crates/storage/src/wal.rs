@@ -191,7 +191,10 @@ pub struct ReplayReport {
 
 /// Reads the records of one file; stops at the first bad record and returns its
 /// offset (`Some`) so the caller can truncate.
-fn read_file_records(path: &Path, f: &mut dyn FnMut(Record)) -> io::Result<(u64, Option<(u64, String)>, u64)> {
+/// Records read, the first damage found (offset and why), and the file size.
+type FileScan = (u64, Option<(u64, String)>, u64);
+
+fn read_file_records(path: &Path, f: &mut dyn FnMut(Record)) -> io::Result<FileScan> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
     let mut off = 0usize;
@@ -207,7 +210,11 @@ fn read_file_records(path: &Path, f: &mut dyn FnMut(Record)) -> io::Result<(u64,
             return Ok((n, Some((off as u64, "zeroed tail".into())), data.len() as u64));
         }
         if len > MAX_RECORD || data.len() - off - HEADER_LEN < len {
-            return Ok((n, Some((off as u64, format!("torn record of {len} bytes"))), data.len() as u64));
+            return Ok((
+                n,
+                Some((off as u64, format!("torn record of {len} bytes"))),
+                data.len() as u64,
+            ));
         }
         let body = &data[off + HEADER_LEN..off + HEADER_LEN + len];
         if crc32fast::hash(body) != crc {
@@ -249,7 +256,10 @@ impl Wal {
             let (recs, bad, size) = read_file_records(path, apply)?;
             if let Some((off, why)) = bad {
                 // A checkpoint is written atomically, so damage means the disk lied.
-                report.repairs.push(format!("checkpoint {} damaged at byte {off} ({why}); records after it are lost", path.display()));
+                report.repairs.push(format!(
+                    "checkpoint {} damaged at byte {off} ({why}); records after it are lost",
+                    path.display()
+                ));
             }
             report.records += recs;
             report.bytes += size;
@@ -274,14 +284,20 @@ impl Wal {
                 let f = OpenOptions::new().write(true).open(path)?;
                 f.set_len(off)?;
                 f.sync_all()?;
-                report.repairs.push(format!("segment {} truncated at byte {off} of {size} ({why})", path.display()));
+                report.repairs.push(format!(
+                    "segment {} truncated at byte {off} of {size} ({why})",
+                    path.display()
+                ));
                 broken_at = Some(i);
                 break;
             }
         }
         if let Some(i) = broken_at {
             for (_, path) in &segs[i + 1..] {
-                report.repairs.push(format!("segment {} dropped: it follows a damaged segment", path.display()));
+                report.repairs.push(format!(
+                    "segment {} dropped: it follows a damaged segment",
+                    path.display()
+                ));
                 fs::remove_file(path)?;
             }
         }
@@ -294,7 +310,12 @@ impl Wal {
         let wal = Wal {
             dir: dir.to_path_buf(),
             policy,
-            active: Mutex::new(Active { file, seq, size: 0, dirty: false }),
+            active: Mutex::new(Active {
+                file,
+                seq,
+                size: 0,
+                dirty: false,
+            }),
             poisoned: AtomicBool::new(false),
         };
         Ok((wal, report))
@@ -306,7 +327,9 @@ impl Wal {
 
     fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned("an earlier WAL fsync failed; restart the server after fixing the disk".into()));
+            return Err(Error::Poisoned(
+                "an earlier WAL fsync failed; restart the server after fixing the disk".into(),
+            ));
         }
         Ok(())
     }
@@ -491,7 +514,12 @@ mod tests {
         }
         let seg = d.path().join(segment_name(1));
         let len = fs::metadata(&seg).expect("meta").len();
-        OpenOptions::new().write(true).open(&seg).expect("open").set_len(len - 3).expect("truncate");
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open")
+            .set_len(len - 3)
+            .expect("truncate");
         let (recs, rep) = replay(d.path());
         assert_eq!(recs.len(), 1);
         assert_eq!(rep.repairs.len(), 1, "{:?}", rep.repairs);

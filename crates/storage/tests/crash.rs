@@ -1,0 +1,150 @@
+//! Kill a writing process with SIGKILL at random moments, reopen, and prove that
+//! every acknowledged sample is there. The child is this test binary itself,
+//! re-run with `SEXTANT_CRASH_CHILD` set. Iterations: `SEXTANT_CRASH_ITERATIONS`
+//! (default 12).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sextant_model::{Labels, Matcher};
+use sextant_storage::{Db, FsyncPolicy, Options};
+
+const SERIES: usize = 50;
+
+fn opts() -> Options {
+    Options {
+        background: true,
+        fsync: FsyncPolicy::Never,
+        block_range_ms: 60_000,
+        tick: Duration::from_millis(20),
+        ..Options::default()
+    }
+}
+
+fn labels(i: usize) -> Labels {
+    Labels::from_pairs([("__name__", "crash_test"), ("series", &format!("{i:03}"))])
+}
+
+/// The child: append batch k at time k*1000 for every series, print `ack k`.
+#[test]
+fn crash_child_writer() {
+    let Some(dir) = std::env::var_os("SEXTANT_CRASH_CHILD") else {
+        return;
+    };
+    let db = Db::open(&dir, opts()).expect("child open");
+    let start = if db.max_time() == i64::MIN {
+        0
+    } else {
+        db.max_time() / 1000 + 1
+    };
+    let mut k = start;
+    loop {
+        let mut app = db.appender();
+        for i in 0..SERIES {
+            app.append(&labels(i), k * 1000, k as f64);
+        }
+        let rep = app.commit().expect("child commit");
+        assert_eq!(rep.rejected_count, 0, "{:?}", rep.rejected);
+        println!("ack {k}");
+        if k % 97 == 0 {
+            db.flush().expect("child flush");
+        }
+        k += 1;
+    }
+}
+
+#[test]
+fn crash_sigkill_loses_no_acknowledged_sample() {
+    let iterations: usize = std::env::var("SEXTANT_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let d = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("exe");
+    let mut seed = 0x9e37_79b9u64;
+    let mut acked: i64 = -1;
+    let mut total_kills = 0;
+    for it in 0..iterations {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .env("SEXTANT_CRASH_CHILD", d.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let run_for = Duration::from_millis(30 + seed % 400);
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(k) = line.strip_prefix("ack ").and_then(|k| k.parse::<i64>().ok()) {
+                    if tx.send(k).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let started = Instant::now();
+        while started.elapsed() < run_for {
+            if let Ok(k) = rx.recv_timeout(Duration::from_millis(5)) {
+                acked = acked.max(k);
+            }
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        total_kills += 1;
+        // Acks that were already printed before the kill count too.
+        let _ = reader.join();
+        while let Ok(k) = rx.try_recv() {
+            acked = acked.max(k);
+        }
+        // Verify in this process (the child is dead, so the lock is free).
+        let db = Db::open(
+            d.path(),
+            Options {
+                background: false,
+                ..opts()
+            },
+        )
+        .expect("reopen after kill");
+        let got = db
+            .select(&[Matcher::equal("__name__", "crash_test")], 0, i64::MAX)
+            .expect("select");
+        if acked >= 0 {
+            assert_eq!(got.len(), SERIES, "iteration {it}: series lost");
+        }
+        for s in &got {
+            let mut expect = 0i64;
+            for smp in &s.samples {
+                assert_eq!(
+                    smp.t,
+                    expect * 1000,
+                    "iteration {it}: {} has a gap or duplicate at {}",
+                    s.labels,
+                    smp.t
+                );
+                assert_eq!(smp.v, expect as f64);
+                expect += 1;
+            }
+            assert!(
+                expect > acked,
+                "iteration {it}: {} ends at {} but {} was acknowledged",
+                s.labels,
+                expect - 1,
+                acked
+            );
+        }
+        db.close().expect("close");
+    }
+    assert_eq!(total_kills, iterations);
+    assert!(acked > 0, "the writer acknowledged something");
+    println!(
+        "crash test: {iterations} kills, {} batches acknowledged, none lost",
+        acked + 1
+    );
+}

@@ -1,0 +1,473 @@
+//! The `Db` API end to end: against a naive model, across flushes, restarts,
+//! compaction, retention, deletes and corruption.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use sextant_model::{Labels, MatchOp, Matcher, Sample, STALE_NAN};
+use sextant_storage::{Db, Error, FsyncPolicy, Options, SampleRejection};
+
+fn opts() -> Options {
+    Options {
+        background: false,
+        fsync: FsyncPolicy::Never,
+        ..Options::default()
+    }
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied())
+}
+
+/// A tiny deterministic PRNG so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+type Model = BTreeMap<Labels, Vec<Sample>>;
+
+fn check(db: &Db, model: &Model, ms: &[Matcher], mint: i64, maxt: i64) {
+    let got = db.select(ms, mint, maxt).expect("select");
+    let want: Vec<(Labels, Vec<Sample>)> = model
+        .iter()
+        .filter(|(l, _)| ms.iter().all(|m| m.matches(l.get(m.name()))))
+        .map(|(l, s)| {
+            (
+                l.clone(),
+                s.iter()
+                    .filter(|s| s.t >= mint && s.t <= maxt)
+                    .copied()
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    let got: Vec<(Labels, Vec<Sample>)> = got.into_iter().map(|s| (s.labels, s.samples)).collect();
+    assert_eq!(got.len(), want.len(), "series count for {ms:?} in [{mint}, {maxt}]");
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert_eq!(g, w, "for {ms:?} in [{mint}, {maxt}]");
+    }
+}
+
+fn random_matchers(r: &mut Rng) -> Vec<Matcher> {
+    let names = ["__name__", "job", "zone", "gpu"];
+    let vals = ["", "a", "b", "m0", "m1", "z1", ".*", "a|b", "m.*", "z[12]"];
+    let ops = [MatchOp::Equal, MatchOp::NotEqual, MatchOp::Regex, MatchOp::NotRegex];
+    (0..1 + r.below(3))
+        .map(|_| {
+            Matcher::new(
+                ops[r.below(4) as usize],
+                names[r.below(4) as usize],
+                vals[r.below(vals.len() as u64) as usize],
+            )
+            .expect("valid matcher")
+        })
+        .collect()
+}
+
+fn fill(db: &Db, model: &mut Model, r: &mut Rng, series: usize, from: i64, to: i64, step: i64) {
+    let all: Vec<Labels> = (0..series)
+        .map(|i| {
+            l(&[
+                ("__name__", &format!("m{}", i % 3)),
+                ("job", ["a", "b"][i % 2]),
+                ("zone", &format!("z{}", i % 4)),
+                ("gpu", &format!("{i}")),
+            ])
+        })
+        .collect();
+    let mut t = from;
+    while t < to {
+        let mut app = db.appender();
+        for ls in &all {
+            if r.below(10) == 0 {
+                continue; // gaps
+            }
+            let v = match r.below(5) {
+                0 => r.next() as f64 / 3.0,
+                1 => STALE_NAN,
+                _ => (r.below(1000)) as f64,
+            };
+            app.append(ls, t, v);
+            model.entry(ls.clone()).or_default().push(Sample::new(t, v));
+        }
+        let rep = app.commit().expect("commit");
+        assert_eq!(rep.rejected_count, 0);
+        t += step;
+    }
+}
+
+#[test]
+fn select_matches_a_naive_model_across_head_blocks_and_restarts() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut r = Rng(0x5eed);
+    let mut model = Model::new();
+    let hour = 3_600_000;
+    {
+        let db = Db::open(d.path(), opts()).expect("open");
+        fill(&db, &mut model, &mut r, 24, 0, 3 * hour, 60_000);
+        for _ in 0..40 {
+            let ms = random_matchers(&mut r);
+            let a = r.below(4 * hour as u64) as i64 - hour;
+            check(&db, &model, &ms, a, a + r.below(3 * hour as u64) as i64);
+        }
+        // Cut blocks, keep writing, and read across both.
+        let metas = db.flush().expect("flush");
+        assert_eq!(metas.len(), 2, "three hours of data make two 2h-aligned blocks");
+        fill(&db, &mut model, &mut r, 24, 3 * hour, 4 * hour, 60_000);
+        for _ in 0..40 {
+            let ms = random_matchers(&mut r);
+            let a = r.below(5 * hour as u64) as i64 - hour;
+            check(&db, &model, &ms, a, a + r.below(3 * hour as u64) as i64);
+        }
+        db.close().expect("close");
+    }
+    // Reopen: blocks from disk, head from the WAL.
+    let db = Db::open(d.path(), opts()).expect("reopen");
+    for _ in 0..40 {
+        let ms = random_matchers(&mut r);
+        let a = r.below(5 * hour as u64) as i64 - hour;
+        check(&db, &model, &ms, a, a + r.below(3 * hour as u64) as i64);
+    }
+    // Compaction merges the three blocks' worth of data into fewer blocks, losing nothing.
+    db.flush().expect("flush");
+    let before = db.blocks().len();
+    db.run_maintenance().expect("maintenance");
+    assert!(
+        db.blocks().len() < before,
+        "compaction merged blocks: {} -> {}",
+        before,
+        db.blocks().len()
+    );
+    check(&db, &model, &[], i64::MIN, i64::MAX);
+    drop(db);
+    let db = Db::open(d.path(), opts()).expect("reopen after compaction");
+    check(&db, &model, &[], i64::MIN, i64::MAX);
+}
+
+#[test]
+fn ordering_and_duplicate_rules_name_the_series() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(
+        d.path(),
+        Options {
+            ooo_window_ms: 10_000,
+            ..opts()
+        },
+    )
+    .expect("open");
+    let s = l(&[("__name__", "up"), ("job", "x")]);
+    let mut app = db.appender();
+    app.append(&s, 100_000, 1.0);
+    app.append(&s, 100_000, 1.0); // identical duplicate: accepted silently
+    app.append(&s, 100_000, 2.0); // different value: rejected
+    app.append(&s, 95_000, 3.0); // within the window: accepted
+    app.append(&s, 50_000, 4.0); // too far behind: rejected
+    let rep = app.commit().expect("commit");
+    assert_eq!(rep.appended, 2);
+    assert_eq!(rep.duplicates, 1);
+    assert_eq!(rep.rejected_count, 2);
+    assert!(matches!(
+        rep.rejected[0].reason,
+        SampleRejection::DuplicateTimestamp { .. }
+    ));
+    assert!(matches!(
+        rep.rejected[1].reason,
+        SampleRejection::OutOfOrder { newest: 100_000 }
+    ));
+    assert_eq!(rep.rejected[1].labels, s);
+    let got = db.select(&[Matcher::equal("job", "x")], 0, 200_000).expect("select");
+    assert_eq!(
+        got[0].samples,
+        vec![Sample::new(95_000, 3.0), Sample::new(100_000, 1.0)]
+    );
+    // After a flush, samples below the persisted range are too old.
+    db.flush().expect("flush");
+    let mut app = db.appender();
+    app.append(&s, 99_000, 5.0);
+    let rep = app.commit().expect("commit");
+    assert!(matches!(rep.rejected[0].reason, SampleRejection::TooOld { .. }));
+}
+
+#[test]
+fn stale_markers_survive_wal_and_blocks_bit_exactly() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = l(&[("__name__", "g")]);
+    {
+        let db = Db::open(d.path(), opts()).expect("open");
+        let mut app = db.appender();
+        app.append(&s, 1, 1.5);
+        app.append(&s, 2, STALE_NAN);
+        app.append(&s, 3, f64::NAN);
+        app.commit().expect("commit");
+    }
+    let check_bits = |db: &Db| {
+        let got = db.select(&[], 0, 10).expect("select");
+        let bits: Vec<u64> = got[0].samples.iter().map(|s| s.v.to_bits()).collect();
+        assert_eq!(bits, vec![1.5f64.to_bits(), STALE_NAN.to_bits(), f64::NAN.to_bits()]);
+    };
+    let db = Db::open(d.path(), opts()).expect("reopen");
+    check_bits(&db);
+    db.flush().expect("flush");
+    drop(db);
+    let db = Db::open(d.path(), opts()).expect("reopen");
+    check_bits(&db);
+}
+
+#[test]
+fn delete_hides_samples_in_head_and_blocks_and_persists() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let a = l(&[("__name__", "a")]);
+    let b = l(&[("__name__", "b")]);
+    {
+        let db = Db::open(d.path(), opts()).expect("open");
+        let mut app = db.appender();
+        for t in 0..10 {
+            app.append(&a, t * 1000, t as f64);
+            app.append(&b, t * 1000, t as f64);
+        }
+        app.commit().expect("commit");
+        db.flush().expect("flush");
+        let mut app = db.appender();
+        for t in 10..20 {
+            app.append(&a, t * 1000, t as f64);
+        }
+        app.commit().expect("commit");
+        db.delete(&[Matcher::equal("__name__", "a")], 5000, 14_000)
+            .expect("delete");
+        let got = db
+            .select(&[Matcher::equal("__name__", "a")], 0, 100_000)
+            .expect("select");
+        assert_eq!(got[0].samples.len(), 10);
+    }
+    let db = Db::open(d.path(), opts()).expect("reopen");
+    let got = db
+        .select(&[Matcher::equal("__name__", "a")], 0, 100_000)
+        .expect("select");
+    let ts: Vec<i64> = got[0].samples.iter().map(|s| s.t).collect();
+    assert_eq!(
+        ts,
+        vec![0, 1000, 2000, 3000, 4000, 15_000, 16_000, 17_000, 18_000, 19_000]
+    );
+    assert_eq!(
+        db.select(&[Matcher::equal("__name__", "b")], 0, 100_000)
+            .expect("select")[0]
+            .samples
+            .len(),
+        10
+    );
+}
+
+#[test]
+fn head_is_cut_into_blocks_and_retention_drops_old_ones() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let hour = 3_600_000;
+    let db = Db::open(
+        d.path(),
+        Options {
+            retention_ms: Some(6 * hour),
+            ..opts()
+        },
+    )
+    .expect("open");
+    let s = l(&[("__name__", "c")]);
+    for h in 0..12 {
+        let mut app = db.appender();
+        for k in 0..4 {
+            app.append(&s, h * hour + k * 15 * 60_000, (h * 4 + k) as f64);
+        }
+        app.commit().expect("commit");
+        db.run_maintenance().expect("maintenance");
+    }
+    assert!(!db.blocks().is_empty(), "the head was cut into blocks");
+    let oldest = db.min_time();
+    assert!(
+        oldest >= 11 * hour - 6 * hour - 2 * hour,
+        "retention kept too much: oldest {oldest}"
+    );
+    let got = db.select(&[], 0, i64::MAX).expect("select");
+    let last = got[0].samples.last().expect("samples").t;
+    assert_eq!(last, 11 * hour + 45 * 60_000);
+    // Data in retained blocks and head is continuous.
+    let ts: Vec<i64> = got[0].samples.iter().map(|s| s.t).collect();
+    assert!(ts.windows(2).all(|w| w[1] - w[0] == 15 * 60_000), "{ts:?}");
+}
+
+#[test]
+fn a_corrupt_block_is_moved_aside_and_the_rest_opens() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let hour = 3_600_000;
+    let s = l(&[("__name__", "x")]);
+    {
+        let db = Db::open(d.path(), opts()).expect("open");
+        let mut app = db.appender();
+        app.append(&s, 0, 1.0);
+        app.append(&s, 3 * hour, 2.0);
+        app.commit().expect("commit");
+        assert_eq!(db.flush().expect("flush").len(), 2);
+    }
+    let blocks = d.path().join("blocks");
+    let mut dirs: Vec<_> = std::fs::read_dir(&blocks)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    dirs.sort();
+    let chunks = dirs[0].join("chunks");
+    let mut data = std::fs::read(&chunks).expect("read");
+    let n = data.len();
+    data[n - 2] ^= 0xff;
+    std::fs::write(&chunks, data).expect("write");
+    let (db, rep) = Db::open_with_report(d.path(), opts()).expect("open with a corrupt block");
+    assert_eq!(rep.quarantined.len(), 1, "{:?}", rep.quarantined);
+    assert!(rep.quarantined[0].contains("checksum"), "{:?}", rep.quarantined);
+    assert!(d
+        .path()
+        .join("corrupted")
+        .join(dirs[0].file_name().expect("name"))
+        .exists());
+    let got = db.select(&[], 0, i64::MAX).expect("select");
+    assert_eq!(got[0].samples, vec![Sample::new(3 * hour, 2.0)]);
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let _db = Db::open(d.path(), opts()).expect("open");
+    assert!(matches!(Db::open(d.path(), opts()), Err(Error::Invalid(m)) if m.contains("in use")));
+}
+
+#[test]
+fn concurrent_appenders_lose_nothing() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(Db::open(d.path(), opts()).expect("open"));
+    let threads: Vec<_> = (0..8)
+        .map(|w| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for t in 0..200i64 {
+                    let mut app = db.appender();
+                    for s in 0..20 {
+                        // Half the series are shared by all writers, half are own.
+                        let name = if s % 2 == 0 {
+                            format!("shared{s}")
+                        } else {
+                            format!("own{w}_{s}")
+                        };
+                        app.append(
+                            &l(&[("__name__", &name), ("w", if s % 2 == 0 { "all" } else { "one" })]),
+                            t * 1000 + w,
+                            (t * 8 + w) as f64,
+                        );
+                    }
+                    app.commit().expect("commit");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let own = db.select(&[Matcher::equal("w", "one")], 0, i64::MAX).expect("select");
+    assert_eq!(own.len(), 8 * 10);
+    assert!(own.iter().all(|s| s.samples.len() == 200));
+    drop(db);
+    // Replay sees the same: shared series got out-of-order-rejected samples only.
+    let db = Db::open(d.path(), opts()).expect("reopen");
+    let own2 = db.select(&[Matcher::equal("w", "one")], 0, i64::MAX).expect("select");
+    assert_eq!(own, own2);
+}
+
+#[test]
+fn committed_fixture_wal_with_torn_tail_recovers() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/storage/wal-torn-tail");
+    let d = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture, d.path());
+    let (db, rep) = Db::open_with_report(d.path(), opts()).expect("open");
+    assert_eq!(rep.wal.repairs.len(), 1, "{:?}", rep.wal.repairs);
+    assert!(rep.wal.repairs[0].contains("torn"), "{:?}", rep.wal.repairs);
+    let got = db.select(&[], i64::MIN, i64::MAX).expect("select");
+    // The fixture holds 10 whole commits of one sample each and a torn 11th.
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].samples.len(), 10);
+}
+
+#[test]
+fn committed_fixture_block_with_corrupt_chunk_is_quarantined() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/storage/block-corrupt-chunk");
+    let d = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture, d.path());
+    let (db, rep) = Db::open_with_report(d.path(), opts()).expect("open");
+    assert_eq!(rep.quarantined.len(), 1, "{:?}", rep.quarantined);
+    assert!(db.select(&[], i64::MIN, i64::MAX).expect("select").is_empty());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).unwrap_or_else(|e| panic!("fixture {}: {e}", from.display())) {
+        let e = e.expect("entry");
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).expect("copy");
+        }
+    }
+}
+
+/// Regenerates the committed fixtures: `SEXTANT_WRITE_FIXTURES=1 cargo test -p
+/// sextant-storage --test db write_fixtures`.
+#[test]
+fn write_fixtures() {
+    if std::env::var_os("SEXTANT_WRITE_FIXTURES").is_none() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/storage");
+    let wal_dir = root.join("wal-torn-tail");
+    let _ = std::fs::remove_dir_all(&wal_dir);
+    {
+        let db = Db::open(&wal_dir, opts()).expect("open");
+        let s = l(&[("__name__", "fixture_counter"), ("job", "fixture")]);
+        for t in 0..11 {
+            let mut app = db.appender();
+            app.append(&s, t * 15_000, t as f64);
+            app.commit().expect("commit");
+        }
+    }
+    let seg = wal_dir.join("wal").join("00000001");
+    let len = std::fs::metadata(&seg).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open")
+        .set_len(len - 5)
+        .expect("truncate");
+    let _ = std::fs::remove_file(wal_dir.join("LOCK"));
+    let blk = root.join("block-corrupt-chunk");
+    let _ = std::fs::remove_dir_all(&blk);
+    {
+        let db = Db::open(&blk, opts()).expect("open");
+        let mut app = db.appender();
+        app.append(&l(&[("__name__", "fixture_gauge")]), 1000, 0.25);
+        app.commit().expect("commit");
+        db.flush().expect("flush");
+    }
+    let _ = std::fs::remove_dir_all(blk.join("wal"));
+    let _ = std::fs::remove_file(blk.join("LOCK"));
+    for e in std::fs::read_dir(blk.join("blocks")).expect("ls") {
+        let chunks = e.expect("entry").path().join("chunks");
+        let mut data = std::fs::read(&chunks).expect("read");
+        let n = data.len();
+        data[n - 1] ^= 0x5a;
+        std::fs::write(&chunks, data).expect("write");
+    }
+}
