@@ -1,1 +1,292 @@
+//! A PromQL evaluator with Prometheus semantics over the [`Queryable`] trait.
+//!
+//! Architecture invariant: this crate parses with `promql-parser`, reads data
+//! only through `sextant_model::Queryable`, and knows nothing of HTTP or the
+//! storage engine's formats.
 
+mod aggregate;
+mod eval;
+mod functions;
+mod histogram;
+mod memstore;
+pub mod pos;
+pub mod promqltest;
+mod value;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::Expr;
+use sextant_model::{Labels, Queryable};
+
+pub use memstore::MemStore;
+pub use value::{
+    braced, format_float, format_float_plain, Annotations, Error, ErrorKind, Point, QueryResult, QueryStats, Sample,
+    Series, Value,
+};
+
+use eval::{Evaluator, Limits, SSeries, Val};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (ms). Default 5 m.
+    pub lookback_ms: i64,
+    /// Most samples a query may load. Default 50,000,000.
+    pub max_samples: usize,
+    /// Longest a query may run. Default 2 minutes.
+    pub timeout: Option<Duration>,
+    /// Step of subqueries that give none (ms). Default 1 m.
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_ms: 300_000,
+            max_samples: 50_000_000,
+            timeout: Some(Duration::from_secs(120)),
+            default_subquery_step_ms: 60_000,
+        }
+    }
+}
+
+/// Evaluates PromQL queries.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+/// Parses a query, with Prometheus's error wording.
+pub fn parse(query: &str) -> Result<Expr, Error> {
+    promql_parser::parser::parse(query).map_err(|e| Error::bad(e.to_string()))
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at time `t` (ms).
+    pub fn instant(&self, q: &dyn Queryable, query: &str, t: i64) -> Result<QueryResult, Error> {
+        let expr = parse(query)?;
+        self.instant_expr(q, &expr, query, t, None)
+    }
+
+    /// Evaluates `query` from `start` to `end` (ms) every `step` ms.
+    pub fn range(&self, q: &dyn Queryable, query: &str, start: i64, end: i64, step: i64) -> Result<QueryResult, Error> {
+        let expr = parse(query)?;
+        self.range_expr(q, &expr, query, start, end, step, None)
+    }
+
+    /// Instant evaluation of a parsed expression; `cancel` aborts it when set.
+    pub fn instant_expr(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        text: &str,
+        t: i64,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<QueryResult, Error> {
+        self.run(q, expr, text, t, t, 1, false, cancel)
+    }
+
+    /// Range evaluation of a parsed expression.
+    #[allow(clippy::too_many_arguments)]
+    pub fn range_expr(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        text: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<QueryResult, Error> {
+        if step <= 0 {
+            return Err(Error::bad(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        if end < start {
+            return Err(Error::bad("end timestamp must not be before start time"));
+        }
+        match expr.value_type() {
+            ValueType::Vector | ValueType::Scalar => {}
+            other => {
+                return Err(Error::bad(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    type_word(other)
+                )))
+            }
+        }
+        self.run(q, expr, text, start, end, step, true, cancel)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        text: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        is_range: bool,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<QueryResult, Error> {
+        let started = Instant::now();
+        let limits = Limits {
+            max_samples: self.opts.max_samples,
+            deadline: self.opts.timeout.map(|d| started + d),
+            cancel,
+        };
+        let annos = RefCell::new(Annotations::default());
+        let loaded = Cell::new(0usize);
+        let series_loaded = Cell::new(0usize);
+        let ev = Evaluator {
+            q,
+            start,
+            end,
+            step,
+            lookback: self.opts.lookback_ms,
+            query_start: start,
+            query_end: end,
+            query: text,
+            default_subquery_step: self.opts.default_subquery_step_ms,
+            limits: &limits,
+            annos: &annos,
+            loaded: &loaded,
+            series_loaded: &series_loaded,
+            is_range_query: is_range,
+        };
+        let val = ev.eval(expr)?;
+        let value = if is_range {
+            to_matrix(&ev, val)?
+        } else {
+            to_instant(start, val)?
+        };
+        Ok(QueryResult {
+            value,
+            annotations: annos.into_inner(),
+            stats: QueryStats {
+                samples_loaded: loaded.get(),
+                series_loaded: series_loaded.get(),
+                peak_samples: loaded.get(),
+                eval_micros: started.elapsed().as_micros() as u64,
+            },
+        })
+    }
+}
+
+fn type_word(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Scalar => "scalar",
+        ValueType::Matrix => "range vector",
+        ValueType::String => "string",
+    }
+}
+
+fn final_labels(s: &SSeries) -> Labels {
+    if s.drop_name {
+        s.labels.without_metric_name()
+    } else {
+        s.labels.clone()
+    }
+}
+
+fn to_instant(t: i64, v: Val) -> Result<Value, Error> {
+    Ok(match v {
+        Val::Scalar(s) => Value::Scalar {
+            t,
+            v: s.first().copied().unwrap_or(f64::NAN),
+        },
+        Val::Str(s) => Value::String { t, v: s },
+        Val::Vector(vs) => {
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::with_capacity(vs.len());
+            for s in &vs {
+                let l = final_labels(s);
+                if !seen.insert(l.clone()) {
+                    return Err(Error::exec("vector cannot contain metrics with the same labelset"));
+                }
+                if let Some(p) = s.points.first() {
+                    out.push(Sample { labels: l, t, v: p.v });
+                }
+            }
+            Value::Vector(out)
+        }
+        Val::Range(vs) => {
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::with_capacity(vs.len());
+            for s in vs {
+                let l = final_labels(&s);
+                if !seen.insert(l.clone()) {
+                    return Err(Error::exec("vector cannot contain metrics with the same labelset"));
+                }
+                out.push(Series {
+                    labels: l,
+                    points: s.points,
+                });
+            }
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Value::Matrix(out)
+        }
+    })
+}
+
+fn to_matrix(ev: &Evaluator<'_>, v: Val) -> Result<Value, Error> {
+    Ok(match v {
+        Val::Scalar(s) => Value::Matrix(vec![Series {
+            labels: Labels::empty(),
+            points: s
+                .iter()
+                .enumerate()
+                .map(|(k, v)| Point { t: ev.ts(k), v: *v })
+                .collect(),
+        }]),
+        Val::Vector(vs) | Val::Range(vs) => {
+            // Series that end up with equal labels merge when they never overlap.
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            let mut out: Vec<Series> = Vec::with_capacity(vs.len());
+            for s in vs {
+                let l = final_labels(&s);
+                match index.get(&l) {
+                    Some(&i) => {
+                        let mut pts = std::mem::take(&mut out[i].points);
+                        pts.extend(s.points);
+                        pts.sort_by_key(|p| p.t);
+                        if pts.windows(2).any(|w| w[0].t == w[1].t) {
+                            return Err(Error::exec("vector cannot contain metrics with the same labelset"));
+                        }
+                        out[i].points = pts;
+                    }
+                    None => {
+                        index.insert(l.clone(), out.len());
+                        out.push(Series {
+                            labels: l,
+                            points: s.points,
+                        });
+                    }
+                }
+            }
+            out.retain(|s| !s.points.is_empty());
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Value::Matrix(out)
+        }
+        Val::Str(_) => {
+            return Err(Error::bad(
+                "invalid expression type \"string\" for range query, must be Scalar or instant Vector",
+            ))
+        }
+    })
+}

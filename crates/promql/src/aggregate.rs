@@ -1,0 +1,339 @@
+//! Aggregation operators. Group membership depends only on labels, so it is
+//! computed once per series; values are then aggregated step by step.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::token;
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+use sextant_model::{Labels, METRIC_NAME};
+
+use crate::eval::{value_label, Evaluator, SSeries, Val};
+use crate::functions::{kahan_inc, quantile};
+use crate::value::{Error, Point};
+
+fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
+    match m {
+        Some(LabelModifier::Include(by)) => l.keep(&by.labels),
+        Some(LabelModifier::Exclude(without)) => {
+            let mut n = without.labels.clone();
+            n.push(METRIC_NAME.into());
+            l.drop_names(&n)
+        }
+        None => Labels::empty(),
+    }
+}
+
+/// Streaming state of one group at one step.
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    count: f64,
+    value: f64,
+    kahan: f64,
+    mean: f64,
+    incremental: bool,
+}
+
+pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> {
+    let op = a.op.id();
+    let input = ev.eval_vector_arg(&a.expr)?;
+    let n = ev.steps();
+    let param_scalar = match (&a.param, op) {
+        (Some(p), token::T_TOPK | token::T_BOTTOMK | token::T_QUANTILE | token::T_LIMITK | token::T_LIMIT_RATIO) => {
+            Some(ev.eval_scalar_arg(p)?)
+        }
+        _ => None,
+    };
+    if op == token::T_COUNT_VALUES {
+        let label = match &a.param {
+            Some(p) => ev.eval_string_arg(p)?,
+            None => return Err(Error::exec("count_values needs a label name")),
+        };
+        return count_values(ev, &input, &label, &a.modifier);
+    }
+    // Group index per series, and the groups' labels.
+    let mut gindex: HashMap<Labels, usize> = HashMap::new();
+    let mut glabels: Vec<Labels> = Vec::new();
+    let sgroup: Vec<usize> = input
+        .iter()
+        .map(|s| {
+            let gl = group_labels(&s.labels, &a.modifier);
+            *gindex.entry(gl.clone()).or_insert_with(|| {
+                glabels.push(gl);
+                glabels.len() - 1
+            })
+        })
+        .collect();
+    let ng = glabels.len();
+    // Series cursors for walking steps.
+    let mut cur = vec![0usize; input.len()];
+    let selecting = matches!(
+        op,
+        token::T_TOPK | token::T_BOTTOMK | token::T_LIMITK | token::T_LIMIT_RATIO
+    );
+    let mut out: Vec<SSeries> = if selecting {
+        Vec::new()
+    } else {
+        glabels
+            .iter()
+            .map(|l| SSeries {
+                labels: l.clone(),
+                drop_name: false,
+                points: Vec::new(),
+            })
+            .collect()
+    };
+    let mut sel_out: HashMap<usize, usize> = HashMap::new();
+    let mut members: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
+    for k in 0..n {
+        ev.check()?;
+        let t = ev.ts(k);
+        for m in members.iter_mut() {
+            m.clear();
+        }
+        for (i, s) in input.iter().enumerate() {
+            if let Some(p) = s.points.get(cur[i]) {
+                if p.t == t {
+                    members[sgroup[i]].push((i, p.v));
+                    cur[i] += 1;
+                }
+            }
+        }
+        let param = param_scalar.as_ref().map(|v| v[k]);
+        if selecting {
+            let p = param.unwrap_or(f64::NAN);
+            if p.is_nan() {
+                return Err(Error::exec(if op == token::T_LIMIT_RATIO {
+                    "Ratio value is NaN"
+                } else {
+                    "Parameter value is NaN"
+                }));
+            }
+            let mut picked: Vec<(usize, f64)> = Vec::new();
+            for m in &members {
+                if m.is_empty() {
+                    continue;
+                }
+                match op {
+                    token::T_TOPK | token::T_BOTTOMK => {
+                        let kk = if p >= m.len() as f64 {
+                            m.len()
+                        } else if p < 1.0 {
+                            0
+                        } else {
+                            p as usize
+                        };
+                        let mut v = m.clone();
+                        let top = op == token::T_TOPK;
+                        // NaN sorts as the least desirable value either way.
+                        v.sort_by(|x, y| {
+                            let o = match (x.1.is_nan(), y.1.is_nan()) {
+                                (true, true) => std::cmp::Ordering::Equal,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ => {
+                                    if top {
+                                        y.1.partial_cmp(&x.1).unwrap_or(std::cmp::Ordering::Equal)
+                                    } else {
+                                        x.1.partial_cmp(&y.1).unwrap_or(std::cmp::Ordering::Equal)
+                                    }
+                                }
+                            };
+                            o.then_with(|| input[x.0].labels.cmp(&input[y.0].labels))
+                        });
+                        picked.extend(v.into_iter().take(kk));
+                    }
+                    token::T_LIMITK => {
+                        let kk = if p >= m.len() as f64 {
+                            m.len()
+                        } else if p < 1.0 {
+                            0
+                        } else {
+                            p as usize
+                        };
+                        let mut v = m.clone();
+                        v.sort_by(|x, y| input[x.0].labels.hash64().cmp(&input[y.0].labels.hash64()));
+                        picked.extend(v.into_iter().take(kk));
+                    }
+                    _ => {
+                        let r = p.clamp(-1.0, 1.0);
+                        if r != p {
+                            ev.warn(format!(
+                                "ratio value should be between -1 and 1, got {p}, capping to {r}"
+                            ));
+                        }
+                        for &(i, v) in m {
+                            let off = input[i].labels.hash64() as f64 / u64::MAX as f64;
+                            let keep = if r >= 0.0 { off < r } else { off >= 1.0 + r };
+                            if keep {
+                                picked.push((i, v));
+                            }
+                        }
+                    }
+                }
+            }
+            for (i, v) in picked {
+                let oi = *sel_out.entry(i).or_insert_with(|| {
+                    out.push(SSeries {
+                        labels: input[i].labels.clone(),
+                        drop_name: input[i].drop_name,
+                        points: Vec::new(),
+                    });
+                    out.len() - 1
+                });
+                out[oi].points.push(Point { t, v });
+            }
+            continue;
+        }
+        if op == token::T_QUANTILE {
+            let q = param.unwrap_or(f64::NAN);
+            if !(0.0..=1.0).contains(&q) {
+                ev.warn(format!(
+                    "quantile value should be between 0 and 1, got {} {}",
+                    fmt_g(q),
+                    ev.arg_pos("quantile", 0)
+                ));
+            }
+        }
+        for (g, m) in members.iter().enumerate() {
+            if m.is_empty() {
+                continue;
+            }
+            let v = match op {
+                token::T_SUM => {
+                    let (mut s, mut c) = (0.0, 0.0);
+                    for &(_, v) in m {
+                        (s, c) = kahan_inc(v, s, c);
+                    }
+                    if s.is_infinite() {
+                        s
+                    } else {
+                        s + c
+                    }
+                }
+                token::T_AVG => {
+                    let mut acc = Acc {
+                        count: 1.0,
+                        value: m[0].1,
+                        ..Acc::default()
+                    };
+                    for &(_, v) in &m[1..] {
+                        acc.count += 1.0;
+                        if !acc.incremental {
+                            let (nv, nc) = kahan_inc(v, acc.value, acc.kahan);
+                            if !nv.is_infinite() {
+                                acc.value = nv;
+                                acc.kahan = nc;
+                                continue;
+                            }
+                            acc.incremental = true;
+                            acc.mean = acc.value / (acc.count - 1.0);
+                            acc.kahan /= acc.count - 1.0;
+                        }
+                        let q = (acc.count - 1.0) / acc.count;
+                        (acc.mean, acc.kahan) = kahan_inc(v / acc.count, q * acc.mean, q * acc.kahan);
+                    }
+                    if acc.incremental {
+                        acc.mean + acc.kahan
+                    } else {
+                        acc.value / acc.count + acc.kahan / acc.count
+                    }
+                }
+                token::T_COUNT => m.len() as f64,
+                token::T_GROUP => 1.0,
+                token::T_MIN => {
+                    let mut x = m[0].1;
+                    for &(_, v) in &m[1..] {
+                        if x > v || x.is_nan() {
+                            x = v;
+                        }
+                    }
+                    x
+                }
+                token::T_MAX => {
+                    let mut x = m[0].1;
+                    for &(_, v) in &m[1..] {
+                        if x < v || x.is_nan() {
+                            x = v;
+                        }
+                    }
+                    x
+                }
+                token::T_STDDEV | token::T_STDVAR => {
+                    let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+                    for &(_, v) in m {
+                        count += 1.0;
+                        let delta = v - (mean + cmean);
+                        (mean, cmean) = kahan_inc(delta / count, mean, cmean);
+                        (aux, caux) = kahan_inc(delta * (v - (mean + cmean)), aux, caux);
+                    }
+                    let var = (aux + caux) / count;
+                    if op == token::T_STDDEV {
+                        var.sqrt()
+                    } else {
+                        var
+                    }
+                }
+                token::T_QUANTILE => {
+                    let mut vals: Vec<f64> = m.iter().map(|x| x.1).collect();
+                    quantile(param.unwrap_or(f64::NAN), &mut vals)
+                }
+                _ => return Err(Error::exec(format!("unsupported aggregation {}", a.op))),
+            };
+            out[g].points.push(Point { t, v });
+        }
+    }
+    out.retain(|s| !s.points.is_empty());
+    if selecting && ev.steps() == 1 {
+        // Instant results keep the selection order; nothing to do.
+    }
+    Ok(Val::Vector(out))
+}
+
+fn count_values(ev: &Evaluator<'_>, input: &[SSeries], label: &str, m: &Option<LabelModifier>) -> Result<Val, Error> {
+    if !crate::functions::valid_label_name(label) {
+        return Err(Error::exec(format!("invalid label name {label:?}")));
+    }
+    let glabels: Vec<Labels> = input.iter().map(|s| group_labels(&s.labels, m)).collect();
+    let mut out: Vec<SSeries> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut cur = vec![0usize; input.len()];
+    for k in 0..ev.steps() {
+        let t = ev.ts(k);
+        let mut counts: Vec<(Labels, f64)> = Vec::new();
+        let mut pos: HashMap<Labels, usize> = HashMap::new();
+        for (i, s) in input.iter().enumerate() {
+            if let Some(p) = s.points.get(cur[i]) {
+                if p.t == t {
+                    cur[i] += 1;
+                    let mut b = glabels[i].builder();
+                    b.set(label, &value_label(p.v));
+                    let l = b.labels();
+                    match pos.get(&l) {
+                        Some(&j) => counts[j].1 += 1.0,
+                        None => {
+                            pos.insert(l.clone(), counts.len());
+                            counts.push((l, 1.0));
+                        }
+                    }
+                }
+            }
+        }
+        for (l, c) in counts {
+            let oi = *index.entry(l.clone()).or_insert_with(|| {
+                out.push(SSeries {
+                    labels: l,
+                    drop_name: false,
+                    points: Vec::new(),
+                });
+                out.len() - 1
+            });
+            out[oi].points.push(Point { t, v: c });
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// Go's `%g`-like formatting used in messages.
+pub(crate) fn fmt_g(v: f64) -> String {
+    crate::value::format_float(v)
+}
