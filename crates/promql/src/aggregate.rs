@@ -50,6 +50,9 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> 
         };
         return count_values(ev, &input, &label, &a.modifier);
     }
+    // Grouping by the metric name keeps names that are due to be dropped, and the
+    // group inherits the drop: the end of evaluation removes them.
+    let by_name = matches!(&a.modifier, Some(LabelModifier::Include(by)) if by.labels.iter().any(|l| l == METRIC_NAME));
     // Group index per series, and the groups' labels.
     let mut gindex: HashMap<Labels, usize> = HashMap::new();
     let mut glabels: Vec<Labels> = Vec::new();
@@ -282,10 +285,14 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> 
             out[g].points.push(Point { t, v });
         }
     }
-    out.retain(|s| !s.points.is_empty());
-    if selecting && ev.steps() == 1 {
-        // Instant results keep the selection order; nothing to do.
+    if by_name && !selecting {
+        for (i, s) in input.iter().enumerate() {
+            if s.drop_name {
+                out[sgroup[i]].drop_name = true;
+            }
+        }
     }
+    out.retain(|s| !s.points.is_empty());
     Ok(Val::Vector(out))
 }
 

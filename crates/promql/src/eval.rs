@@ -63,6 +63,8 @@ pub(crate) struct Evaluator<'a> {
     pub lookback: i64,
     pub query_start: i64,
     pub query_end: i64,
+    /// The step of the top-level query (0 for an instant query).
+    pub query_step: i64,
     pub query: &'a str,
     pub default_subquery_step: i64,
     pub limits: &'a Limits,
@@ -626,11 +628,13 @@ impl<'a> Evaluator<'a> {
                 let k = self.step_index(p.t);
                 if let Some((prev, _)) = one_at[k].insert(osig[j].as_str(), (j, p.v)) {
                     let side = if swapped { "left" } else { "right" };
+                    let (mut a, mut b) = (braced(&one[j].labels), braced(&one[prev].labels));
+                    if a > b {
+                        std::mem::swap(&mut a, &mut b);
+                    }
                     return Err(Error::exec(format!(
-                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side",
                         braced(&self.match_labels(&one[j].labels, matching)),
-                        braced(&one[j].labels),
-                        braced(&one[prev].labels)
                     )));
                 }
             }
@@ -654,8 +658,6 @@ impl<'a> Evaluator<'a> {
                 }
                 if return_bool {
                     val = if keep { 1.0 } else { 0.0 };
-                } else if !keep {
-                    continue;
                 }
                 let metric = result_cache
                     .entry((i, j))
@@ -683,6 +685,8 @@ impl<'a> Evaluator<'a> {
                         b.labels()
                     })
                     .clone();
+                // Matches are checked before filtering, so an ambiguous match is an
+                // error even when the comparison would drop it.
                 let e = matched[k].entry(msig[i].as_str()).or_default();
                 if one_to_one {
                     if !e.is_empty() {
@@ -696,6 +700,9 @@ impl<'a> Evaluator<'a> {
                     ));
                 }
                 e.push(metric.clone());
+                if !return_bool && !keep {
+                    continue;
+                }
                 let dn = drop || s.drop_name;
                 let idx = *out_index.entry((metric.clone(), dn)).or_insert_with(|| {
                     out.push(SSeries {

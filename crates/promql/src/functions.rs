@@ -385,29 +385,36 @@ fn absent_labels(e: &Expr) -> Labels {
     let Ok(ms) = convert_matchers(vs) else {
         return Labels::empty();
     };
+    // A label is kept only when exactly one matcher names it, and that one is `=`.
     let mut pairs: Vec<(String, String)> = Vec::new();
-    let mut dup: Vec<String> = Vec::new();
+    let mut drop: Vec<String> = Vec::new();
     for m in &ms {
         if m.name() == METRIC_NAME {
             continue;
         }
-        if m.op() == MatchOp::Equal {
-            if pairs.iter().any(|(n, _)| n == m.name()) {
-                dup.push(m.name().to_string());
-            }
-            pairs.push((m.name().to_string(), m.value().to_string()));
+        if m.op() != MatchOp::Equal || pairs.iter().any(|(n, _)| n == m.name()) {
+            drop.push(m.name().to_string());
         }
+        pairs.push((m.name().to_string(), m.value().to_string()));
     }
-    pairs.retain(|(n, _)| !dup.contains(n));
+    pairs.retain(|(n, _)| !drop.contains(n));
     Labels::from_pairs(pairs)
 }
 
+/// Fails when two series with the same label set have a point at the same time.
 fn check_duplicates(v: &[SSeries]) -> Result<(), Error> {
-    let mut seen = std::collections::HashSet::new();
-    for s in v {
-        if !seen.insert((&s.labels, s.drop_name)) {
-            return Err(Error::exec("vector cannot contain metrics with the same labelset"));
+    let mut seen: HashMap<(&Labels, bool), usize> = HashMap::new();
+    for (i, s) in v.iter().enumerate() {
+        if let Some(&j) = seen.get(&(&s.labels, s.drop_name)) {
+            let other = &v[j];
+            if s.points
+                .iter()
+                .any(|p| other.points.binary_search_by_key(&p.t, |q| q.t).is_ok())
+            {
+                return Err(Error::exec("vector cannot contain metrics with the same labelset"));
+            }
         }
+        seen.insert((&s.labels, s.drop_name), i);
     }
     Ok(())
 }
@@ -454,6 +461,19 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
     match name {
         "time" => Ok(Val::Scalar((0..ev.steps()).map(|k| ev.ts(k) as f64 / 1000.0).collect())),
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; ev.steps()])),
+        "step" => Ok(Val::Scalar(vec![ev.query_step as f64 / 1000.0; ev.steps()])),
+        "range" => Ok(Val::Scalar(vec![
+            (ev.query_end - ev.query_start) as f64 / 1000.0;
+            ev.steps()
+        ])),
+        "start" => Ok(Val::Scalar(vec![ev.query_start as f64 / 1000.0; ev.steps()])),
+        "end" => Ok(Val::Scalar(vec![ev.query_end as f64 / 1000.0; ev.steps()])),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar_arg(arg(c, 0)?)?;
+            let b = ev.eval_scalar_arg(arg(c, 1)?)?;
+            let f = if name == "min_of" { go_min } else { go_max };
+            Ok(Val::Scalar(a.iter().zip(b.iter()).map(|(x, y)| f(*x, *y)).collect()))
+        }
         "vector" => {
             let s = ev.eval_scalar_arg(arg(c, 0)?)?;
             Ok(Val::Vector(vec![SSeries {
@@ -724,20 +744,13 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
         }
         "histogram_quantile" => {
             let q = ev.eval_scalar_arg(arg(c, 0)?)?;
+            warn_quantiles(ev, &q, "histogram_quantile", 0);
             let v = ev.eval_vector_arg(arg(c, 1)?)?;
             classic_histogram(
                 ev,
                 &v,
                 |k, buckets, metric| {
-                    let qk = q[k];
-                    if !(0.0..=1.0).contains(&qk) {
-                        ev.warn(format!(
-                            "quantile value should be between 0 and 1, got {} {}",
-                            crate::value::format_float(qk),
-                            ev.arg_pos("histogram_quantile", 0)
-                        ));
-                    }
-                    let (r, forced, _) = bucket_quantile(qk, buckets);
+                    let (r, forced, _) = bucket_quantile(q[k], buckets);
                     if forced {
                         ev.info(format!("input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?} {}", metric, ev.arg_pos("histogram_quantile", 1)));
                     }
@@ -746,6 +759,41 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
                 "histogram_quantile",
                 1,
             )
+        }
+        "histogram_quantiles" => {
+            let v = ev.eval_vector_arg(arg(c, 0)?)?;
+            let label = ev.eval_string_arg(arg(c, 1)?)?;
+            let mut qs = Vec::new();
+            for i in 2..nargs {
+                let q = ev.eval_scalar_arg(arg(c, i)?)?;
+                warn_quantiles(ev, &q, "histogram_quantiles", i);
+                qs.push(q);
+            }
+            let mut out = Vec::new();
+            for q in &qs {
+                let r = classic_histogram(
+                    ev,
+                    &v,
+                    |k, buckets, metric| {
+                        let (r, forced, _) = bucket_quantile(q[k], buckets);
+                        if forced {
+                            ev.info(format!("input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?} {}", metric, ev.arg_pos("histogram_quantiles", 0)));
+                        }
+                        r
+                    },
+                    "histogram_quantiles",
+                    0,
+                )?;
+                if let Val::Vector(vs) = r {
+                    for mut s in vs {
+                        let mut b = s.labels.builder();
+                        b.set(&label, &quantile_label(q.first().copied().unwrap_or(f64::NAN)));
+                        s.labels = b.labels();
+                        out.push(s);
+                    }
+                }
+            }
+            Ok(Val::Vector(out))
         }
         "histogram_fraction" => {
             let lo = ev.eval_scalar_arg(arg(c, 0)?)?;
@@ -765,6 +813,28 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
             Ok(Val::Vector(Vec::new()))
         }
         _ => window_call(ev, c),
+    }
+}
+
+/// `0.5` stays `0.5`; whole numbers get a `.0` (`1.0`), as Prometheus labels them.
+fn quantile_label(q: f64) -> String {
+    let s = crate::value::format_float_plain(q);
+    if s.contains(['.', 'e', 'N', 'I']) {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+fn warn_quantiles(ev: &Evaluator<'_>, q: &[f64], fname: &str, arg: usize) {
+    for &qk in q {
+        if !(0.0..=1.0).contains(&qk) {
+            ev.warn(format!(
+                "quantile value should be between 0 and 1, got {} {}",
+                crate::value::format_float(qk),
+                ev.arg_pos(fname, arg)
+            ));
+        }
     }
 }
 
@@ -968,6 +1038,9 @@ fn window_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
             })?
         }
         "mad_over_time" => over_windows(ev, &input, drop, &|p, _, _| {
+            if p.iter().any(|x| x.v.is_nan()) {
+                return Some(f64::NAN);
+            }
             let mut v: Vec<f64> = p.iter().map(|x| x.v).collect();
             let median = quantile(0.5, &mut v);
             let mut d: Vec<f64> = p.iter().map(|x| (x.v - median).abs()).collect();

@@ -160,6 +160,7 @@ impl Engine {
             lookback: self.opts.lookback_ms,
             query_start: start,
             query_end: end,
+            query_step: if is_range { step } else { 0 },
             query: text,
             default_subquery_step: self.opts.default_subquery_step_ms,
             limits: &limits,

@@ -90,7 +90,7 @@ enum Cmd {
     Clear,
     Load {
         series: Vec<(Labels, Vec<MSample>)>,
-        has_histograms: bool,
+        histograms: Vec<Labels>,
     },
     Eval(Box<EvalCmd>),
 }
@@ -296,18 +296,14 @@ pub fn parse_sequence(s: &str) -> Result<Vec<(SeqValue, bool)>, String> {
         }
         // a, axN, a+bxN, a-bxN
         let (base_s, times) = match tok.rfind('x') {
-            Some(i)
-                if tok[i + 1..].chars().all(|c| c.is_ascii_digit()) && i + 1 < tok.len() && !tok.starts_with("0x") =>
-            {
-                (
-                    &tok[..i],
-                    Some(
-                        tok[i + 1..]
-                            .parse::<usize>()
-                            .map_err(|_| format!("bad repeat in {tok}"))?,
-                    ),
-                )
-            }
+            Some(i) if tok[i + 1..].chars().all(|c| c.is_ascii_digit()) && i + 1 < tok.len() => (
+                &tok[..i],
+                Some(
+                    tok[i + 1..]
+                        .parse::<usize>()
+                        .map_err(|_| format!("bad repeat in {tok}"))?,
+                ),
+            ),
             _ => (tok, None),
         };
         // Split a+b / a-b (not the sign of a or of an exponent).
@@ -393,7 +389,8 @@ impl Script {
                     .and_then(parse_duration)
                     .ok_or(format!("line {}: bad load", i + 1))?;
                 let mut series = Vec::new();
-                let mut has_histograms = false;
+                let mut histograms = Vec::new();
+                let nhcb = word == "load_with_nhcb";
                 i += 1;
                 while i < lines.len() && !lines[i].is_empty() {
                     // Start-timestamp lines (`metric@st ...`) are not stored.
@@ -404,17 +401,35 @@ impl Script {
                     let (labels, rest) = parse_metric(&lines[i]).map_err(|e| format!("line {}: {e}", i + 1))?;
                     let vals = parse_sequence(rest).map_err(|e| format!("line {}: {e}", i + 1))?;
                     let mut samples = Vec::new();
+                    let mut hist = false;
                     for (k, (v, _)) in vals.iter().enumerate() {
                         match v {
                             SeqValue::Value(x) => samples.push(MSample::new(k as i64 * step, *x)),
-                            SeqValue::Histogram => has_histograms = true,
+                            SeqValue::Histogram => hist = true,
                             SeqValue::Omitted => {}
+                        }
+                    }
+                    if hist {
+                        histograms.push(labels.clone());
+                    }
+                    // Loading with NHCB also creates a native histogram under the base name.
+                    let name = labels.metric_name();
+                    if let Some(base) = name
+                        .strip_suffix("_bucket")
+                        .or(name.strip_suffix("_count"))
+                        .or(name.strip_suffix("_sum"))
+                    {
+                        if nhcb {
+                            let mut b = labels.builder();
+                            b.set("__name__", base);
+                            b.del("le");
+                            histograms.push(b.labels());
                         }
                     }
                     series.push((labels, samples));
                     i += 1;
                 }
-                cmds.push(Cmd::Load { series, has_histograms });
+                cmds.push(Cmd::Load { series, histograms });
             } else if word.starts_with("eval") {
                 let (cmd, next) = parse_eval(&lines, i)?;
                 cmds.push(Cmd::Eval(Box::new(cmd)));
@@ -431,18 +446,24 @@ impl Script {
         let engine = Engine::new(opts.clone());
         let store = MemStore::new();
         let mut out = Vec::new();
+        let mut hist: Vec<Labels> = Vec::new();
         for c in &self.cmds {
             match c {
-                Cmd::Clear => store.clear(),
-                Cmd::Load { series, .. } => {
+                Cmd::Clear => {
+                    store.clear();
+                    hist.clear();
+                }
+                Cmd::Load { series, histograms } => {
                     for (l, s) in series {
                         store.add(l.clone(), s);
                     }
+                    hist.extend(histograms.iter().cloned());
                 }
                 Cmd::Eval(e) => {
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_eval(&engine, &store, e)));
                     let error = match r {
                         Ok(Ok(())) => None,
+                        Ok(Err(m)) if touches(&e.expr, &hist) => Some(format!("selects native histogram data: {m}")),
                         Ok(Err(m)) => Some(m),
                         Err(_) => Some("panic during evaluation".into()),
                     };
@@ -456,6 +477,33 @@ impl Script {
         }
         out
     }
+}
+
+/// Whether any selector of the expression matches one of the label sets.
+fn touches(expr: &str, series: &[Labels]) -> bool {
+    if series.is_empty() {
+        return false;
+    }
+    let Ok(e) = crate::parse(expr) else { return false };
+    fn walk(e: &Expr, series: &[Labels]) -> bool {
+        let sel = |vs: &promql_parser::parser::VectorSelector| {
+            crate::eval::convert_matchers(vs)
+                .map(|ms| series.iter().any(|l| ms.iter().all(|m| m.matches(l.get(m.name())))))
+                .unwrap_or(false)
+        };
+        match e {
+            Expr::VectorSelector(vs) => sel(vs),
+            Expr::MatrixSelector(ms) => sel(&ms.vs),
+            Expr::Subquery(s) => walk(&s.expr, series),
+            Expr::Aggregate(a) => walk(&a.expr, series),
+            Expr::Unary(u) => walk(&u.expr, series),
+            Expr::Binary(b) => walk(&b.lhs, series) || walk(&b.rhs, series),
+            Expr::Paren(p) => walk(&p.expr, series),
+            Expr::Call(c) => c.args.args.iter().any(|a| walk(a, series)),
+            _ => false,
+        }
+    }
+    walk(&e, series)
 }
 
 fn parse_eval(lines: &[String], start: usize) -> Result<(EvalCmd, usize), String> {
@@ -647,12 +695,10 @@ fn compare(cmd: &EvalCmd, v: &Value, range: Option<(i64, i64, i64)>) -> Result<(
             if cmd.ordered {
                 return Err("expected ordered result, but query returned a matrix".into());
             }
-            let Expected::Series(exp) = &cmd.expected else {
-                return Err(format!(
-                    "expected {:?}, got a matrix of {} series",
-                    cmd.expected,
-                    m.len()
-                ));
+            let exp = match &cmd.expected {
+                Expected::Series(e) => e.as_slice(),
+                Expected::None => &[],
+                other => return Err(format!("expected {other:?}, got a matrix of {} series", m.len())),
             };
             let (start, end, step) = range.unwrap_or((cmd.at, cmd.at, 1));
             for s in m {
@@ -759,6 +805,10 @@ const AT_UNSAFE: &[&str] = &[
     "predict_linear",
     "time",
     "timestamp",
+    "start",
+    "end",
+    "range",
+    "step",
 ];
 
 /// Pins `@ t` on every selector and subquery that has none (not inside a
@@ -907,6 +957,11 @@ fn run_eval(engine: &Engine, store: &MemStore, cmd: &EvalCmd) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repetitions_of_zero_are_not_hex() {
+        assert_eq!(parse_sequence("0x59 60 60").expect("parses").len(), 62);
+    }
 
     #[test]
     fn sequences_expand_like_prometheus() {
