@@ -291,3 +291,14 @@ fn to_matrix(ev: &Evaluator<'_>, v: Val) -> Result<Value, Error> {
         }
     })
 }
+
+/// Parses a series selector such as `up{job="x"}` into label matchers, as the
+/// `match[]` parameter of the API needs.
+pub fn parse_selector(s: &str) -> Result<Vec<sextant_model::Matcher>, Error> {
+    match parse(s)? {
+        Expr::VectorSelector(vs) => eval::convert_matchers(&vs),
+        _ => Err(Error::bad(format!(
+            "invalid series selector {s:?}: expected a vector selector"
+        ))),
+    }
+}

@@ -1,0 +1,166 @@
+//! Sextant's HTTP server: the Prometheus HTTP API, the remote-write receiver,
+//! admin endpoints and self-monitoring, as an axum router over a [`Db`].
+//!
+//! Architecture invariant: this crate owns every JSON wire shape; storage and
+//! PromQL types are converted here, at the edge. It knows nothing of chunk or
+//! block formats.
+
+mod api;
+mod error;
+pub mod json;
+pub mod metrics;
+pub mod params;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use parking_lot::RwLock;
+use sextant_ingest::{Limits, Metadata};
+use sextant_promql::{Engine, EngineOptions};
+use sextant_storage::Db;
+use tokio::sync::Semaphore;
+
+pub use error::{ApiError, ErrorType};
+
+/// Server settings beyond the store's own.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub engine: EngineOptions,
+    /// Queries evaluated at once; more wait for a slot.
+    pub max_concurrent_queries: usize,
+    /// Limits for write requests.
+    pub ingest: Limits,
+    /// Largest compressed request body (bytes).
+    pub max_request_bytes: usize,
+    /// Most points a range query may return per series.
+    pub max_points_per_series: i64,
+    /// Name/value pairs reported by `/api/v1/status/flags` (no secrets).
+    pub flags: Vec<(String, String)>,
+    /// Retention as reported by runtime info, e.g. `15d`.
+    pub retention: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            engine: EngineOptions::default(),
+            max_concurrent_queries: 20,
+            ingest: Limits::default(),
+            max_request_bytes: 32 << 20,
+            max_points_per_series: 11_000,
+            flags: Vec::new(),
+            retention: "15d".into(),
+        }
+    }
+}
+
+/// Shared state of the server.
+pub struct AppState {
+    pub db: Arc<Db>,
+    pub cfg: ServerConfig,
+    pub engine: Engine,
+    pub metadata: RwLock<HashMap<String, Vec<Metadata>>>,
+    pub query_slots: Arc<Semaphore>,
+    pub metrics: metrics::HttpMetrics,
+    pub started: SystemTime,
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(db: Arc<Db>, cfg: ServerConfig) -> Arc<Self> {
+        Arc::new(AppState {
+            engine: Engine::new(cfg.engine.clone()),
+            query_slots: Arc::new(Semaphore::new(cfg.max_concurrent_queries.max(1))),
+            db,
+            cfg,
+            metadata: RwLock::new(HashMap::new()),
+            metrics: metrics::HttpMetrics::default(),
+            started: SystemTime::now(),
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// Remembers metadata announced by writers (latest wins per metric and type).
+    pub fn record_metadata(&self, md: Vec<Metadata>) {
+        if md.is_empty() {
+            return;
+        }
+        let mut m = self.metadata.write();
+        for x in md {
+            let e = m.entry(x.metric.clone()).or_default();
+            if let Some(old) = e.iter_mut().find(|o| o.kind == x.kind && o.unit == x.unit) {
+                *old = x;
+            } else {
+                e.push(x);
+            }
+        }
+    }
+}
+
+async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    st.metrics.count_request(&handler, resp.status().as_u16());
+    tracing::debug!(target: "sextant::http", handler, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);
+    resp
+}
+
+/// The full router: API, remote write, admin, health and `/metrics`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.cfg.max_request_bytes;
+    Router::new()
+        .route("/api/v1/query", get(api::query).post(api::query))
+        .route("/api/v1/query_range", get(api::query_range).post(api::query_range))
+        .route(
+            "/api/v1/series",
+            get(api::series).post(api::series).delete(api::not_allowed),
+        )
+        .route("/api/v1/labels", get(api::labels).post(api::labels))
+        .route("/api/v1/label/{name}/values", get(api::label_values))
+        .route("/api/v1/metadata", get(api::metadata))
+        .route("/api/v1/query_exemplars", get(api::exemplars).post(api::exemplars))
+        .route("/api/v1/format_query", get(api::format_query).post(api::format_query))
+        .route(
+            "/api/v1/parse_query",
+            get(api::parse_query_tree).post(api::parse_query_tree),
+        )
+        .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route("/api/v1/status/tsdb", get(api::tsdb_status))
+        .route("/api/v1/status/flags", get(api::flags))
+        .route("/api/v1/status/runtimeinfo", get(api::runtimeinfo))
+        .route("/api/v1/status/config", get(api::config))
+        .route("/api/v1/rules", get(api::rules))
+        .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/targets", get(api::targets))
+        .route("/api/v1/alertmanagers", get(api::alertmanagers))
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(api::delete_series).put(api::delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            post(api::clean_tombstones).put(api::clean_tombstones),
+        )
+        .route("/api/v1/admin/tsdb/flush", post(api::flush).put(api::flush))
+        .route("/api/v1/admin/tsdb/snapshot", post(api::snapshot).put(api::snapshot))
+        .route("/api/v1/write", post(write::remote_write))
+        .route("/-/healthy", get(api::healthy).head(api::healthy))
+        .route("/-/ready", get(api::ready).head(api::ready))
+        .route("/metrics", get(api::self_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

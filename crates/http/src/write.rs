@@ -1,0 +1,168 @@
+//! The remote-write receiver (`POST /api/v1/write`), versions 1.0 and 2.0.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sextant_ingest::remote_write::{self, Protocol};
+use sextant_ingest::{DecodeError, WriteBatch};
+use sextant_storage::{CommitReport, SampleRejection};
+
+use crate::api::now_ms;
+use crate::AppState;
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, [("content-type", "text/plain; charset=utf-8")], msg.into()).into_response()
+}
+
+fn rejection_text(r: &sextant_storage::Rejected) -> String {
+    match &r.reason {
+        SampleRejection::OutOfOrder { newest } => {
+            format!(
+                "out of order sample for series {} at timestamp {} (newest sample is at {newest})",
+                r.labels, r.t
+            )
+        }
+        SampleRejection::TooOld { min_valid } => {
+            format!(
+                "sample too old for series {} at timestamp {} (data before {min_valid} is already persisted)",
+                r.labels, r.t
+            )
+        }
+        SampleRejection::DuplicateTimestamp { existing } => format!(
+            "duplicate sample for series {} at timestamp {} with a different value (stored value {existing})",
+            r.labels, r.t
+        ),
+    }
+}
+
+/// Turns a storage failure into a status a sender retries: 503 for an
+/// unwritable store (full disk, failed fsync), 500 otherwise.
+fn storage_failure(e: &sextant_storage::Error) -> Response {
+    let full = matches!(e, sextant_storage::Error::Io(io) if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull);
+    match e {
+        _ if full => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage is full, write rejected: {e}"),
+        ),
+        sextant_storage::Error::Poisoned(_) | sextant_storage::Error::Closed => {
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("storage unavailable: {e}"))
+        }
+        _ => text(StatusCode::INTERNAL_SERVER_ERROR, format!("storage error: {e}")),
+    }
+}
+
+pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    st.metrics.write_requests.fetch_add(1, Ordering::Relaxed);
+    let resp = write_inner(&st, &headers, body).await;
+    st.metrics.write_latency.observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Response {
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
+    let Some(proto) = remote_write::protocol_for(ct) else {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported content type {:?}: expected application/x-protobuf with proto=prometheus.WriteRequest or proto=io.prometheus.write.v2.Request",
+                ct.unwrap_or("")
+            ),
+        );
+    };
+    if let Some(enc) = headers.get("content-encoding").and_then(|v| v.to_str().ok()) {
+        if !enc.eq_ignore_ascii_case("snappy") {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content encoding {enc:?}: expected snappy"),
+            );
+        }
+    }
+    let limits = st.cfg.ingest.clone();
+    let decoded: Result<WriteBatch, DecodeError> =
+        remote_write::snappy_decode(&body, limits.max_body_bytes).and_then(|raw| {
+            let now = now_ms();
+            match proto {
+                Protocol::V1 => remote_write::decode_v1(&raw, &limits, now),
+                Protocol::V2 => remote_write::decode_v2(&raw, &limits, now),
+            }
+        });
+    let batch = match decoded {
+        Ok(b) => b,
+        Err(e) => {
+            st.metrics.write_decode_errors.fetch_add(1, Ordering::Relaxed);
+            let status = if matches!(e, DecodeError::TooLarge { .. }) {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return text(status, format!("cannot decode remote-write request: {e}"));
+        }
+    };
+    st.metrics
+        .write_samples
+        .fetch_add(batch.samples as u64, Ordering::Relaxed);
+    st.metrics
+        .write_invalid_series
+        .fetch_add(batch.invalid.len() as u64, Ordering::Relaxed);
+    st.metrics
+        .write_histograms_rejected
+        .fetch_add(batch.histograms_rejected as u64, Ordering::Relaxed);
+    let WriteBatch {
+        series,
+        metadata,
+        invalid,
+        exemplars,
+        histograms_rejected,
+        ..
+    } = batch;
+    st.record_metadata(metadata);
+    let st2 = st.clone();
+    let committed = tokio::task::spawn_blocking(move || -> Result<CommitReport, sextant_storage::Error> {
+        if series.is_empty() {
+            return Ok(CommitReport::default());
+        }
+        let mut app = st2.db.appender();
+        for (l, s) in series {
+            app.append_series(l, s);
+        }
+        app.commit()
+    })
+    .await;
+    let report = match committed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return storage_failure(&e),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("write task failed: {e}")),
+    };
+    let mut problems: Vec<String> = invalid
+        .iter()
+        .take(10)
+        .map(|e| format!("invalid series {}: {}", e.series, e.reason))
+        .collect();
+    if invalid.len() > 10 {
+        problems.push(format!("and {} more invalid series", invalid.len() - 10));
+    }
+    problems.extend(report.rejected.iter().take(10).map(rejection_text));
+    if report.rejected_count > 10 {
+        problems.push(format!("and {} more rejected samples", report.rejected_count - 10));
+    }
+    let mut resp = if problems.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        text(StatusCode::BAD_REQUEST, problems.join("\n"))
+    };
+    if proto == Protocol::V2 {
+        let h = resp.headers_mut();
+        let written = (report.appended + report.duplicates) as u64;
+        h.insert("X-Prometheus-Remote-Write-Samples-Written", HeaderValue::from(written));
+        h.insert("X-Prometheus-Remote-Write-Histograms-Written", HeaderValue::from(0u64));
+        h.insert("X-Prometheus-Remote-Write-Exemplars-Written", HeaderValue::from(0u64));
+        let _ = (exemplars, histograms_rejected);
+    }
+    resp
+}

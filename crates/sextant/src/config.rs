@@ -1,0 +1,285 @@
+//! Command-line flags and the optional TOML config file. A flag given on the
+//! command line wins over the file, which wins over the default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use sextant_http::ServerConfig;
+use sextant_storage::{FsyncPolicy, Options};
+
+use crate::ServeOptions;
+
+/// Sextant: a Prometheus-compatible time-series store and PromQL server for
+/// LLM inference fleets.
+#[derive(Debug, Parser)]
+#[command(name = "sextant", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server with an embedded store in a local directory.
+    Serve(ServeArgs),
+}
+
+/// Settings of `sextant serve`; each can also be set in the config file under
+/// the same name with underscores (`retention_time = "30d"`).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML config file with any of the settings below.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:9090].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory of the store [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Delete blocks older than this, e.g. 15d; 0 keeps everything [default: 15d].
+    #[arg(long, value_name = "DURATION")]
+    pub retention_time: Option<String>,
+    /// Delete the oldest blocks while the store is larger than this, e.g. 50GB.
+    #[arg(long, value_name = "BYTES")]
+    pub retention_size: Option<String>,
+    /// Span of the blocks cut from the in-memory head [default: 2h].
+    #[arg(long, value_name = "DURATION")]
+    pub block_range: Option<String>,
+    /// When the WAL is fsynced: `always` (before every acknowledgement), `never`,
+    /// or an interval such as `1s`. A killed process loses nothing acknowledged
+    /// under any policy; the policy decides what survives power loss [default: 1s].
+    #[arg(long, value_name = "POLICY")]
+    pub wal_fsync: Option<String>,
+    /// Accept samples up to this much older than a series' newest [default: 0s].
+    #[arg(long, value_name = "DURATION")]
+    pub ooo_window: Option<String>,
+    /// Most samples a single query may load [default: 50000000].
+    #[arg(long, value_name = "N")]
+    pub query_max_samples: Option<usize>,
+    /// Longest a query may run [default: 2m].
+    #[arg(long, value_name = "DURATION")]
+    pub query_timeout: Option<String>,
+    /// Queries evaluated at once; others wait [default: 20].
+    #[arg(long, value_name = "N")]
+    pub query_max_concurrency: Option<usize>,
+    /// How far back instant selectors look [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub query_lookback: Option<String>,
+    /// Largest request body, compressed or not, e.g. 32MiB [default: 32MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<String>,
+    /// Most labels a written series may have [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_labels_per_series: Option<usize>,
+    /// Log level or filter (error, warn, info, debug, or a tracing filter) [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+fn duration_ms(s: &str, what: &str) -> anyhow::Result<i64> {
+    sextant_promql::promqltest::parse_duration(s)
+        .with_context(|| format!("{what}: {s:?} is not a duration such as 30s, 5m, 2h or 15d"))
+}
+
+/// Parses `1024`, `64KB`, `32MiB`, `10GB`, `1TiB`.
+pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a size such as 512MB or 10GiB"))?;
+    let mult: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        "TIB" => 1024.0f64.powi(4),
+        other => bail!("{s:?}: unknown size unit {other:?}"),
+    };
+    Ok((n * mult) as u64)
+}
+
+impl ServeArgs {
+    /// Fills unset flags from the config file, if one is given.
+    pub fn merged(self) -> anyhow::Result<ServeArgs> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading config file {}", path.display()))?;
+        let f: ServeArgs = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+        Ok(ServeArgs {
+            config: self.config,
+            listen: self.listen.or(f.listen),
+            data_dir: self.data_dir.or(f.data_dir),
+            retention_time: self.retention_time.or(f.retention_time),
+            retention_size: self.retention_size.or(f.retention_size),
+            block_range: self.block_range.or(f.block_range),
+            wal_fsync: self.wal_fsync.or(f.wal_fsync),
+            ooo_window: self.ooo_window.or(f.ooo_window),
+            query_max_samples: self.query_max_samples.or(f.query_max_samples),
+            query_timeout: self.query_timeout.or(f.query_timeout),
+            query_max_concurrency: self.query_max_concurrency.or(f.query_max_concurrency),
+            query_lookback: self.query_lookback.or(f.query_lookback),
+            max_request_bytes: self.max_request_bytes.or(f.max_request_bytes),
+            max_labels_per_series: self.max_labels_per_series.or(f.max_labels_per_series),
+            log_level: self.log_level.or(f.log_level),
+        })
+    }
+
+    /// Resolves every setting to its final value.
+    pub fn resolve(&self) -> anyhow::Result<ServeOptions> {
+        let mut storage = Options::default();
+        let retention = self.retention_time.clone().unwrap_or_else(|| "15d".into());
+        let r = duration_ms(&retention, "--retention-time")?;
+        storage.retention_ms = (r > 0).then_some(r);
+        storage.retention_bytes = self
+            .retention_size
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .context("--retention-size")?;
+        if let Some(b) = &self.block_range {
+            storage.block_range_ms = duration_ms(b, "--block-range")?;
+            if storage.block_range_ms < 60_000 {
+                bail!("--block-range must be at least 1m, got {b:?}");
+            }
+        }
+        storage.fsync = match self.wal_fsync.as_deref().unwrap_or("1s") {
+            "always" => FsyncPolicy::Always,
+            "never" => FsyncPolicy::Never,
+            d => {
+                let ms = duration_ms(d, "--wal-fsync (always, never or a duration)")?;
+                if ms <= 0 {
+                    bail!("--wal-fsync interval must be positive");
+                }
+                FsyncPolicy::IntervalMs(ms as u64)
+            }
+        };
+        if let Some(o) = &self.ooo_window {
+            storage.ooo_window_ms = duration_ms(o, "--ooo-window")?;
+        }
+        let mut server = ServerConfig::default();
+        if let Some(n) = self.query_max_samples {
+            server.engine.max_samples = n;
+        }
+        if let Some(t) = &self.query_timeout {
+            server.engine.timeout = Some(Duration::from_millis(duration_ms(t, "--query-timeout")?.max(1) as u64));
+        }
+        if let Some(l) = &self.query_lookback {
+            server.engine.lookback_ms = duration_ms(l, "--query-lookback")?;
+        }
+        if let Some(n) = self.query_max_concurrency {
+            server.max_concurrent_queries = n.max(1);
+        }
+        if let Some(b) = &self.max_request_bytes {
+            let n = parse_bytes(b).context("--max-request-bytes")? as usize;
+            server.max_request_bytes = n;
+            server.ingest.max_body_bytes = n.max(server.ingest.max_body_bytes);
+        }
+        if let Some(n) = self.max_labels_per_series {
+            server.ingest.max_labels = n;
+        }
+        server.retention = retention.clone();
+        let listen = self.listen.clone().unwrap_or_else(|| "0.0.0.0:9090".into());
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"));
+        server.flags = vec![
+            ("web.listen-address".into(), listen.clone()),
+            ("storage.tsdb.path".into(), data_dir.display().to_string()),
+            ("storage.tsdb.retention.time".into(), retention),
+            (
+                "storage.tsdb.retention.size".into(),
+                self.retention_size.clone().unwrap_or_else(|| "0B".into()),
+            ),
+            (
+                "storage.tsdb.min-block-duration".into(),
+                self.block_range.clone().unwrap_or_else(|| "2h".into()),
+            ),
+            (
+                "storage.tsdb.wal-fsync".into(),
+                self.wal_fsync.clone().unwrap_or_else(|| "1s".into()),
+            ),
+            (
+                "storage.tsdb.out-of-order-time-window".into(),
+                self.ooo_window.clone().unwrap_or_else(|| "0s".into()),
+            ),
+            ("query.max-samples".into(), server.engine.max_samples.to_string()),
+            (
+                "query.timeout".into(),
+                self.query_timeout.clone().unwrap_or_else(|| "2m".into()),
+            ),
+            (
+                "query.max-concurrency".into(),
+                server.max_concurrent_queries.to_string(),
+            ),
+            (
+                "query.lookback-delta".into(),
+                self.query_lookback.clone().unwrap_or_else(|| "5m".into()),
+            ),
+            ("web.enable-remote-write-receiver".into(), "true".into()),
+        ];
+        Ok(ServeOptions {
+            listen,
+            data_dir,
+            storage,
+            server,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("10GB").expect("ok"), 10_000_000_000);
+        assert_eq!(parse_bytes("32MiB").expect("ok"), 32 << 20);
+        assert_eq!(parse_bytes("1024").expect("ok"), 1024);
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let f = dir.path().join("s.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:1\"\nretention_time = \"30d\"\nwal_fsync = \"always\"\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(f),
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let o = args.merged().expect("merge").resolve().expect("resolve");
+        assert_eq!(o.listen, "127.0.0.1:2");
+        assert_eq!(o.storage.retention_ms, Some(30 * 86_400_000));
+        assert_eq!(o.storage.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn unknown_config_keys_are_errors() {
+        let dir = tempfile::tempdir().expect("dir");
+        let f = dir.path().join("s.toml");
+        std::fs::write(&f, "lisen = \"x\"\n").expect("write");
+        let e = ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        }
+        .merged()
+        .expect_err("typo");
+        assert!(format!("{e:#}").contains("lisen"), "{e:#}");
+    }
+}

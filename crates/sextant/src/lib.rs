@@ -1,0 +1,211 @@
+//! Sextant as a library: run the full server over a data directory, or start
+//! an in-process [`TestServer`] for integration tests.
+//!
+//! ```no_run
+//! let server = sextant::TestServer::start().expect("server");
+//! // Point a Prometheus client, remote-write sender or HTTP client at it:
+//! println!("{}/api/v1/query?query=up", server.url());
+//! ```
+
+pub mod config;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sextant_http::{AppState, ServerConfig};
+use sextant_storage::{Db, Options};
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub storage: Options,
+    pub server: ServerConfig,
+}
+
+/// Opens the store, logging what recovery did.
+pub fn open_store(data_dir: &std::path::Path, storage: Options) -> anyhow::Result<Arc<Db>> {
+    tracing::info!(target: "sextant", "opening store in {}", data_dir.display());
+    let (db, rep) = Db::open_with_report(data_dir, storage)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    for q in &rep.quarantined {
+        tracing::error!(target: "sextant", "{q}");
+    }
+    for r in &rep.wal.repairs {
+        tracing::warn!(target: "sextant", "WAL repair: {r}");
+    }
+    tracing::info!(
+        target: "sextant",
+        blocks = rep.blocks,
+        wal_segments = rep.wal.segments,
+        wal_bytes = rep.wal.bytes,
+        wal_records = rep.wal.records,
+        replayed_series = rep.replayed_series,
+        replayed_samples = rep.replayed_samples,
+        checkpoint = ?rep.wal.checkpoint,
+        elapsed_ms = rep.elapsed.as_millis() as u64,
+        "store open"
+    );
+    Ok(Arc::new(db))
+}
+
+/// Serves on an already-bound listener until `shutdown` completes, then
+/// closes the store (WAL synced; the head is replayable).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    db: Arc<Db>,
+    server: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState::new(db.clone(), server);
+    let app = sextant_http::router(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    tracing::info!(target: "sextant", "shutting down: syncing the WAL and stopping background work");
+    db.close().context("closing the store")?;
+    Ok(())
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let db = open_store(&opts.data_dir, opts.storage.clone())?;
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    tracing::info!(target: "sextant", "listening on http://{}", listener.local_addr()?);
+    serve_on(listener, db, opts.server, shutdown_signal()).await
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!(target: "sextant", "received SIGINT"),
+        _ = term => tracing::info!(target: "sextant", "received SIGTERM"),
+    }
+}
+
+/// A full Sextant server running in this process on an ephemeral loopback
+/// port over a temporary directory; stopped and removed when dropped.
+pub struct TestServer {
+    url: String,
+    addr: SocketAddr,
+    db: Arc<Db>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub fn start() -> anyhow::Result<TestServer> {
+        Self::start_with(
+            Options {
+                fsync: sextant_storage::FsyncPolicy::Never,
+                ..Options::default()
+            },
+            ServerConfig::default(),
+        )
+    }
+
+    /// Starts a server with the given store and server settings.
+    pub fn start_with(storage: Options, server: ServerConfig) -> anyhow::Result<TestServer> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let mut s = Self::start_in(dir.path().to_path_buf(), storage, server)?;
+        s._dir = Some(dir);
+        Ok(s)
+    }
+
+    /// Starts a server over an existing directory (kept when dropped).
+    pub fn start_in(data_dir: PathBuf, storage: Options, server: ServerConfig) -> anyhow::Result<TestServer> {
+        let db = open_store(&data_dir, storage)?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let db2 = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("sextant-test-server".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("test server runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("test server listener: {e}");
+                            return;
+                        }
+                    };
+                    if let Err(e) = serve_on(listener, db2, server, async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    {
+                        eprintln!("test server: {e:#}");
+                    }
+                });
+            })?;
+        Ok(TestServer {
+            url: format!("http://{addr}"),
+            addr,
+            db,
+            stop: Some(tx),
+            thread: Some(thread),
+            _dir: None,
+        })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The embedded store, for direct appends and reads in tests.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

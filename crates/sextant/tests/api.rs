@@ -1,0 +1,478 @@
+//! The HTTP API end to end over real sockets, against the in-process server.
+
+mod common;
+
+use common::{enc, get, post_form, request};
+use prost::Message;
+use sextant_ingest::remote_write::{v1, v2};
+use sextant_model::Labels;
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+fn write_v1(base: &str, req: &v1::WriteRequest) -> common::Resp {
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+        ],
+        &body,
+    )
+}
+
+fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: samples
+            .iter()
+            .map(|(t, v)| v1::Sample {
+                timestamp: *t,
+                value: *v,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn load_demo(base: &str, t0: i64) {
+    let mut ts = Vec::new();
+    for (model, rate) in [("llama", 10.0), ("mistral", 20.0)] {
+        for replica in ["0", "1"] {
+            let samples: Vec<(i64, f64)> = (0..40)
+                .map(|k| ((t0 + k * 15) * 1000, (k as f64) * rate * 15.0))
+                .collect();
+            ts.push(series(
+                &[
+                    ("__name__", "vllm:generation_tokens_total"),
+                    ("model_name", model),
+                    ("replica", replica),
+                ],
+                &samples,
+            ));
+        }
+    }
+    let req = v1::WriteRequest {
+        timeseries: ts,
+        metadata: vec![v1::MetricMetadata {
+            r#type: 1,
+            metric_family_name: "vllm:generation_tokens_total".into(),
+            help: "Generated tokens.".into(),
+            unit: "".into(),
+        }],
+    };
+    let r = write_v1(base, &req);
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+#[test]
+fn grafana_call_sequence_works() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let t0 = now_s() - 600;
+    load_demo(base, t0);
+    // 1. Grafana's health check.
+    let r = get(base, &format!("/api/v1/query?query={}&time={}", enc("1+1"), now_s()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["data"]["resultType"], "scalar");
+    assert_eq!(j["data"]["result"][1], "2");
+    // 2. buildinfo with a Prometheus version.
+    let j = get(base, "/api/v1/status/buildinfo").json();
+    assert!(j["data"]["version"].as_str().expect("version").starts_with('3'));
+    // 3. label names, 4. metric names.
+    let j = get(base, "/api/v1/labels").json();
+    assert_eq!(j["data"], serde_json::json!(["__name__", "model_name", "replica"]));
+    let j = get(base, "/api/v1/label/__name__/values").json();
+    assert_eq!(j["data"], serde_json::json!(["vllm:generation_tokens_total"]));
+    // 5. series with match[].
+    let j = get(
+        base,
+        &format!(
+            "/api/v1/series?match[]={}&start={}&end={}",
+            enc("{model_name=\"llama\"}"),
+            t0,
+            now_s()
+        ),
+    )
+    .json();
+    assert_eq!(j["data"].as_array().expect("array").len(), 2);
+    // 6. POST form query_range with a float step.
+    let q = "sum by (model_name) (rate(vllm:generation_tokens_total[1m]))";
+    let r = post_form(
+        base,
+        "/api/v1/query_range",
+        &format!("query={}&start={}&end={}&step=15.5", enc(q), t0 + 120, t0 + 500),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["data"]["resultType"], "matrix");
+    let res = j["data"]["result"].as_array().expect("result");
+    assert_eq!(res.len(), 2);
+    let llama = res
+        .iter()
+        .find(|s| s["metric"]["model_name"] == "llama")
+        .expect("llama");
+    for p in llama["values"].as_array().expect("values") {
+        let v: f64 = p[1].as_str().expect("string value").parse().expect("float");
+        assert!((v - 20.0).abs() < 1e-9, "two replicas at 10 tokens/s, got {v}");
+    }
+    // Metadata came with the write.
+    let j = get(base, "/api/v1/metadata").json();
+    assert_eq!(j["data"]["vllm:generation_tokens_total"][0]["type"], "counter");
+}
+
+#[test]
+fn query_errors_use_prometheus_types_and_codes() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let r = get(base, &format!("/api/v1/query?query={}", enc("sum(")));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["errorType"], "bad_data");
+    assert_eq!(r.json()["status"], "error");
+    let r = get(base, "/api/v1/query");
+    assert_eq!(r.status, 400);
+    let r = get(base, &format!("/api/v1/query_range?query=up&start=0&end=100000&step=1"));
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().expect("msg").contains("11,000 points"));
+    let r = get(base, "/api/v1/query_range?query=up&start=10&end=5&step=1");
+    assert_eq!(r.status, 400);
+    let r = get(base, "/api/v1/query?query=up&time=yesterday");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().expect("msg").contains("time"));
+    let r = get(base, "/api/v1/series");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().expect("msg").contains("match[]"));
+    // Many-to-many matching is an execution error (422).
+    let t = now_s();
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "a"), ("x", "1")], &[(t * 1000, 1.0)]),
+            series(&[("__name__", "a"), ("x", "2")], &[(t * 1000, 1.0)]),
+            series(&[("__name__", "b")], &[(t * 1000, 1.0)]),
+        ],
+        metadata: vec![],
+    };
+    assert_eq!(write_v1(base, &req).status, 204);
+    let r = get(base, &format!("/api/v1/query?query={}&time={t}", enc("b + on() a")));
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "execution");
+}
+
+#[test]
+fn remote_write_validates_per_series_and_keeps_the_valid_ones() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let t = now_s() * 1000;
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "good"), ("a", "1")], &[(t, 1.0)]),
+            series(&[("a", "1"), ("__name__", "unsorted")], &[(t, 1.0)]),
+            series(&[("__name__", "empty"), ("a", "")], &[(t, 1.0)]),
+        ],
+        metadata: vec![],
+    };
+    let r = write_v1(base, &req);
+    assert_eq!(r.status, 400);
+    let msg = r.text();
+    assert!(msg.contains("unsorted") && msg.contains("not sorted"), "{msg}");
+    assert!(msg.contains("empty value"), "{msg}");
+    let j = get(base, &format!("/api/v1/query?query=good&time={}", t / 1000)).json();
+    assert_eq!(j["data"]["result"].as_array().expect("result").len(), 1);
+    // Out of order: 400 naming the series and the timestamps.
+    let r = write_v1(
+        base,
+        &v1::WriteRequest {
+            timeseries: vec![series(&[("__name__", "good"), ("a", "1")], &[(t - 60_000, 2.0)])],
+            metadata: vec![],
+        },
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("out of order") && r.text().contains("good"),
+        "{}",
+        r.text()
+    );
+    // Unknown content type: 415.
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 415);
+    // Bad snappy and bad protobuf: 400; a snappy bomb: 413 before allocation.
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[("Content-Type", "application/x-protobuf")],
+        b"\x05not snappy",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let garbage = snap::raw::Encoder::new()
+        .compress_vec(b"\x0a\xff\xff\xff\xff")
+        .expect("snappy");
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[("Content-Type", "application/x-protobuf")],
+        &garbage,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("protobuf"), "{}", r.text());
+    let bomb = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[("Content-Type", "application/x-protobuf")],
+        &bomb,
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    // Nothing stored before is lost, and the server still answers.
+    let j = get(base, &format!("/api/v1/query?query=good&time={}", t / 1000)).json();
+    assert_eq!(j["data"]["result"][0]["value"][1], "1");
+}
+
+#[test]
+fn remote_write_v2_reports_written_counts() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let t = now_s() * 1000;
+    let req = v2::Request {
+        symbols: vec![
+            "".into(),
+            "__name__".into(),
+            "dcgm_gpu_utilization".into(),
+            "gpu".into(),
+            "0".into(),
+            "GPU utilization.".into(),
+        ],
+        timeseries: vec![v2::TimeSeries {
+            labels_refs: vec![1, 2, 3, 4],
+            samples: vec![
+                v2::Sample {
+                    value: 87.5,
+                    timestamp: t,
+                    start_timestamp: 0,
+                },
+                v2::Sample {
+                    value: 90.0,
+                    timestamp: t + 15_000,
+                    start_timestamp: 0,
+                },
+            ],
+            metadata: Some(v2::Metadata {
+                r#type: 2,
+                help_ref: 5,
+                unit_ref: 0,
+            }),
+            ..Default::default()
+        }],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[
+            (
+                "Content-Type",
+                "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            ),
+            ("Content-Encoding", "snappy"),
+            ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("X-Prometheus-Remote-Write-Samples-Written"), Some("2"));
+    assert_eq!(r.header("X-Prometheus-Remote-Write-Histograms-Written"), Some("0"));
+    assert_eq!(r.header("X-Prometheus-Remote-Write-Exemplars-Written"), Some("0"));
+    let j = get(
+        base,
+        &format!("/api/v1/query?query=dcgm_gpu_utilization&time={}", t / 1000 + 15),
+    )
+    .json();
+    assert_eq!(j["data"]["result"][0]["value"][1], "90");
+    let j = get(base, "/api/v1/metadata?metric=dcgm_gpu_utilization").json();
+    assert_eq!(j["data"]["dcgm_gpu_utilization"][0]["help"], "GPU utilization.");
+}
+
+#[test]
+fn admin_status_and_self_monitoring_endpoints() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let t0 = now_s() - 600;
+    load_demo(base, t0);
+    let j = get(base, "/api/v1/status/tsdb").json();
+    assert_eq!(j["data"]["headStats"]["numSeries"], 4);
+    assert_eq!(
+        j["data"]["seriesCountByMetricName"][0]["name"],
+        "vllm:generation_tokens_total"
+    );
+    assert_eq!(j["data"]["seriesCountByMetricName"][0]["value"], 4);
+    // Flush cuts the head into a block; data reads the same afterwards.
+    let before = get(
+        base,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            enc("sum(vllm:generation_tokens_total)"),
+            t0 + 300
+        ),
+    )
+    .json();
+    let r = request(base, "POST", "/api/v1/admin/tsdb/flush", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.json()["data"]["blocks"].as_array().expect("blocks").is_empty());
+    let after = get(
+        base,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            enc("sum(vllm:generation_tokens_total)"),
+            t0 + 300
+        ),
+    )
+    .json();
+    assert_eq!(before["data"], after["data"]);
+    // Snapshot.
+    let r = request(base, "POST", "/api/v1/admin/tsdb/snapshot", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let name = r.json()["data"]["name"].as_str().expect("name").to_string();
+    assert!(s.db().dir().join("snapshots").join(&name).join("blocks").exists());
+    // Delete one model's series.
+    let r = request(
+        base,
+        "POST",
+        &format!(
+            "/api/v1/admin/tsdb/delete_series?match[]={}",
+            enc("{model_name=\"llama\"}")
+        ),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let j = get(
+        base,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            enc("count(vllm:generation_tokens_total)"),
+            t0 + 300
+        ),
+    )
+    .json();
+    assert_eq!(j["data"]["result"][0]["value"][1], "2");
+    // Health, readiness, rules, alerts, flags.
+    assert_eq!(get(base, "/-/healthy").status, 200);
+    assert_eq!(get(base, "/-/ready").status, 200);
+    assert_eq!(
+        get(base, "/api/v1/rules").json()["data"]["groups"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        get(base, "/api/v1/alerts").json()["data"]["alerts"],
+        serde_json::json!([])
+    );
+    assert_eq!(get(base, "/api/v1/status/runtimeinfo").json()["status"], "success");
+    assert_eq!(
+        get(base, "/api/v1/query_exemplars?query=up").json()["data"],
+        serde_json::json!([])
+    );
+    let j = get(
+        base,
+        &format!("/api/v1/format_query?query={}", enc("sum(rate(x[5m]))by(a)")),
+    )
+    .json();
+    assert_eq!(j["data"], "sum by (a) (rate(x[5m]))");
+    let j = get(base, &format!("/api/v1/parse_query?query={}", enc("rate(x[5m])"))).json();
+    assert_eq!(j["data"]["type"], "call");
+    // Self-monitoring in the text format.
+    let m = get(base, "/metrics").text();
+    assert!(m.contains("sextant_samples_appended_total 160"), "{m}");
+    assert!(
+        m.contains("sextant_http_requests_total{handler=\"/api/v1/write\",code=\"204\"}"),
+        "{m}"
+    );
+    assert!(m.contains("sextant_query_seconds_count{type=\"instant\"}"), "{m}");
+    let parsed = sextant_ingest::text::parse(&m, 0).expect("valid exposition");
+    assert!(parsed.series.len() > 20);
+}
+
+#[test]
+fn stats_limits_and_warnings_pass_through() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let t0 = now_s() - 600;
+    load_demo(base, t0);
+    let r = get(
+        base,
+        &format!(
+            "/api/v1/query?query={}&time={}&stats=all",
+            enc("vllm:generation_tokens_total"),
+            t0 + 300
+        ),
+    );
+    let j = r.json();
+    assert!(
+        j["data"]["stats"]["samples"]["totalQueryableSamples"]
+            .as_u64()
+            .expect("stats")
+            > 0,
+        "{j}"
+    );
+    let j = get(
+        base,
+        &format!(
+            "/api/v1/query?query={}&time={}&limit=1",
+            enc("vllm:generation_tokens_total"),
+            t0 + 300
+        ),
+    )
+    .json();
+    assert_eq!(j["data"]["result"].as_array().expect("result").len(), 1);
+    assert_eq!(j["warnings"][0], "results truncated due to limit");
+    // An info annotation reaches the client.
+    let t = now_s() * 1000;
+    assert_eq!(
+        write_v1(
+            base,
+            &v1::WriteRequest {
+                timeseries: vec![series(&[("__name__", "kv_usage")], &[(t - 30_000, 1.0), (t, 2.0)])],
+                metadata: vec![]
+            }
+        )
+        .status,
+        204
+    );
+    let j = get(
+        base,
+        &format!("/api/v1/query?query={}&time={}", enc("rate(kv_usage[5m])"), t / 1000),
+    )
+    .json();
+    assert!(
+        j["infos"][0].as_str().expect("info").contains("might not be a counter"),
+        "{j}"
+    );
+    let _ = Labels::empty();
+}
