@@ -79,12 +79,15 @@ pub(crate) struct Win {
     pub t: i64,
 }
 
+/// A function of one window's points, the window, and the step index.
+type WindowFn<'a> = dyn Fn(&[Point], &Win, usize) -> Option<f64> + 'a;
+
 /// Applies `f` to each series' window at every step in one pass per series.
 fn over_windows(
     ev: &Evaluator<'_>,
     input: &RangeInput,
     drop_name: bool,
-    f: &dyn Fn(&[Point], &Win, usize) -> Option<f64>,
+    f: &WindowFn<'_>,
 ) -> Result<Vec<SSeries>, Error> {
     let mut out = Vec::with_capacity(input.series.len());
     for s in &input.series {

@@ -818,22 +818,10 @@ fn pin_at(e: &mut Expr, t: SystemTime) -> bool {
     let mut safe = true;
     fn walk(e: &mut Expr, t: SystemTime, safe: &mut bool) {
         match e {
-            Expr::VectorSelector(vs) => {
-                if vs.at.is_none() {
-                    vs.at = Some(AtModifier::At(t));
-                }
-            }
-            Expr::MatrixSelector(ms) => {
-                if ms.vs.at.is_none() {
-                    ms.vs.at = Some(AtModifier::At(t));
-                }
-            }
-            Expr::Subquery(sq) => {
-                // Nothing below a subquery with `@` is touched or inspected.
-                if sq.at.is_none() {
-                    sq.at = Some(AtModifier::At(t));
-                }
-            }
+            Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(AtModifier::At(t)),
+            Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = Some(AtModifier::At(t)),
+            // Nothing below a subquery with `@` is touched or inspected.
+            Expr::Subquery(sq) if sq.at.is_none() => sq.at = Some(AtModifier::At(t)),
             Expr::Aggregate(a) => {
                 walk(&mut a.expr, t, safe);
                 if let Some(p) = &mut a.param {

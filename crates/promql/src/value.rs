@@ -129,7 +129,7 @@ pub fn braced(l: &Labels) -> String {
             s.push_str(", ");
         }
         s.push_str(&lb.name);
-        s.push_str("=");
+        s.push('=');
         s.push_str(&format!("{:?}", lb.value));
     }
     s.push('}');

@@ -148,7 +148,7 @@ fn query_errors_use_prometheus_types_and_codes() {
     assert_eq!(r.json()["status"], "error");
     let r = get(base, "/api/v1/query");
     assert_eq!(r.status, 400);
-    let r = get(base, &format!("/api/v1/query_range?query=up&start=0&end=100000&step=1"));
+    let r = get(base, "/api/v1/query_range?query=up&start=0&end=100000&step=1");
     assert_eq!(r.status, 400);
     assert!(r.json()["error"].as_str().expect("msg").contains("11,000 points"));
     let r = get(base, "/api/v1/query_range?query=up&start=10&end=5&step=1");
