@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let opts = args.resolve()?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -269,7 +269,13 @@ impl Wal {
         let segs = list_segments(dir)?;
         let mut last_seq = first_seg.saturating_sub(1);
         let mut broken_at: Option<usize> = None;
+        let total = segs.iter().filter(|(n, _)| *n >= first_seg).count();
+        let mut done = 0usize;
         for (i, (n, path)) in segs.iter().enumerate() {
+            if *n >= first_seg && total > 2 {
+                done += 1;
+                tracing::info!(target: "sextant::wal", "replaying WAL segment {done}/{total} ({})", path.display());
+            }
             if *n < first_seg {
                 // Already covered by the checkpoint; a crash stopped its deletion.
                 let _ = fs::remove_file(path);
