@@ -1,1 +1,47 @@
+//! Shared setup for Sextant's benchmarks: loading a synthetic inference fleet
+//! into a store.
 
+use sextant_fleet::{Fleet, FleetSpec};
+use sextant_model::Sample;
+use sextant_storage::{Db, FsyncPolicy, Options};
+
+/// Options for benchmark stores: no fsync, no background thread.
+pub fn bench_options() -> Options {
+    Options {
+        fsync: FsyncPolicy::Never,
+        background: false,
+        retention_ms: None,
+        ..Options::default()
+    }
+}
+
+/// Appends `steps` scrapes of the fleet every `interval_ms` from `t0`, one commit
+/// per scrape; returns the number of samples written.
+pub fn load(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval_ms: i64) -> usize {
+    let mut n = 0;
+    for k in 0..steps {
+        let t = t0 + k as i64 * interval_ms;
+        let mut app = db.appender();
+        for (i, s) in fleet.series.iter().enumerate() {
+            app.append_series(s.labels.clone(), vec![Sample::new(t, fleet.value(i, t))]);
+        }
+        n += app.len();
+        let rep = app.commit().expect("commit");
+        assert_eq!(rep.rejected_count, 0);
+    }
+    n
+}
+
+/// A fleet of about `series` series.
+pub fn fleet(series: usize) -> Fleet {
+    Fleet::new(&FleetSpec::with_series(series))
+}
+
+/// Resident set size of this process in bytes.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|p| p * 4096)
+        .unwrap_or(0)
+}

@@ -121,13 +121,23 @@ impl Labels {
         self.0.to_vec()
     }
 
-    /// A stable 64-bit hash of the label set (FNV-1a over names and values).
+    /// A stable 64-bit hash of the label set, over names and values with a
+    /// separator, eight bytes at a time (multiply-rotate, as FxHash does).
     pub fn hash64(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h: u64 = 0;
+        let mut add = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(K);
         for l in self.0.iter() {
-            for b in l.name.bytes().chain([0xff]).chain(l.value.bytes()).chain([0xff]) {
-                h ^= b as u64;
-                h = h.wrapping_mul(0x0100_0000_01b3);
+            for part in [l.name.as_bytes(), l.value.as_bytes()] {
+                let mut chunks = part.chunks_exact(8);
+                for c in &mut chunks {
+                    add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+                }
+                let rest = chunks.remainder();
+                let mut last = [0u8; 8];
+                last[..rest.len()].copy_from_slice(rest);
+                // The length keeps "ab"+"c" apart from "a"+"bc".
+                add(u64::from_le_bytes(last) ^ ((part.len() as u64) << 56));
             }
         }
         h

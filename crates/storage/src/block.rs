@@ -211,22 +211,22 @@ impl BlockWriter {
         let mut metas = Vec::new();
         for run in samples.chunks(BLOCK_CHUNK_SAMPLES) {
             let c = chunkenc::encode(run);
-            let ts_ref = match self.ts_dedup.get(&c.ts) {
+            let ts_ref = match self.ts_dedup.get(c.ts()) {
                 Some(r) => {
                     self.stats.num_shared_ts_columns += 1;
                     *r
                 }
                 None => {
-                    let r = self.pages.add(&c.ts)?;
+                    let r = self.pages.add(c.ts())?;
                     self.stats.num_ts_columns += 1;
                     if self.ts_dedup.len() >= TS_DEDUP_MAX {
                         self.ts_dedup.clear();
                     }
-                    self.ts_dedup.insert(c.ts.clone(), r);
+                    self.ts_dedup.insert(c.ts().into(), r);
                     r
                 }
             };
-            let val_ref = self.pages.add(&c.vals)?;
+            let val_ref = self.pages.add(c.vals())?;
             metas.push(ChunkMeta {
                 mint: c.mint,
                 maxt: c.maxt,

@@ -285,14 +285,14 @@ impl ChunkAppender {
 
     /// Freezes the chunk into its compact, immutable form.
     pub fn seal(&self) -> SealedChunk {
-        SealedChunk {
-            n: self.n,
-            kind: self.kind,
-            mint: self.mint,
-            maxt: self.last_t,
-            ts: self.ts.bytes().into(),
-            vals: self.vals.bytes().into(),
-        }
+        SealedChunk::new(
+            self.n,
+            self.kind,
+            self.mint,
+            self.last_t,
+            self.ts.bytes(),
+            self.vals.bytes(),
+        )
     }
 
     /// Decodes every sample into `out`.
@@ -301,24 +301,49 @@ impl ChunkAppender {
     }
 }
 
-/// An immutable chunk: its two columns and its time range.
+/// An immutable chunk: its two columns (in one allocation) and its time range.
 #[derive(Debug, Clone)]
 pub struct SealedChunk {
     pub n: u16,
     pub kind: ValueKind,
     pub mint: i64,
     pub maxt: i64,
-    pub ts: Box<[u8]>,
-    pub vals: Box<[u8]>,
+    /// Timestamp column then value column.
+    data: Box<[u8]>,
+    split: u32,
 }
 
 impl SealedChunk {
+    pub fn new(n: u16, kind: ValueKind, mint: i64, maxt: i64, ts: &[u8], vals: &[u8]) -> Self {
+        let mut data = Vec::with_capacity(ts.len() + vals.len());
+        data.extend_from_slice(ts);
+        data.extend_from_slice(vals);
+        SealedChunk {
+            n,
+            kind,
+            mint,
+            maxt,
+            data: data.into_boxed_slice(),
+            split: ts.len() as u32,
+        }
+    }
+
+    /// The timestamp column.
+    pub fn ts(&self) -> &[u8] {
+        &self.data[..self.split as usize]
+    }
+
+    /// The value column.
+    pub fn vals(&self) -> &[u8] {
+        &self.data[self.split as usize..]
+    }
+
     pub fn decode_into(&self, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
-        decode_columns(&self.ts, self.kind, &self.vals, self.n as usize, out)
+        decode_columns(self.ts(), self.kind, self.vals(), self.n as usize, out)
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.ts.len() + self.vals.len()
+        self.data.len()
     }
 }
 

@@ -43,15 +43,21 @@ impl Symbols {
     }
 }
 
+/// What few series have, kept out of line so the common series stays small.
+#[derive(Default)]
+struct Extra {
+    /// Out-of-order samples, sorted by time, merged at read and at block cut.
+    ooo: Vec<Sample>,
+    tombstones: Vec<(i64, i64)>,
+}
+
 /// Samples and chunks of one series.
 pub struct SeriesData {
     sealed: Vec<SealedChunk>,
     open: ChunkAppender,
-    /// Out-of-order samples, sorted by time, merged at read and at block cut.
-    ooo: Vec<Sample>,
+    extra: Option<Box<Extra>>,
     max_t: i64,
     last_v: f64,
-    tombstones: Vec<(i64, i64)>,
     /// Set when the series was garbage-collected; appenders must look it up again.
     removed: bool,
 }
@@ -72,12 +78,23 @@ impl SeriesData {
         SeriesData {
             sealed: Vec::new(),
             open: ChunkAppender::new(),
-            ooo: Vec::new(),
+            extra: None,
             max_t: i64::MIN,
             last_v: 0.0,
-            tombstones: Vec::new(),
             removed: false,
         }
+    }
+
+    fn ooo(&self) -> &[Sample] {
+        self.extra.as_ref().map(|e| e.ooo.as_slice()).unwrap_or(&[])
+    }
+
+    fn tombstones(&self) -> &[(i64, i64)] {
+        self.extra.as_ref().map(|e| e.tombstones.as_slice()).unwrap_or(&[])
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 
     pub fn is_removed(&self) -> bool {
@@ -118,9 +135,7 @@ impl SeriesData {
 
     fn push_in_order(&mut self, t: i64, v: f64) {
         if self.open.is_full() {
-            let mut sealed = self.open.seal();
-            sealed.ts = sealed.ts.to_vec().into_boxed_slice();
-            self.sealed.push(sealed);
+            self.sealed.push(self.open.seal());
             self.open = ChunkAppender::new();
         }
         self.open.append(t, v);
@@ -129,9 +144,10 @@ impl SeriesData {
     }
 
     fn insert_ooo(&mut self, t: i64, v: f64) -> Result<bool, SampleRejection> {
-        match self.ooo.binary_search_by_key(&t, |s| s.t) {
+        let ooo = &mut self.extra_mut().ooo;
+        match ooo.binary_search_by_key(&t, |s| s.t) {
             Ok(i) => {
-                let existing = self.ooo[i].v;
+                let existing = ooo[i].v;
                 if existing.to_bits() == v.to_bits() {
                     Ok(false)
                 } else {
@@ -139,7 +155,7 @@ impl SeriesData {
                 }
             }
             Err(i) => {
-                self.ooo.insert(i, Sample { t, v });
+                ooo.insert(i, Sample { t, v });
                 Ok(true)
             }
         }
@@ -165,7 +181,7 @@ impl SeriesData {
             }
         }
         let ooo: Vec<Sample> = self
-            .ooo
+            .ooo()
             .iter()
             .filter(|s| s.t >= mint && s.t <= maxt)
             .copied()
@@ -174,11 +190,12 @@ impl SeriesData {
             let in_order = out.split_off(start);
             merge_sorted(&in_order, &ooo, out);
         }
-        if !self.tombstones.is_empty() {
+        let tomb = self.tombstones();
+        if !tomb.is_empty() {
             let tail = out.split_off(start);
             out.extend(
                 tail.into_iter()
-                    .filter(|s| !self.tombstones.iter().any(|(a, b)| s.t >= *a && s.t <= *b)),
+                    .filter(|s| !tomb.iter().any(|(a, b)| s.t >= *a && s.t <= *b)),
             );
         }
     }
@@ -189,7 +206,7 @@ impl SeriesData {
             .first()
             .map(|c| c.mint)
             .or_else(|| (!self.open.is_empty()).then(|| self.open.mint()));
-        let b = self.ooo.first().map(|s| s.t);
+        let b = self.ooo().first().map(|s| s.t);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -199,7 +216,10 @@ impl SeriesData {
     pub fn heap_bytes(&self) -> usize {
         self.sealed.iter().map(|c| c.heap_bytes() + 48).sum::<usize>()
             + self.open.heap_bytes()
-            + self.ooo.capacity() * 16
+            + self
+                .extra
+                .as_ref()
+                .map_or(0, |e| 64 + e.ooo.capacity() * 16 + e.tombstones.capacity() * 16)
             + std::mem::size_of::<Self>()
     }
 
@@ -207,10 +227,15 @@ impl SeriesData {
     /// series still holds samples at or after `cut`.
     fn truncate(&mut self, cut: i64) -> bool {
         self.sealed.retain(|c| c.maxt >= cut);
-        self.ooo.retain(|s| s.t >= cut);
-        self.tombstones.retain(|(_, b)| *b >= cut);
+        if let Some(e) = &mut self.extra {
+            e.ooo.retain(|s| s.t >= cut);
+            e.tombstones.retain(|(_, b)| *b >= cut);
+            if e.ooo.is_empty() && e.tombstones.is_empty() {
+                self.extra = None;
+            }
+        }
         let open_live = !self.open.is_empty() && self.open.maxt() >= cut;
-        !self.sealed.is_empty() || !self.ooo.is_empty() || open_live
+        !self.sealed.is_empty() || !self.ooo().is_empty() || open_live
     }
 }
 
@@ -239,12 +264,50 @@ pub fn merge_sorted(a: &[Sample], b: &[Sample], out: &mut Vec<Sample>) {
     out.extend_from_slice(&b[j..]);
 }
 
+/// Series ids with one label-set hash: almost always exactly one.
+enum Ids {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Ids {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Ids::One(x) => std::slice::from_ref(x),
+            Ids::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, id: u32) {
+        match self {
+            Ids::One(x) => *self = Ids::Many(vec![*x, id]),
+            Ids::Many(v) => v.push(id),
+        }
+    }
+
+    /// Removes `id`; returns whether none are left.
+    fn remove(&mut self, id: u32) -> bool {
+        match self {
+            Ids::One(x) => *x == id,
+            Ids::Many(v) => {
+                v.retain(|x| *x != id);
+                if v.len() == 1 {
+                    let last = v[0];
+                    *self = Ids::One(last);
+                    return false;
+                }
+                v.is_empty()
+            }
+        }
+    }
+}
+
 /// The in-memory part of the store.
 pub struct Head {
     symbols: RwLock<Symbols>,
     index: RwLock<MemPostings>,
     series: RwLock<Vec<Option<Arc<MemSeries>>>>,
-    shards: Vec<RwLock<HashMap<u64, Vec<u32>>>>,
+    shards: Vec<RwLock<HashMap<u64, Ids>>>,
     next_id: AtomicU32,
     /// In-order samples below this are in blocks already.
     floor: AtomicI64,
@@ -314,7 +377,8 @@ impl Head {
         let shard = self.shards[(h % SHARDS as u64) as usize].read();
         let ids = shard.get(&h)?;
         let series = self.series.read();
-        ids.iter()
+        ids.as_slice()
+            .iter()
             .filter_map(|id| series.get(*id as usize).and_then(|s| s.clone()))
             .find(|s| self.labels_equal(s, ls))
     }
@@ -335,6 +399,7 @@ impl Head {
         if let Some(ids) = shard.get(&h) {
             let series = self.series.read();
             if let Some(s) = ids
+                .as_slice()
                 .iter()
                 .filter_map(|id| series.get(*id as usize).and_then(|s| s.clone()))
                 .find(|s| self.labels_equal(s, ls))
@@ -377,7 +442,12 @@ impl Head {
             series[id as usize] = Some(s.clone());
         }
         self.index.write().add(id, &arcs);
-        shard.entry(h).or_default().push(id);
+        match shard.get_mut(&h) {
+            Some(ids) => ids.push(id),
+            None => {
+                shard.insert(h, Ids::One(id));
+            }
+        }
         (s, true)
     }
 
@@ -455,11 +525,8 @@ impl Head {
 
     fn remove_series(&self, s: &MemSeries) {
         let mut shard = self.shards[(s.hash % SHARDS as u64) as usize].write();
-        if let Some(ids) = shard.get_mut(&s.hash) {
-            ids.retain(|id| *id != s.id);
-            if ids.is_empty() {
-                shard.remove(&s.hash);
-            }
+        if shard.get_mut(&s.hash).is_some_and(|ids| ids.remove(s.id)) {
+            shard.remove(&s.hash);
         }
         let arcs: Vec<(Arc<str>, Arc<str>)> = {
             let syms = self.symbols.read();
@@ -477,7 +544,7 @@ impl Head {
     /// Adds a tombstone interval to one series.
     pub fn add_tombstone(&self, id: u32, mint: i64, maxt: i64) {
         if let Some(s) = self.by_id(id) {
-            s.data.lock().tombstones.push((mint, maxt));
+            s.data.lock().extra_mut().tombstones.push((mint, maxt));
         }
     }
 
