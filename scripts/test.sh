@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 export SEXTANT_PROMQL_TESTDATA="${SEXTANT_PROMQL_TESTDATA:-$(pwd)/../shared/conformance/promql}"
 cargo test --workspace
 echo "== PromQL conformance (Prometheus's test scripts; gaps listed in testdata/promql/known-failures.txt)"
-cargo test -p sextant-promql --test conformance -- --nocapture --quiet
+cargo test --workspace --test conformance -- --nocapture --quiet

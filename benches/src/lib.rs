@@ -2,7 +2,6 @@
 //! into a store.
 
 use sextant_fleet::{Fleet, FleetSpec};
-use sextant_model::Sample;
 use sextant_storage::{Db, FsyncPolicy, Options};
 
 /// Options for benchmark stores: no fsync, no background thread.
@@ -18,18 +17,31 @@ pub fn bench_options() -> Options {
 /// Appends `steps` scrapes of the fleet every `interval_ms` from `t0`, one commit
 /// per scrape; returns the number of samples written.
 pub fn load(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval_ms: i64) -> usize {
+    load_timed(db, fleet, t0, steps, interval_ms).0
+}
+
+/// Like [`load`], also returning the seconds spent in the `Db` API alone
+/// (generating the fleet's values is not counted).
+pub fn load_timed(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval_ms: i64) -> (usize, f64) {
     let mut n = 0;
+    let mut secs = 0.0;
+    let mut values = vec![0.0; fleet.series.len()];
     for k in 0..steps {
         let t = t0 + k as i64 * interval_ms;
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = fleet.value(i, t);
+        }
+        let started = std::time::Instant::now();
         let mut app = db.appender();
-        for (i, s) in fleet.series.iter().enumerate() {
-            app.append_series(s.labels.clone(), vec![Sample::new(t, fleet.value(i, t))]);
+        for (s, v) in fleet.series.iter().zip(&values) {
+            app.append(&s.labels, t, *v);
         }
         n += app.len();
         let rep = app.commit().expect("commit");
+        secs += started.elapsed().as_secs_f64();
         assert_eq!(rep.rejected_count, 0);
     }
-    n
+    (n, secs)
 }
 
 /// A fleet of about `series` series.

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use sextant_benches::{bench_options, fleet, load, rss_bytes};
+use sextant_benches::{bench_options, fleet, load_timed, rss_bytes};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -23,9 +23,7 @@ fn main() {
     let rss0 = rss_bytes();
     let db = sextant_storage::Db::open(dir.path(), bench_options()).expect("open");
     let t0 = 1_764_547_200_000;
-    let started = Instant::now();
-    let samples = load(&db, &f, t0, steps, 15_000);
-    let append_secs = started.elapsed().as_secs_f64();
+    let (samples, append_secs) = load_timed(&db, &f, t0, steps, 15_000);
     let head_bytes = db.head_bytes();
     let rss1 = rss_bytes();
     let wal = sextant_storage_wal_bytes(dir.path());

@@ -23,14 +23,84 @@ impl Label {
 /// A label set: sorted by name, names unique, no empty values.
 ///
 /// The invariant is kept by the constructors, so two equal label sets always
-/// compare, hash and print the same. Cloning is cheap (shared storage).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Labels(Arc<[Label]>);
+/// compare, hash and print the same. Cloning is cheap (shared storage), and
+/// the 64-bit hash is computed once, when the set is built.
+#[derive(Clone)]
+pub struct Labels(Arc<Inner>);
+
+struct Inner {
+    hash: u64,
+    labels: Box<[Label]>,
+}
+
+impl Labels {
+    fn new_inner(v: Vec<Label>) -> Labels {
+        let hash = hash_of(&v);
+        Labels(Arc::new(Inner {
+            hash,
+            labels: v.into_boxed_slice(),
+        }))
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0) || (self.0.hash == o.0.hash && self.0.labels == o.0.labels)
+    }
+}
+
+impl Eq for Labels {}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.labels.cmp(&o.0.labels)
+    }
+}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.0.hash);
+    }
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels::empty()
+    }
+}
+
+/// Hash over names and values with their lengths, eight bytes at a time
+/// (multiply-rotate, as FxHash does).
+fn hash_of(v: &[Label]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = 0;
+    let mut add = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    for l in v {
+        for part in [l.name.as_bytes(), l.value.as_bytes()] {
+            let mut chunks = part.chunks_exact(8);
+            for c in &mut chunks {
+                add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+            }
+            let rest = chunks.remainder();
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            // The length keeps "ab"+"c" apart from "a"+"bc".
+            add(u64::from_le_bytes(last) ^ ((part.len() as u64) << 56));
+        }
+    }
+    h
+}
 
 impl Labels {
     /// The empty label set.
     pub fn empty() -> Self {
-        Labels(Arc::from(Vec::new()))
+        Labels::new_inner(Vec::new())
     }
 
     /// Builds a label set from pairs in any order; empty values are dropped and
@@ -52,7 +122,7 @@ impl Labels {
             }
         }
         out.retain(|l| !l.value.is_empty());
-        Labels(Arc::from(out))
+        Labels::new_inner(out)
     }
 
     /// Wraps labels the caller guarantees are sorted, unique and non-empty.
@@ -60,31 +130,31 @@ impl Labels {
     pub fn from_sorted_unchecked(v: Vec<Label>) -> Self {
         debug_assert!(v.windows(2).all(|w| w[0].name < w[1].name));
         debug_assert!(v.iter().all(|l| !l.value.is_empty()));
-        Labels(Arc::from(v))
+        Labels::new_inner(v)
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
+        self.0.labels.iter()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.labels.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.labels.is_empty()
     }
 
     /// The value of label `name`, or `""` when absent (Prometheus semantics).
     pub fn get(&self, name: &str) -> &str {
-        match self.0.binary_search_by(|l| l.name.as_str().cmp(name)) {
-            Ok(i) => &self.0[i].value,
+        match self.0.labels.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) => &self.0.labels[i].value,
             Err(_) => "",
         }
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.0.binary_search_by(|l| l.name.as_str().cmp(name)).is_ok()
+        self.0.labels.binary_search_by(|l| l.name.as_str().cmp(name)).is_ok()
     }
 
     /// The metric name, or `""`.
@@ -97,50 +167,47 @@ impl Labels {
         if !self.has(METRIC_NAME) {
             return self.clone();
         }
-        Labels(self.0.iter().filter(|l| l.name != METRIC_NAME).cloned().collect())
+        Labels::new_inner(self.iter().filter(|l| l.name != METRIC_NAME).cloned().collect())
     }
 
     /// Keeps only the labels whose names are in `names`.
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(self.0.iter().filter(|l| names.contains(&l.name)).cloned().collect())
+        Labels::new_inner(
+            self.0
+                .labels
+                .iter()
+                .filter(|l| names.contains(&l.name))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Drops the labels whose names are in `names`.
     pub fn drop_names(&self, names: &[String]) -> Labels {
-        Labels(self.0.iter().filter(|l| !names.contains(&l.name)).cloned().collect())
+        Labels::new_inner(
+            self.0
+                .labels
+                .iter()
+                .filter(|l| !names.contains(&l.name))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// A builder starting from these labels.
     pub fn builder(&self) -> LabelsBuilder {
         LabelsBuilder {
-            labels: self.0.to_vec(),
+            labels: self.0.labels.to_vec(),
         }
     }
 
     pub fn to_vec(&self) -> Vec<Label> {
-        self.0.to_vec()
+        self.0.labels.to_vec()
     }
 
-    /// A stable 64-bit hash of the label set, over names and values with a
-    /// separator, eight bytes at a time (multiply-rotate, as FxHash does).
+    /// A stable 64-bit hash of the label set, computed at construction.
     pub fn hash64(&self) -> u64 {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut h: u64 = 0;
-        let mut add = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(K);
-        for l in self.0.iter() {
-            for part in [l.name.as_bytes(), l.value.as_bytes()] {
-                let mut chunks = part.chunks_exact(8);
-                for c in &mut chunks {
-                    add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
-                }
-                let rest = chunks.remainder();
-                let mut last = [0u8; 8];
-                last[..rest.len()].copy_from_slice(rest);
-                // The length keeps "ab"+"c" apart from "a"+"bc".
-                add(u64::from_le_bytes(last) ^ ((part.len() as u64) << 56));
-            }
-        }
-        h
+        self.0.hash
     }
 }
 
@@ -148,7 +215,7 @@ impl<'a> IntoIterator for &'a Labels {
     type Item = &'a Label;
     type IntoIter = std::slice::Iter<'a, Label>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.0.labels.iter()
     }
 }
 
@@ -157,7 +224,7 @@ impl fmt::Display for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.metric_name();
         f.write_str(name)?;
-        let rest: Vec<&Label> = self.0.iter().filter(|l| l.name != METRIC_NAME).collect();
+        let rest: Vec<&Label> = self.0.labels.iter().filter(|l| l.name != METRIC_NAME).collect();
         if rest.is_empty() && !name.is_empty() {
             return Ok(());
         }

@@ -41,11 +41,15 @@ fn start(dir: &std::path::Path, log: &std::path::Path) -> Server {
         .stderr(logf)
         .spawn()
         .expect("spawn sextant");
-    let base = format!("http://127.0.0.1:{port}");
+    // Wrapped at once, so that the process is killed and reaped on any panic.
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(30) {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && get(&base, "/-/ready").status == 200 {
-            return Server { child, base };
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && get(&server.base, "/-/ready").status == 200 {
+            return server;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

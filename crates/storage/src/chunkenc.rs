@@ -49,7 +49,7 @@ pub fn as_exact_int(v: f64) -> Option<i64> {
 
 // Bucketed signed integer codes: a unary prefix selects the width.
 const TS_WIDTHS: [u8; 4] = [14, 17, 20, 64];
-const INT_WIDTHS: [u8; 4] = [8, 16, 32, 64];
+const INT_WIDTHS: [u8; 4] = [5, 12, 24, 64];
 
 #[inline]
 fn fits(v: i64, bits: u8) -> bool {

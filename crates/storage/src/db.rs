@@ -242,7 +242,8 @@ impl Db {
     pub fn appender(&self) -> Appender<'_> {
         Appender {
             db: self,
-            batch: Vec::new(),
+            series: Vec::new(),
+            samples: Vec::new(),
         }
     }
 
@@ -531,29 +532,40 @@ fn read_err(e: Error) -> ReadError {
 /// A batch of samples committed together: one WAL write, one acknowledgement.
 pub struct Appender<'a> {
     db: &'a Db,
-    batch: Vec<(Labels, Vec<Sample>)>,
+    /// Each series of the batch with the range of its samples in `samples`.
+    series: Vec<(Labels, usize, usize)>,
+    samples: Vec<Sample>,
 }
 
 impl Appender<'_> {
     /// Adds one sample.
     pub fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) {
-        match self.batch.last_mut() {
-            Some((l, s)) if l == labels => s.push(Sample { t, v }),
-            _ => self.batch.push((labels.clone(), vec![Sample { t, v }])),
+        let end = self.samples.len();
+        self.samples.push(Sample { t, v });
+        match self.series.last_mut() {
+            Some((l, _, e)) if *e == end && l == labels => *e = end + 1,
+            _ => self.series.push((labels.clone(), end, end + 1)),
         }
     }
 
     /// Adds samples of one series.
     pub fn append_series(&mut self, labels: Labels, samples: Vec<Sample>) {
-        self.batch.push((labels, samples));
+        self.append_slice(labels, &samples);
+    }
+
+    /// Adds samples of one series without handing over a vector.
+    pub fn append_slice(&mut self, labels: Labels, samples: &[Sample]) {
+        let start = self.samples.len();
+        self.samples.extend_from_slice(samples);
+        self.series.push((labels, start, self.samples.len()));
     }
 
     pub fn len(&self) -> usize {
-        self.batch.iter().map(|(_, s)| s.len()).sum()
+        self.samples.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.samples.is_empty()
     }
 
     /// Applies the batch and writes it to the WAL as one record; returns once
@@ -572,7 +584,8 @@ impl Appender<'_> {
             let _gate = inner.append_gate.read();
             let floor = inner.head.floor();
             let window = inner.opts.ooo_window_ms;
-            for (labels, samples) in &self.batch {
+            for (labels, lo, hi) in &self.series {
+                let samples = &self.samples[*lo..*hi];
                 if labels.is_empty() {
                     return Err(Error::Invalid("a series needs at least one label".into()));
                 }

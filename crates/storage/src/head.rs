@@ -15,6 +15,34 @@ use crate::index::{postings_for_matchers, MemPostings};
 
 const SHARDS: usize = 128;
 
+/// The shard maps are keyed by label-set hashes already: hashing them again
+/// would be wasted work.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, b: &[u8]) {
+        for x in b {
+            self.0 = (self.0 << 8) | *x as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashKeyed<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The shard of a label-set hash: middle bits, so that the low bits the map
+/// uses for buckets and the high bits it uses for tags stay spread.
+#[inline]
+fn shard_of(h: u64) -> usize {
+    ((h >> 32) % SHARDS as u64) as usize
+}
+
 /// Why a sample was not appended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SampleRejection {
@@ -307,7 +335,7 @@ pub struct Head {
     symbols: RwLock<Symbols>,
     index: RwLock<MemPostings>,
     series: RwLock<Vec<Option<Arc<MemSeries>>>>,
-    shards: Vec<RwLock<HashMap<u64, Ids>>>,
+    shards: Vec<RwLock<HashKeyed<Ids>>>,
     next_id: AtomicU32,
     /// In-order samples below this are in blocks already.
     floor: AtomicI64,
@@ -327,7 +355,7 @@ impl Head {
             symbols: RwLock::new(Symbols::default()),
             index: RwLock::new(MemPostings::default()),
             series: RwLock::new(Vec::new()),
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashKeyed::default())).collect(),
             next_id: AtomicU32::new(1),
             floor: AtomicI64::new(i64::MIN),
             min_t: AtomicI64::new(i64::MAX),
@@ -374,7 +402,7 @@ impl Head {
     /// The series with exactly these labels, if it exists.
     pub fn get(&self, ls: &Labels) -> Option<Arc<MemSeries>> {
         let h = ls.hash64();
-        let shard = self.shards[(h % SHARDS as u64) as usize].read();
+        let shard = self.shards[shard_of(h)].read();
         let ids = shard.get(&h)?;
         let series = self.series.read();
         ids.as_slice()
@@ -394,7 +422,7 @@ impl Head {
             return (s, false);
         }
         let h = ls.hash64();
-        let mut shard = self.shards[(h % SHARDS as u64) as usize].write();
+        let mut shard = self.shards[shard_of(h)].write();
         // Re-check under the write lock: another writer may have won the race.
         if let Some(ids) = shard.get(&h) {
             let series = self.series.read();
@@ -524,7 +552,7 @@ impl Head {
     }
 
     fn remove_series(&self, s: &MemSeries) {
-        let mut shard = self.shards[(s.hash % SHARDS as u64) as usize].write();
+        let mut shard = self.shards[shard_of(s.hash)].write();
         if shard.get_mut(&s.hash).is_some_and(|ids| ids.remove(s.id)) {
             shard.remove(&s.hash);
         }
