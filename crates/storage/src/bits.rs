@@ -79,63 +79,142 @@ impl BitWriter {
 }
 
 /// Reads bits written by [`BitWriter`]. Reading past the end yields `None`.
+///
+/// Bits are kept most-significant-first in a 64-bit accumulator refilled eight
+/// bytes at a time, so most reads are a shift and a mask.
 #[derive(Debug, Clone)]
 pub struct BitReader<'a> {
     buf: &'a [u8],
+    /// Next byte to load into the accumulator.
     pos: usize,
+    acc: u64,
+    /// Valid bits at the top of `acc`.
+    nbits: u32,
 }
 
 impl<'a> BitReader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        BitReader { buf, pos: 0 }
+        BitReader {
+            buf,
+            pos: 0,
+            acc: 0,
+            nbits: 0,
+        }
     }
 
     #[inline]
+    fn refill(&mut self) {
+        if self.pos + 8 <= self.buf.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&self.buf[self.pos..self.pos + 8]);
+            let word = u64::from_be_bytes(w);
+            // Whole bytes that fit; the bits of a partial byte are loaded again,
+            // at the same place, by the next refill.
+            let take = (64 - self.nbits) / 8;
+            if take > 0 {
+                self.acc |= word >> self.nbits;
+                self.pos += take as usize;
+                self.nbits += take * 8;
+            }
+        } else {
+            while self.nbits <= 56 && self.pos < self.buf.len() {
+                self.acc |= (self.buf[self.pos] as u64) << (56 - self.nbits);
+                self.pos += 1;
+                self.nbits += 8;
+            }
+        }
+    }
+
+    #[inline(always)]
     pub fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.buf.get(self.pos >> 3)?;
-        let bit = (byte >> (7 - (self.pos & 7))) & 1;
-        self.pos += 1;
-        Some(bit == 1)
+        if self.nbits == 0 {
+            self.refill();
+            if self.nbits == 0 {
+                return None;
+            }
+        }
+        let b = self.acc >> 63;
+        self.acc <<= 1;
+        self.nbits -= 1;
+        Some(b == 1)
     }
 
     /// Reads `n <= 64` bits as an unsigned integer.
-    #[inline]
+    #[inline(always)]
     pub fn read_bits(&mut self, n: u8) -> Option<u64> {
         if n == 0 {
             return Some(0);
         }
-        let n = n as usize;
-        if self.pos + n > self.buf.len() * 8 {
-            return None;
+        if n > 56 {
+            let hi = self.read_bits(n - 32)?;
+            let lo = self.read_bits(32)?;
+            return Some((hi << 32) | lo);
         }
-        let byte = self.pos >> 3;
-        let off = self.pos & 7;
-        // Fast path: 8 bytes are available, so one unaligned load covers up to 57 bits.
-        if n + off <= 64 && byte + 8 <= self.buf.len() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&self.buf[byte..byte + 8]);
-            let word = u64::from_be_bytes(w);
-            self.pos += n;
-            return Some((word << off) >> (64 - n));
+        let n = n as u32;
+        if self.nbits < n {
+            self.refill();
+            if self.nbits < n {
+                return None;
+            }
         }
-        let mut v = 0u64;
-        for _ in 0..n {
-            v = (v << 1) | self.read_bit()? as u64;
-        }
+        let v = self.acc >> (64 - n);
+        self.acc <<= n;
+        self.nbits -= n;
         Some(v)
     }
 
-    /// Counts leading one bits up to `max` (the unary prefix of a bucket code).
-    #[inline]
-    pub fn read_unary(&mut self, max: u8) -> Option<u8> {
-        let mut n = 0;
-        while n < max {
-            if !self.read_bit()? {
-                break;
+    /// The next `n` (1..=32) bits without consuming them, if that many remain.
+    #[inline(always)]
+    pub fn peek(&mut self, n: u32) -> Option<u64> {
+        if self.nbits < n {
+            self.refill();
+            if self.nbits < n {
+                return None;
             }
-            n += 1;
         }
-        Some(n)
+        Some(self.acc >> (64 - n))
+    }
+
+    /// Drops `n` bits that [`BitReader::peek`] showed.
+    #[inline(always)]
+    pub fn skip(&mut self, n: u32) {
+        self.acc <<= n;
+        self.nbits -= n;
+    }
+
+    /// Consumes a run of zero bits, at most `max`, and returns its length (0
+    /// when the next bit is a one or the input has ended).
+    #[inline(always)]
+    pub fn zero_run(&mut self, max: u32) -> u32 {
+        if self.nbits < 32 {
+            self.refill();
+        }
+        let z = self.acc.leading_zeros().min(self.nbits).min(max);
+        if z >= 64 {
+            self.acc = 0;
+        } else {
+            self.acc <<= z;
+        }
+        self.nbits -= z;
+        z
+    }
+
+    /// Counts leading one bits up to `max` and consumes them, plus the zero
+    /// that ends them when fewer than `max` (the unary prefix of a bucket code).
+    #[inline(always)]
+    pub fn read_unary(&mut self, max: u8) -> Option<u8> {
+        let max = max as u32;
+        if self.nbits <= max {
+            self.refill();
+        }
+        let ones = (!self.acc).leading_zeros().min(max);
+        let used = if ones < max { ones + 1 } else { ones };
+        if used > self.nbits {
+            return None;
+        }
+        self.acc <<= used;
+        self.nbits -= used;
+        Some(ones as u8)
     }
 }
 

@@ -80,8 +80,22 @@ fn write_bucketed(w: &mut BitWriter, v: i64, widths: &[u8; 4]) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn read_bucketed(r: &mut BitReader<'_>, widths: &[u8; 4]) -> Option<i64> {
+    // Fast path for the two commonest codes, `0` and `10` + first width.
+    let w0 = widths[0] as u32;
+    if let Some(top) = r.peek(2 + w0) {
+        if top >> (w0 + 1) == 0 {
+            r.skip(1);
+            return Some(0);
+        }
+        if top >> w0 == 0b10 {
+            r.skip(2 + w0);
+            let raw = top & ((1u64 << w0) - 1);
+            let shift = 64 - w0;
+            return Some(((raw << shift) as i64) >> shift);
+        }
+    }
     let ones = r.read_unary(widths.len() as u8)?;
     if ones == 0 {
         return Some(0);
@@ -394,7 +408,7 @@ impl<'a> IntDecoder<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn next_value(&mut self) -> Option<i64> {
         if self.i >= self.n {
             return None;
@@ -426,37 +440,16 @@ pub fn decode_values(vals: &[u8], kind: ValueKind, n: usize, out: &mut Vec<f64>)
             }
         }
         ValueKind::Float => {
-            let mut r = BitReader::new(vals);
-            let mut bits = 0u64;
-            let mut leading = 0u8;
-            let mut trailing = 0u8;
-            for i in 0..n {
-                if i == 0 {
-                    bits = r.read_bits(64).ok_or(CorruptChunk)?;
-                } else if r.read_bit().ok_or(CorruptChunk)? {
-                    if r.read_bit().ok_or(CorruptChunk)? {
-                        leading = r.read_bits(5).ok_or(CorruptChunk)? as u8;
-                        let mut sig = r.read_bits(6).ok_or(CorruptChunk)? as u8;
-                        if sig == 0 {
-                            sig = 64;
-                        }
-                        if leading + sig > 64 {
-                            return Err(CorruptChunk);
-                        }
-                        trailing = 64 - leading - sig;
-                    }
-                    let sig = 64 - leading - trailing;
-                    let x = r.read_bits(sig).ok_or(CorruptChunk)?;
-                    bits ^= x << trailing;
-                }
-                out.push(f64::from_bits(bits));
+            let mut d = FloatDecoder::new(vals);
+            for _ in 0..n {
+                out.push(d.next_value().ok_or(CorruptChunk)?);
             }
         }
     }
     Ok(())
 }
 
-/// Decodes both columns into samples.
+/// Decodes both columns into samples, appending to `out`.
 pub fn decode_columns(
     ts: &[u8],
     kind: ValueKind,
@@ -464,13 +457,151 @@ pub fn decode_columns(
     n: usize,
     out: &mut Vec<Sample>,
 ) -> Result<(), CorruptChunk> {
-    let mut tv = Vec::with_capacity(n);
-    let mut vv = Vec::with_capacity(n);
-    decode_timestamps(ts, n, &mut tv)?;
-    decode_values(vals, kind, n, &mut vv)?;
+    let start = out.len();
     out.reserve(n);
-    out.extend(tv.into_iter().zip(vv).map(|(t, v)| Sample { t, v }));
+    out.resize(start + n, Sample { t: 0, v: 0.0 });
+    if decode_ts_into(ts, &mut out[start..]).is_none() {
+        out.truncate(start);
+        return Err(CorruptChunk);
+    }
+    let slots = &mut out[start..];
+    let fail = |out: &mut Vec<Sample>| {
+        out.truncate(start);
+        CorruptChunk
+    };
+    match kind {
+        ValueKind::Int => {
+            if decode_ints_into(vals, slots).is_none() {
+                return Err(fail(out));
+            }
+        }
+        ValueKind::Float => {
+            let mut fd = FloatDecoder::new(vals);
+            for s in slots.iter_mut() {
+                match fd.next_value() {
+                    Some(v) => s.v = v,
+                    None => return Err(fail(out)),
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// Decodes a timestamp column into the times of `slots`, runs of unchanged
+/// intervals in one step.
+#[inline]
+fn decode_ts_into(ts: &[u8], slots: &mut [Sample]) -> Option<()> {
+    let n = slots.len();
+    if n == 0 {
+        return Some(());
+    }
+    let mut r = BitReader::new(ts);
+    let mut t = r.read_bits(64)? as i64;
+    slots[0].t = t;
+    if n == 1 {
+        return Some(());
+    }
+    let mut dt = read_bucketed(&mut r, &TS_WIDTHS)?;
+    t = t.wrapping_add(dt);
+    slots[1].t = t;
+    let mut i = 2;
+    while i < n {
+        let z = r.zero_run((n - i) as u32) as usize;
+        for s in &mut slots[i..i + z] {
+            t = t.wrapping_add(dt);
+            s.t = t;
+        }
+        i += z;
+        if i < n && z == 0 {
+            dt = dt.wrapping_add(read_bucketed(&mut r, &TS_WIDTHS)?);
+            t = t.wrapping_add(dt);
+            slots[i].t = t;
+            i += 1;
+        }
+    }
+    Some(())
+}
+
+/// Decodes an integer column into the values of `slots`, runs of unchanged
+/// deltas in one step.
+#[inline]
+fn decode_ints_into(vals: &[u8], slots: &mut [Sample]) -> Option<()> {
+    let n = slots.len();
+    if n == 0 {
+        return Some(());
+    }
+    let mut r = BitReader::new(vals);
+    let mut v = r.read_bits(64)? as i64;
+    slots[0].v = v as f64;
+    if n == 1 {
+        return Some(());
+    }
+    let mut d = read_bucketed(&mut r, &INT_WIDTHS)?;
+    v = v.wrapping_add(d);
+    slots[1].v = v as f64;
+    let mut i = 2;
+    while i < n {
+        let z = r.zero_run((n - i) as u32) as usize;
+        for s in &mut slots[i..i + z] {
+            v = v.wrapping_add(d);
+            s.v = v as f64;
+        }
+        i += z;
+        if i < n && z == 0 {
+            d = d.wrapping_add(read_bucketed(&mut r, &INT_WIDTHS)?);
+            v = v.wrapping_add(d);
+            slots[i].v = v as f64;
+            i += 1;
+        }
+    }
+    Some(())
+}
+
+struct FloatDecoder<'a> {
+    r: BitReader<'a>,
+    first: bool,
+    bits: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl<'a> FloatDecoder<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        FloatDecoder {
+            r: BitReader::new(b),
+            first: true,
+            bits: 0,
+            leading: 0,
+            trailing: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn next_value(&mut self) -> Option<f64> {
+        if self.first {
+            self.first = false;
+            self.bits = self.r.read_bits(64)?;
+            return Some(f64::from_bits(self.bits));
+        }
+        if self.r.read_bit()? {
+            if self.r.read_bit()? {
+                self.leading = self.r.read_bits(5)? as u8;
+                let mut sig = self.r.read_bits(6)? as u8;
+                if sig == 0 {
+                    sig = 64;
+                }
+                if self.leading + sig > 64 {
+                    return None;
+                }
+                self.trailing = 64 - self.leading - sig;
+            }
+            let sig = 64 - self.leading - self.trailing;
+            let x = self.r.read_bits(sig)?;
+            self.bits ^= x << self.trailing;
+        }
+        Some(f64::from_bits(self.bits))
+    }
 }
 
 /// Encodes a whole run of samples (at most [`MAX_CHUNK_SAMPLES`] is not required
