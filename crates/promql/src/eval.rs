@@ -47,6 +47,23 @@ pub(crate) struct Limits {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+impl Limits {
+    /// Fails once the deadline has passed or the query was cancelled.
+    pub fn check(&self) -> Result<(), Error> {
+        if let Some(d) = self.deadline {
+            if Instant::now() > d {
+                return Err(Error::new(ErrorKind::Timeout, "query timed out in query execution"));
+            }
+        }
+        if let Some(c) = &self.cancel {
+            if c.load(Ordering::Relaxed) {
+                return Err(Error::new(ErrorKind::Canceled, "query was canceled in query execution"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Inputs for window functions: raw series with the reference time per step.
 pub(crate) struct RangeInput {
     pub series: Vec<SSeries>,
@@ -164,17 +181,7 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn check(&self) -> Result<(), Error> {
-        if let Some(d) = self.limits.deadline {
-            if Instant::now() > d {
-                return Err(Error::new(ErrorKind::Timeout, "query timed out in query execution"));
-            }
-        }
-        if let Some(c) = &self.limits.cancel {
-            if c.load(Ordering::Relaxed) {
-                return Err(Error::new(ErrorKind::Canceled, "query was canceled in query execution"));
-            }
-        }
-        Ok(())
+        self.limits.check()
     }
 
     fn count_samples(&self, n: usize) -> Result<(), Error> {

@@ -80,51 +80,74 @@ pub(crate) struct Win {
 }
 
 /// A function of one window's points, the window, and the step index.
-type WindowFn<'a> = dyn Fn(&[Point], &Win, usize) -> Option<f64> + 'a;
+type WindowFn<'a> = dyn Fn(&[Point], &Win, usize) -> Option<f64> + Sync + 'a;
 
-/// Applies `f` to each series' window at every step in one pass per series.
+/// Applies `f` to each series' window at every step in one pass per series;
+/// large inputs are split across the machine's cores.
 fn over_windows(
     ev: &Evaluator<'_>,
     input: &RangeInput,
     drop_name: bool,
     f: &WindowFn<'_>,
 ) -> Result<Vec<SSeries>, Error> {
-    let mut out = Vec::with_capacity(input.series.len());
-    for s in &input.series {
-        ev.check()?;
-        let (mut lo, mut hi) = (0usize, 0usize);
-        let mut points = Vec::new();
-        let pts = &s.points;
-        for (k, &r) in input.refs.iter().enumerate() {
-            let start = r - input.range;
-            while hi < pts.len() && pts[hi].t <= r {
-                hi += 1;
+    let (start, step, limits) = (ev.start, ev.step, ev.limits);
+    let work = |series: &[SSeries]| -> Result<Vec<SSeries>, Error> {
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            limits.check()?;
+            let (mut lo, mut hi) = (0usize, 0usize);
+            let mut points = Vec::new();
+            let pts = &s.points;
+            for (k, &r) in input.refs.iter().enumerate() {
+                let wstart = r - input.range;
+                while hi < pts.len() && pts[hi].t <= r {
+                    hi += 1;
+                }
+                while lo < hi && pts[lo].t <= wstart {
+                    lo += 1;
+                }
+                if lo >= hi {
+                    continue;
+                }
+                let t = start + k as i64 * step;
+                let w = Win {
+                    start: wstart,
+                    end: r,
+                    range: input.range,
+                    t,
+                };
+                if let Some(v) = f(&pts[lo..hi], &w, k) {
+                    points.push(Point { t, v });
+                }
             }
-            while lo < hi && pts[lo].t <= start {
-                lo += 1;
-            }
-            if lo >= hi {
-                continue;
-            }
-            let w = Win {
-                start,
-                end: r,
-                range: input.range,
-                t: ev.ts(k),
-            };
-            if let Some(v) = f(&pts[lo..hi], &w, k) {
-                points.push(Point { t: ev.ts(k), v });
+            if !points.is_empty() {
+                out.push(SSeries {
+                    labels: s.labels.clone(),
+                    drop_name: drop_name || s.drop_name,
+                    points,
+                });
             }
         }
-        if !points.is_empty() {
-            out.push(SSeries {
-                labels: s.labels.clone(),
-                drop_name: drop_name || s.drop_name,
-                points,
-            });
-        }
+        Ok(out)
+    };
+    let n = input.series.len();
+    let threads = std::thread::available_parallelism()
+        .map(|x| x.get())
+        .unwrap_or(1)
+        .min(8);
+    let work_units = n * input.refs.len();
+    if threads < 2 || n < 64 || work_units < 200_000 {
+        return work(&input.series);
     }
-    Ok(out)
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = input.series.chunks(chunk).map(|c| sc.spawn(move || work(c))).collect();
+        let mut out = Vec::with_capacity(n);
+        for h in handles {
+            out.extend(h.join().map_err(|_| Error::exec("BUG: a window worker panicked"))??);
+        }
+        Ok(out)
+    })
 }
 
 fn extrapolated_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> Option<f64> {
