@@ -27,6 +27,7 @@ fn main() {
     }
     // Raw (pre-zstd) column sizes by kind, from re-encoding the series.
     let (mut ints, mut floats, mut n_int, mut n_float) = (0usize, 0usize, 0usize, 0usize);
+    let (mut decs, mut n_dec) = (0usize, 0usize);
     for i in 0..f.series.len() {
         let s: Vec<sextant_model::Sample> = (0..480)
             .map(|k| {
@@ -44,11 +45,19 @@ fn main() {
                 floats += c.vals().len();
                 n_float += 480;
             }
+            sextant_storage::chunkenc::ValueKind::Decimal(_) => {
+                decs += c.vals().len();
+                n_dec += 480;
+            }
         }
     }
     println!(
         "int value columns: {:.2} bytes/sample over {n_int} samples",
         ints as f64 / n_int as f64
+    );
+    println!(
+        "decimal value columns: {:.2} bytes/sample over {n_dec} samples",
+        decs as f64 / n_dec.max(1) as f64
     );
     println!(
         "float value columns: {:.2} bytes/sample over {n_float} samples",

@@ -297,7 +297,7 @@ impl BlockWriter {
                 put_varint(&mut sec_series, m.mint);
                 put_uvarint(&mut sec_series, m.maxt.wrapping_sub(m.mint) as u64);
                 put_uvarint(&mut sec_series, m.n as u64);
-                sec_series.push(m.kind as u8);
+                sec_series.push(m.kind.to_byte());
                 put_uvarint(&mut sec_series, m.ts_ref);
                 put_uvarint(&mut sec_series, m.val_ref);
             }

@@ -20,20 +20,58 @@ pub const MAX_CHUNK_SAMPLES: usize = 240;
 
 /// Encoding of a value column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum ValueKind {
-    Int = 1,
-    Float = 2,
+    /// Exact integers.
+    Int,
+    /// Exact decimals `m / 10^k` stored as the integers `m` (k in 1..=9).
+    Decimal(u8),
+    /// Anything else, XOR-coded.
+    Float,
 }
 
+/// Largest decimal scale tried.
+pub const MAX_DECIMAL_SCALE: u8 = 9;
+
+const POW10: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
 impl ValueKind {
+    /// The kind's byte in the index: 1 Int, 2 Float, 16 + k for Decimal(k).
+    pub fn to_byte(self) -> u8 {
+        match self {
+            ValueKind::Int => 1,
+            ValueKind::Float => 2,
+            ValueKind::Decimal(k) => 16 + k,
+        }
+    }
+
     pub fn from_byte(b: u8) -> Option<Self> {
         match b {
             1 => Some(ValueKind::Int),
             2 => Some(ValueKind::Float),
+            17..=25 => Some(ValueKind::Decimal(b - 16)),
             _ => None,
         }
     }
+}
+
+/// The mantissa `m` with `m / 10^k == v` bit for bit, if there is one.
+#[inline]
+pub fn decimal_mantissa(v: f64, k: u8) -> Option<i64> {
+    if !v.is_finite() {
+        return None;
+    }
+    let p = POW10[k as usize];
+    let m = (v * p).round();
+    if m.abs() >= 9_007_199_254_740_992.0 {
+        return None;
+    }
+    let mi = m as i64;
+    ((mi as f64 / p).to_bits() == v.to_bits()).then_some(mi)
+}
+
+/// The smallest decimal scale at which `v` is exact.
+fn min_scale(v: f64) -> Option<u8> {
+    (1..=MAX_DECIMAL_SCALE).find(|k| decimal_mantissa(v, *k).is_some())
 }
 
 /// Integers of magnitude below 2^53 are exact in f64; -0.0 is not an integer here
@@ -180,15 +218,61 @@ impl ChunkAppender {
     /// Appends a sample; the caller guarantees `t` is greater than the last one.
     pub fn append(&mut self, t: i64, v: f64) {
         self.append_ts(t);
-        match (self.kind, as_exact_int(v)) {
-            (ValueKind::Int, Some(iv)) => self.append_int(iv),
-            (ValueKind::Int, None) => {
-                self.recode_as_float();
-                self.append_float(v);
-            }
-            (ValueKind::Float, _) => self.append_float(v),
+        match self.kind {
+            ValueKind::Int => match as_exact_int(v) {
+                Some(iv) => self.append_int(iv),
+                None => self.widen_and_append(v),
+            },
+            ValueKind::Decimal(k) => match decimal_mantissa(v, k) {
+                Some(m) => self.append_int(m),
+                None => self.widen_and_append(v),
+            },
+            ValueKind::Float => self.append_float(v),
         }
         self.n += 1;
+    }
+
+    /// `v` does not fit the current kind: re-code the chunk at the smallest
+    /// decimal scale that holds every value, or as floats.
+    fn widen_and_append(&mut self, v: f64) {
+        let n = self.n as usize;
+        let mut old = Vec::with_capacity(n + 1);
+        let mut it = IntDecoder::new(self.vals.bytes(), n);
+        let cur = match self.kind {
+            ValueKind::Decimal(k) => k,
+            _ => 0,
+        };
+        while let Some(m) = it.next_value() {
+            old.push(if cur == 0 {
+                m as f64
+            } else {
+                m as f64 / POW10[cur as usize]
+            });
+        }
+        old.push(v);
+        let start = min_scale(v).map(|k| k.max(cur.max(1)));
+        let scale = start
+            .and_then(|s| (s..=MAX_DECIMAL_SCALE).find(|k| old.iter().all(|x| decimal_mantissa(*x, *k).is_some())));
+        self.vals = BitWriter::new();
+        self.leading = 0xff;
+        self.trailing = 0;
+        match scale {
+            Some(k) => {
+                self.kind = ValueKind::Decimal(k);
+                for (i, x) in old.iter().enumerate() {
+                    self.n = i as u16;
+                    self.append_int(decimal_mantissa(*x, k).unwrap_or(0));
+                }
+            }
+            None => {
+                self.kind = ValueKind::Float;
+                for (i, x) in old.iter().enumerate() {
+                    self.n = i as u16;
+                    self.append_float(*x);
+                }
+            }
+        }
+        self.n = n as u16;
     }
 
     fn append_ts(&mut self, t: i64) {
@@ -261,25 +345,6 @@ impl ChunkAppender {
             self.vals.write_bits((sig & 63) as u64, 6);
             self.vals.write_bits(x >> trailing, sig);
         }
-    }
-
-    fn recode_as_float(&mut self) {
-        let n = self.n as usize;
-        let mut vals = Vec::with_capacity(n);
-        let mut it = IntDecoder::new(self.vals.bytes(), n);
-        while let Some(v) = it.next_value() {
-            vals.push(v as f64);
-        }
-        self.kind = ValueKind::Float;
-        self.vals = BitWriter::new();
-        self.leading = 0xff;
-        self.trailing = 0;
-        let saved_n = self.n;
-        for (i, v) in vals.into_iter().enumerate() {
-            self.n = i as u16;
-            self.append_float(v);
-        }
-        self.n = saved_n;
     }
 
     /// The timestamp column's bytes.
@@ -439,6 +504,13 @@ pub fn decode_values(vals: &[u8], kind: ValueKind, n: usize, out: &mut Vec<f64>)
                 out.push(d.next_value().ok_or(CorruptChunk)? as f64);
             }
         }
+        ValueKind::Decimal(k) => {
+            let p = POW10[k as usize];
+            let mut d = IntDecoder::new(vals, n);
+            for _ in 0..n {
+                out.push(d.next_value().ok_or(CorruptChunk)? as f64 / p);
+            }
+        }
         ValueKind::Float => {
             let mut d = FloatDecoder::new(vals);
             for _ in 0..n {
@@ -473,6 +545,16 @@ pub fn decode_columns(
         ValueKind::Int => {
             if decode_ints_into(vals, slots).is_none() {
                 return Err(fail(out));
+            }
+        }
+        ValueKind::Decimal(k) => {
+            if decode_ints_into(vals, slots).is_none() {
+                return Err(fail(out));
+            }
+            let p = POW10[k as usize];
+            for s in slots.iter_mut() {
+                // The integer was exact in f64; one division restores the value.
+                s.v /= p;
             }
         }
         ValueKind::Float => {
@@ -610,12 +692,27 @@ pub fn encode(samples: &[Sample]) -> SealedChunk {
     let mut a = ChunkAppender::new();
     // Decide the kind up front so a long run is never re-coded.
     if samples.iter().any(|s| as_exact_int(s.v).is_none()) {
-        a.kind = ValueKind::Float;
+        let need = samples.iter().try_fold(1u8, |k, s| {
+            let ks = if as_exact_int(s.v).is_some() {
+                1
+            } else {
+                min_scale(s.v)?
+            };
+            Some(k.max(ks))
+        });
+        let fits = need.and_then(|k0| {
+            (k0..=MAX_DECIMAL_SCALE).find(|k| samples.iter().all(|s| decimal_mantissa(s.v, *k).is_some()))
+        });
+        a.kind = match fits {
+            Some(k) => ValueKind::Decimal(k),
+            None => ValueKind::Float,
+        };
     }
     for s in samples {
         a.append_ts(s.t);
         match a.kind {
             ValueKind::Int => a.append_int(as_exact_int(s.v).unwrap_or(0)),
+            ValueKind::Decimal(k) => a.append_int(decimal_mantissa(s.v, k).unwrap_or(0)),
             ValueKind::Float => a.append_float(s.v),
         }
         a.n = a.n.wrapping_add(1);
@@ -666,6 +763,31 @@ mod tests {
             .map(|(i, &v)| Sample::new(i as i64 * 15_000, v))
             .collect();
         check(&s);
+    }
+
+    #[test]
+    fn decimals_are_stored_as_scaled_integers_bit_exactly() {
+        let vals = [0.4321, 0.5, 0.4329, 12.25, 7.0, 0.1 + 0.2, -3.5];
+        let s: Vec<Sample> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| Sample::new(i as i64 * 15_000, v))
+            .collect();
+        check(&s[..5]);
+        let mut a = ChunkAppender::new();
+        for x in &s[..5] {
+            a.append(x.t, x.v);
+        }
+        assert_eq!(a.kind(), ValueKind::Decimal(4));
+        assert_eq!(encode(&s[..5]).kind, ValueKind::Decimal(4));
+        // 0.1 + 0.2 is not a short decimal: the chunk falls back to XOR floats.
+        check(&s);
+        assert_eq!(encode(&s).kind, ValueKind::Float);
+        assert_eq!(decimal_mantissa(-0.0, 3), None);
+        assert_eq!(
+            ValueKind::from_byte(ValueKind::Decimal(6).to_byte()),
+            Some(ValueKind::Decimal(6))
+        );
     }
 
     #[test]
