@@ -4,10 +4,11 @@
 //! a value column, which is either
 //! - `Int`: values that are all integers (counters, histogram buckets), coded as
 //!   bucketed delta-of-delta of the integers, or
+//! - `Decimal(k)`: values that are all exactly `m / 10^k`, coded as the integers `m`,
 //! - `Float`: Gorilla-style XOR against the previous value.
 //!
-//! A chunk starts in `Int` mode and is re-coded once to `Float` when a value
-//! that is not an exact integer arrives. Every value, NaN payloads and the
+//! A chunk starts in `Int` mode and is re-coded to the smallest decimal scale
+//! that holds every value, or to `Float`, when a value does not fit. Every value, NaN payloads and the
 //! stale marker included, round-trips bit-exactly. The byte layout is specified
 //! in `docs/format/chunks.md`.
 
