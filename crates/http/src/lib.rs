@@ -9,6 +9,7 @@ mod api;
 mod error;
 pub mod json;
 pub mod metrics;
+mod otlp;
 pub mod params;
 mod write;
 
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub flags: Vec<(String, String)>,
     /// Retention as reported by runtime info, e.g. `15d`.
     pub retention: String,
+    /// How OTLP metrics are translated to Prometheus series.
+    pub otlp: sextant_ingest::otlp::OtlpConfig,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             max_points_per_series: 11_000,
             flags: Vec::new(),
             retention: "15d".into(),
+            otlp: sextant_ingest::otlp::OtlpConfig::default(),
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct AppState {
     pub metrics: metrics::HttpMetrics,
     pub started: SystemTime,
     pub ready: AtomicBool,
+    /// Running totals that turn OTLP delta sums and histograms into cumulative ones.
+    pub otlp_delta: parking_lot::Mutex<sextant_ingest::otlp::DeltaState>,
 }
 
 impl AppState {
@@ -85,6 +91,7 @@ impl AppState {
             metrics: metrics::HttpMetrics::default(),
             started: SystemTime::now(),
             ready: AtomicBool::new(true),
+            otlp_delta: parking_lot::Mutex::new(Default::default()),
         })
     }
 
@@ -157,6 +164,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/admin/tsdb/flush", post(api::flush).put(api::flush))
         .route("/api/v1/admin/tsdb/snapshot", post(api::snapshot).put(api::snapshot))
         .route("/api/v1/write", post(write::remote_write))
+        .route("/v1/metrics", post(otlp::otlp_metrics))
+        .route("/api/v1/otlp/v1/metrics", post(otlp::otlp_metrics))
         .route("/-/healthy", get(api::healthy).head(api::healthy))
         .route("/-/ready", get(api::ready).head(api::ready))
         .route("/metrics", get(api::self_metrics))

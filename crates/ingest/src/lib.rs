@@ -5,10 +5,30 @@
 //! Architecture invariant: no HTTP framework and no storage internals here;
 //! every decoder is a pure function of bytes and limits.
 
+pub mod otlp;
 pub mod remote_write;
 pub mod text;
 
 use sextant_model::{Labels, Sample};
+
+/// Go's `strconv.FormatFloat(v, 'g', -1, 64)` spelling, as Prometheus uses
+/// for `le` and `quantile` label values.
+pub fn format_g(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    let a = v.abs();
+    if a != 0.0 && !(1e-4..1e21).contains(&a) {
+        let s = format!("{v:e}");
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let e: i32 = e.parse().unwrap_or(0);
+        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+    }
+    format!("{v}")
+}
 
 /// Request limits applied while decoding.
 #[derive(Debug, Clone)]

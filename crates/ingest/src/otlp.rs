@@ -279,7 +279,11 @@ pub struct OtlpConfig {
 
 impl Default for OtlpConfig {
     fn default() -> Self {
-        OtlpConfig { translation: Translation::UnderscoreEscapingWithSuffixes, promote_resource_attributes: Vec::new(), scope_labels: false }
+        OtlpConfig {
+            translation: Translation::UnderscoreEscapingWithSuffixes,
+            promote_resource_attributes: Vec::new(),
+            scope_labels: false,
+        }
     }
 }
 
@@ -317,7 +321,14 @@ fn any_to_string(v: &pb::AnyValue) -> String {
         Some(pb::Any::DoubleValue(d)) => crate::format_g(*d),
         Some(pb::Any::ArrayValue(a)) => format!("[{}]", a.values.iter().map(any_json).collect::<Vec<_>>().join(",")),
         Some(pb::Any::KvlistValue(kv)) => {
-            format!("{{{}}}", kv.values.iter().map(|x| format!("{:?}:{}", x.key, x.value.as_ref().map(any_json).unwrap_or_default())).collect::<Vec<_>>().join(","))
+            format!(
+                "{{{}}}",
+                kv.values
+                    .iter()
+                    .map(|x| format!("{:?}:{}", x.key, x.value.as_ref().map(any_json).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         }
         Some(pb::Any::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
         None => String::new(),
@@ -340,7 +351,10 @@ pub fn sanitize_label(name: &str, t: Translation) -> String {
     if name.is_empty() {
         return String::new();
     }
-    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s = format!("key_{s}");
     } else if s.starts_with('_') && !s.starts_with("__") {
@@ -401,21 +415,32 @@ fn unit_suffix(unit: &str) -> Option<String> {
     if let Some((a, b)) = unit.split_once('/') {
         let (a, b) = (clean(a), clean(b));
         let a = one(&a).map(str::to_string).unwrap_or_else(|| sanitize_name_part(&a));
-        let b = per(&b).map(str::to_string).or_else(|| one(&b).map(|x| x.trim_end_matches('s').to_string())).unwrap_or_else(|| sanitize_name_part(&b));
+        let b = per(&b)
+            .map(str::to_string)
+            .or_else(|| one(&b).map(|x| x.trim_end_matches('s').to_string()))
+            .unwrap_or_else(|| sanitize_name_part(&b));
         if a.is_empty() && b.is_empty() {
             return None;
         }
         if b.is_empty() {
             return Some(a);
         }
-        return Some(if a.is_empty() { format!("per_{b}") } else { format!("{a}_per_{b}") });
+        return Some(if a.is_empty() {
+            format!("per_{b}")
+        } else {
+            format!("{a}_per_{b}")
+        });
     }
     let u = clean(unit);
     Some(one(&u).map(str::to_string).unwrap_or_else(|| sanitize_name_part(&u))).filter(|s| !s.is_empty())
 }
 
 fn sanitize_name_part(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>().trim_matches('_').to_string()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect::<String>()
+        .trim_matches('_')
+        .to_string()
 }
 
 /// The Prometheus metric name for an OTLP metric, as Prometheus builds it.
@@ -423,10 +448,19 @@ pub fn metric_name(name: &str, unit: &str, kind: MetricKind, monotonic: bool, t:
     if t == Translation::NoTranslation {
         return name.to_string();
     }
-    let escape = matches!(t, Translation::UnderscoreEscapingWithSuffixes | Translation::UnderscoreEscapingWithoutSuffixes);
-    let suffixes = matches!(t, Translation::UnderscoreEscapingWithSuffixes | Translation::NoUtf8EscapingWithSuffixes);
+    let escape = matches!(
+        t,
+        Translation::UnderscoreEscapingWithSuffixes | Translation::UnderscoreEscapingWithoutSuffixes
+    );
+    let suffixes = matches!(
+        t,
+        Translation::UnderscoreEscapingWithSuffixes | Translation::NoUtf8EscapingWithSuffixes
+    );
     let mut base: String = if escape {
-        let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == ':' { c } else { '_' }).collect();
+        let s: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == ':' { c } else { '_' })
+            .collect();
         // Collapse runs of underscores and trim them, as Prometheus does.
         let mut out = String::with_capacity(s.len());
         for c in s.chars() {
@@ -467,7 +501,13 @@ fn ns_to_ms(ns: u64) -> i64 {
 }
 
 /// Translates one request into series, with the rejected data points counted.
-pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta: &mut DeltaState, limits: &Limits, now_ms: i64) -> WriteBatch {
+pub fn translate(
+    req: &pb::ExportMetricsServiceRequest,
+    cfg: &OtlpConfig,
+    delta: &mut DeltaState,
+    limits: &Limits,
+    now_ms: i64,
+) -> WriteBatch {
     let mut out = WriteBatch::default();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let t = cfg.translation;
@@ -482,9 +522,23 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
         }
     };
     for rm in &req.resource_metrics {
-        let attrs: Vec<(String, String)> =
-            rm.resource.as_ref().map(|r| r.attributes.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map(any_to_string).unwrap_or_default())).collect()).unwrap_or_default();
-        let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+        let attrs: Vec<(String, String)> = rm
+            .resource
+            .as_ref()
+            .map(|r| {
+                r.attributes
+                    .iter()
+                    .map(|kv| (kv.key.clone(), kv.value.as_ref().map(any_to_string).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let get = |k: &str| {
+            attrs
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
         let job = match (get("service.namespace"), get("service.name")) {
             (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
             (None, Some(n)) => Some(n),
@@ -505,8 +559,11 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
         }
         // target_info carries the remaining resource attributes.
         let identifying = ["service.name", "service.namespace", "service.instance.id"];
-        let info: Vec<(String, String)> =
-            attrs.iter().filter(|(k, v)| !identifying.contains(&k.as_str()) && !v.is_empty()).map(|(k, v)| (sanitize_label(k, t), v.clone())).collect();
+        let info: Vec<(String, String)> = attrs
+            .iter()
+            .filter(|(k, v)| !identifying.contains(&k.as_str()) && !v.is_empty())
+            .map(|(k, v)| (sanitize_label(k, t), v.clone()))
+            .collect();
         let mut latest_ms: Option<i64> = None;
         for sm in &rm.scope_metrics {
             let mut scope_base = base.clone();
@@ -521,42 +578,46 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
                 }
             }
             for m in &sm.metrics {
-                let mk = |name: &str, point_attrs: &[pb::KeyValue], extra: &[(&str, String)]| -> Result<Labels, String> {
-                    let mut v: Vec<Label> = Vec::new();
-                    for kv in point_attrs {
-                        let val = kv.value.as_ref().map(any_to_string).unwrap_or_default();
-                        if val.is_empty() {
-                            continue;
+                let mk =
+                    |name: &str, point_attrs: &[pb::KeyValue], extra: &[(&str, String)]| -> Result<Labels, String> {
+                        let mut v: Vec<Label> = Vec::new();
+                        for kv in point_attrs {
+                            let val = kv.value.as_ref().map(any_to_string).unwrap_or_default();
+                            if val.is_empty() {
+                                continue;
+                            }
+                            let n = sanitize_label(&kv.key, t);
+                            // Attributes that collide after sanitisation are joined with ';'.
+                            if let Some(e) = v.iter_mut().find(|l| l.name == n) {
+                                e.value = format!("{};{val}", e.value);
+                            } else {
+                                v.push(Label::new(n, val));
+                            }
                         }
-                        let n = sanitize_label(&kv.key, t);
-                        // Attributes that collide after sanitisation are joined with ';'.
-                        if let Some(e) = v.iter_mut().find(|l| l.name == n) {
-                            e.value = format!("{};{val}", e.value);
-                        } else {
-                            v.push(Label::new(n, val));
+                        for (k, val) in &scope_base {
+                            v.retain(|l| l.name != *k);
+                            v.push(Label::new(k.clone(), val.clone()));
                         }
-                    }
-                    for (k, val) in &scope_base {
-                        v.retain(|l| l.name != *k);
-                        v.push(Label::new(k.clone(), val.clone()));
-                    }
-                    for (k, val) in extra {
-                        v.retain(|l| l.name != *k);
-                        v.push(Label::new(*k, val.clone()));
-                    }
-                    v.retain(|l| l.name != METRIC_NAME);
-                    v.push(Label::new(METRIC_NAME, name));
-                    let pairs: Vec<(String, String)> = {
-                        let mut p: Vec<(String, String)> = v.into_iter().map(|l| (l.name, l.value)).collect();
-                        p.sort();
-                        p
+                        for (k, val) in extra {
+                            v.retain(|l| l.name != *k);
+                            v.push(Label::new(*k, val.clone()));
+                        }
+                        v.retain(|l| l.name != METRIC_NAME);
+                        v.push(Label::new(METRIC_NAME, name));
+                        let pairs: Vec<(String, String)> = {
+                            let mut p: Vec<(String, String)> = v.into_iter().map(|l| (l.name, l.value)).collect();
+                            p.sort();
+                            p
+                        };
+                        crate::remote_write::validate_labels(pairs, limits)
                     };
-                    crate::remote_write::validate_labels(pairs, limits)
-                };
-                let mut reject = |out: &mut WriteBatch, what: String| {
+                let reject = |out: &mut WriteBatch, what: String| {
                     out.samples_rejected += 1;
                     if out.invalid.len() < 100 {
-                        out.invalid.push(SeriesError { series: m.name.clone(), reason: what });
+                        out.invalid.push(SeriesError {
+                            series: m.name.clone(),
+                            reason: what,
+                        });
                     }
                 };
                 let value_of = |p: &pb::NumberDataPoint| -> f64 {
@@ -572,7 +633,12 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
                 match &m.data {
                     Some(pb::Data::Gauge(g)) => {
                         let name = metric_name(&m.name, &m.unit, MetricKind::Gauge, false, t);
-                        out.metadata.push(Metadata { metric: name.clone(), kind: MetricKind::Gauge, help: m.description.clone(), unit: m.unit.clone() });
+                        out.metadata.push(Metadata {
+                            metric: name.clone(),
+                            kind: MetricKind::Gauge,
+                            help: m.description.clone(),
+                            unit: m.unit.clone(),
+                        });
                         for p in &g.data_points {
                             let ts = ns_to_ms(p.time_unix_nano);
                             latest_ms = Some(latest_ms.map_or(ts, |l| l.max(ts)));
@@ -583,9 +649,18 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
                         }
                     }
                     Some(pb::Data::Sum(s)) => {
-                        let kind = if s.is_monotonic { MetricKind::Counter } else { MetricKind::Gauge };
+                        let kind = if s.is_monotonic {
+                            MetricKind::Counter
+                        } else {
+                            MetricKind::Gauge
+                        };
                         let name = metric_name(&m.name, &m.unit, kind, s.is_monotonic, t);
-                        out.metadata.push(Metadata { metric: name.clone(), kind, help: m.description.clone(), unit: m.unit.clone() });
+                        out.metadata.push(Metadata {
+                            metric: name.clone(),
+                            kind,
+                            help: m.description.clone(),
+                            unit: m.unit.clone(),
+                        });
                         for p in &s.data_points {
                             let ts = ns_to_ms(p.time_unix_nano);
                             latest_ms = Some(latest_ms.map_or(ts, |l| l.max(ts)));
@@ -599,10 +674,20 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
                             let v = value_of(p);
                             if s.aggregation_temporality == DELTA {
                                 if !s.is_monotonic {
-                                    reject(&mut out, format!("{}: non-monotonic delta sums cannot be converted to cumulative", m.name));
+                                    reject(
+                                        &mut out,
+                                        format!(
+                                            "{}: non-monotonic delta sums cannot be converted to cumulative",
+                                            m.name
+                                        ),
+                                    );
                                     continue;
                                 }
-                                let c = if v.is_nan() { v } else { delta.add(&l, p.time_unix_nano, v) };
+                                let c = if v.is_nan() {
+                                    v
+                                } else {
+                                    delta.add(&l, p.time_unix_nano, v)
+                                };
                                 push(&mut out, l, Sample::new(ts, c));
                             } else {
                                 push(&mut out, l, Sample::new(ts, v));
@@ -611,7 +696,12 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
                     }
                     Some(pb::Data::Histogram(h)) => {
                         let name = metric_name(&m.name, &m.unit, MetricKind::Histogram, false, t);
-                        out.metadata.push(Metadata { metric: name.clone(), kind: MetricKind::Histogram, help: m.description.clone(), unit: m.unit.clone() });
+                        out.metadata.push(Metadata {
+                            metric: name.clone(),
+                            kind: MetricKind::Histogram,
+                            help: m.description.clone(),
+                            unit: m.unit.clone(),
+                        });
                         let is_delta = h.aggregation_temporality == DELTA;
                         for p in &h.data_points {
                             let ts = ns_to_ms(p.time_unix_nano);
@@ -622,7 +712,11 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
                             let mut bad = None;
                             for (i, c) in p.bucket_counts.iter().enumerate() {
                                 cum += *c as f64;
-                                let le = p.explicit_bounds.get(i).map(|b| crate::format_g(*b)).unwrap_or_else(|| "+Inf".into());
+                                let le = p
+                                    .explicit_bounds
+                                    .get(i)
+                                    .map(|b| crate::format_g(*b))
+                                    .unwrap_or_else(|| "+Inf".into());
                                 match mk(&format!("{name}_bucket"), &p.attributes, &[("le", le)]) {
                                     Ok(l) => series.push((l, cum)),
                                     Err(e) => bad = Some(e),
@@ -662,7 +756,12 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
                     }
                     Some(pb::Data::Summary(s)) => {
                         let name = metric_name(&m.name, &m.unit, MetricKind::Summary, false, t);
-                        out.metadata.push(Metadata { metric: name.clone(), kind: MetricKind::Summary, help: m.description.clone(), unit: m.unit.clone() });
+                        out.metadata.push(Metadata {
+                            metric: name.clone(),
+                            kind: MetricKind::Summary,
+                            help: m.description.clone(),
+                            unit: m.unit.clone(),
+                        });
                         for p in &s.data_points {
                             let ts = ns_to_ms(p.time_unix_nano);
                             latest_ms = Some(latest_ms.map_or(ts, |l| l.max(ts)));
@@ -670,7 +769,10 @@ pub fn translate(req: &pb::ExportMetricsServiceRequest, cfg: &OtlpConfig, delta:
                             let val = |v: f64| if stale { STALE_NAN } else { v };
                             let mut items: Vec<(Result<Labels, String>, f64)> = Vec::new();
                             for q in &p.quantile_values {
-                                items.push((mk(&name, &p.attributes, &[("quantile", crate::format_g(q.quantile))]), q.value));
+                                items.push((
+                                    mk(&name, &p.attributes, &[("quantile", crate::format_g(q.quantile))]),
+                                    q.value,
+                                ));
                             }
                             items.push((mk(&format!("{name}_sum"), &p.attributes, &[]), p.sum));
                             items.push((mk(&format!("{name}_count"), &p.attributes, &[]), p.count as f64));
@@ -722,7 +824,10 @@ pub fn decode_protobuf(buf: &[u8]) -> Result<pb::ExportMetricsServiceRequest, De
 /// The response body: empty on full success, `partial_success` otherwise.
 pub fn response(rejected: usize, message: &str) -> Vec<u8> {
     let r = pb::ExportMetricsServiceResponse {
-        partial_success: (rejected > 0).then(|| pb::ExportMetricsPartialSuccess { rejected_data_points: rejected as i64, error_message: message.to_string() }),
+        partial_success: (rejected > 0).then(|| pb::ExportMetricsPartialSuccess {
+            rejected_data_points: rejected as i64,
+            error_message: message.to_string(),
+        }),
     };
     prost::Message::encode_to_vec(&r)
 }
@@ -737,20 +842,50 @@ mod tests {
 
     #[test]
     fn names_follow_prometheus_translation() {
-        assert_eq!(n("http.server.duration", "s", MetricKind::Histogram, false), "http_server_duration_seconds");
+        assert_eq!(
+            n("http.server.duration", "s", MetricKind::Histogram, false),
+            "http_server_duration_seconds"
+        );
         assert_eq!(n("requests", "1", MetricKind::Counter, true), "requests_total");
-        assert_eq!(n("cpu.utilization", "1", MetricKind::Gauge, false), "cpu_utilization_ratio");
+        assert_eq!(
+            n("cpu.utilization", "1", MetricKind::Gauge, false),
+            "cpu_utilization_ratio"
+        );
         assert_eq!(n("memory.usage", "By", MetricKind::Gauge, false), "memory_usage_bytes");
         assert_eq!(n("latency", "ms", MetricKind::Gauge, false), "latency_milliseconds");
-        assert_eq!(n("throughput", "By/s", MetricKind::Gauge, false), "throughput_bytes_per_second");
+        assert_eq!(
+            n("throughput", "By/s", MetricKind::Gauge, false),
+            "throughput_bytes_per_second"
+        );
         assert_eq!(n("errors", "{error}", MetricKind::Counter, true), "errors_total");
         assert_eq!(n("disk", "%", MetricKind::Gauge, false), "disk_percent");
         assert_eq!(n("requests_total", "1", MetricKind::Counter, true), "requests_total");
         assert_eq!(n("duration_seconds", "s", MetricKind::Gauge, false), "duration_seconds");
         assert_eq!(n("2xx.count", "", MetricKind::Counter, true), "_2xx_count_total");
-        assert_eq!(metric_name("a.b", "s", MetricKind::Gauge, false, Translation::UnderscoreEscapingWithoutSuffixes), "a_b");
-        assert_eq!(metric_name("a.b", "s", MetricKind::Gauge, false, Translation::NoUtf8EscapingWithSuffixes), "a.b_seconds");
-        assert_eq!(metric_name("a.b", "s", MetricKind::Gauge, false, Translation::NoTranslation), "a.b");
+        assert_eq!(
+            metric_name(
+                "a.b",
+                "s",
+                MetricKind::Gauge,
+                false,
+                Translation::UnderscoreEscapingWithoutSuffixes
+            ),
+            "a_b"
+        );
+        assert_eq!(
+            metric_name(
+                "a.b",
+                "s",
+                MetricKind::Gauge,
+                false,
+                Translation::NoUtf8EscapingWithSuffixes
+            ),
+            "a.b_seconds"
+        );
+        assert_eq!(
+            metric_name("a.b", "s", MetricKind::Gauge, false, Translation::NoTranslation),
+            "a.b"
+        );
     }
 
     #[test]
@@ -763,33 +898,77 @@ mod tests {
     }
 
     fn kv(k: &str, v: &str) -> pb::KeyValue {
-        pb::KeyValue { key: k.into(), value: Some(pb::AnyValue { value: Some(pb::Any::StringValue(v.into())) }) }
+        pb::KeyValue {
+            key: k.into(),
+            value: Some(pb::AnyValue {
+                value: Some(pb::Any::StringValue(v.into())),
+            }),
+        }
     }
 
     fn req(metrics: Vec<pb::Metric>) -> pb::ExportMetricsServiceRequest {
         pb::ExportMetricsServiceRequest {
             resource_metrics: vec![pb::ResourceMetrics {
-                resource: Some(pb::Resource { attributes: vec![kv("service.name", "vllm"), kv("service.namespace", "inference"), kv("service.instance.id", "pod-1"), kv("cloud.availability_zone", "us-east-1a")] }),
+                resource: Some(pb::Resource {
+                    attributes: vec![
+                        kv("service.name", "vllm"),
+                        kv("service.namespace", "inference"),
+                        kv("service.instance.id", "pod-1"),
+                        kv("cloud.availability_zone", "us-east-1a"),
+                    ],
+                }),
                 scope_metrics: vec![pb::ScopeMetrics { scope: None, metrics }],
             }],
         }
     }
 
     fn point(t_s: u64, v: f64, attrs: Vec<pb::KeyValue>) -> pb::NumberDataPoint {
-        pb::NumberDataPoint { attributes: attrs, start_time_unix_nano: 0, time_unix_nano: t_s * 1_000_000_000, value: Some(pb::Value::AsDouble(v)), flags: 0 }
+        pb::NumberDataPoint {
+            attributes: attrs,
+            start_time_unix_nano: 0,
+            time_unix_nano: t_s * 1_000_000_000,
+            value: Some(pb::Value::AsDouble(v)),
+            flags: 0,
+        }
     }
 
     #[test]
     fn resource_becomes_job_instance_and_target_info() {
-        let r = req(vec![pb::Metric { name: "tokens".into(), description: "d".into(), unit: "1".into(), data: Some(pb::Data::Sum(pb::Sum { data_points: vec![point(10, 5.0, vec![kv("model", "llama")])], aggregation_temporality: 2, is_monotonic: true })) }]);
-        let b = translate(&r, &OtlpConfig { promote_resource_attributes: vec!["cloud.availability_zone".into()], ..Default::default() }, &mut DeltaState::default(), &Limits::default(), 0);
-        let s = b.series.iter().find(|(l, _)| l.metric_name() == "tokens_total").expect("counter");
+        let r = req(vec![pb::Metric {
+            name: "tokens".into(),
+            description: "d".into(),
+            unit: "1".into(),
+            data: Some(pb::Data::Sum(pb::Sum {
+                data_points: vec![point(10, 5.0, vec![kv("model", "llama")])],
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            })),
+        }]);
+        let b = translate(
+            &r,
+            &OtlpConfig {
+                promote_resource_attributes: vec!["cloud.availability_zone".into()],
+                ..Default::default()
+            },
+            &mut DeltaState::default(),
+            &Limits::default(),
+            0,
+        );
+        let s = b
+            .series
+            .iter()
+            .find(|(l, _)| l.metric_name() == "tokens_total")
+            .expect("counter");
         assert_eq!(s.0.get("job"), "inference/vllm");
         assert_eq!(s.0.get("instance"), "pod-1");
         assert_eq!(s.0.get("model"), "llama");
         assert_eq!(s.0.get("cloud_availability_zone"), "us-east-1a");
         assert_eq!(s.1, vec![Sample::new(10_000, 5.0)]);
-        let info = b.series.iter().find(|(l, _)| l.metric_name() == "target_info").expect("target_info");
+        let info = b
+            .series
+            .iter()
+            .find(|(l, _)| l.metric_name() == "target_info")
+            .expect("target_info");
         assert_eq!(info.0.get("cloud_availability_zone"), "us-east-1a");
         assert_eq!(info.0.get("job"), "inference/vllm");
         assert_eq!(b.metadata[0].kind, MetricKind::Counter);
@@ -797,19 +976,74 @@ mod tests {
 
     #[test]
     fn histograms_deltas_stale_points_and_rejections() {
-        let hist = pb::HistogramDataPoint { attributes: vec![], start_time_unix_nano: 0, time_unix_nano: 20_000_000_000, count: 6, sum: Some(3.5), bucket_counts: vec![1, 2, 3], explicit_bounds: vec![0.1, 0.5], flags: 0 };
+        let hist = pb::HistogramDataPoint {
+            attributes: vec![],
+            start_time_unix_nano: 0,
+            time_unix_nano: 20_000_000_000,
+            count: 6,
+            sum: Some(3.5),
+            bucket_counts: vec![1, 2, 3],
+            explicit_bounds: vec![0.1, 0.5],
+            flags: 0,
+        };
         let mut stale = point(30, 0.0, vec![]);
         stale.flags = 1;
         let r = req(vec![
-            pb::Metric { name: "ttft".into(), description: String::new(), unit: "s".into(), data: Some(pb::Data::Histogram(pb::Histogram { data_points: vec![hist], aggregation_temporality: 2 })) },
-            pb::Metric { name: "reqs".into(), description: String::new(), unit: "".into(), data: Some(pb::Data::Sum(pb::Sum { data_points: vec![point(10, 2.0, vec![]), point(20, 3.0, vec![])], aggregation_temporality: 1, is_monotonic: true })) },
-            pb::Metric { name: "queue".into(), description: String::new(), unit: "".into(), data: Some(pb::Data::Gauge(pb::Gauge { data_points: vec![stale] })) },
-            pb::Metric { name: "updown".into(), description: String::new(), unit: "".into(), data: Some(pb::Data::Sum(pb::Sum { data_points: vec![point(10, 1.0, vec![])], aggregation_temporality: 1, is_monotonic: false })) },
-            pb::Metric { name: "exp".into(), description: String::new(), unit: "".into(), data: Some(pb::Data::ExponentialHistogram(pb::ExponentialHistogram { data_points: vec![pb::ExponentialHistogramDataPoint::default()], aggregation_temporality: 2 })) },
+            pb::Metric {
+                name: "ttft".into(),
+                description: String::new(),
+                unit: "s".into(),
+                data: Some(pb::Data::Histogram(pb::Histogram {
+                    data_points: vec![hist],
+                    aggregation_temporality: 2,
+                })),
+            },
+            pb::Metric {
+                name: "reqs".into(),
+                description: String::new(),
+                unit: "".into(),
+                data: Some(pb::Data::Sum(pb::Sum {
+                    data_points: vec![point(10, 2.0, vec![]), point(20, 3.0, vec![])],
+                    aggregation_temporality: 1,
+                    is_monotonic: true,
+                })),
+            },
+            pb::Metric {
+                name: "queue".into(),
+                description: String::new(),
+                unit: "".into(),
+                data: Some(pb::Data::Gauge(pb::Gauge {
+                    data_points: vec![stale],
+                })),
+            },
+            pb::Metric {
+                name: "updown".into(),
+                description: String::new(),
+                unit: "".into(),
+                data: Some(pb::Data::Sum(pb::Sum {
+                    data_points: vec![point(10, 1.0, vec![])],
+                    aggregation_temporality: 1,
+                    is_monotonic: false,
+                })),
+            },
+            pb::Metric {
+                name: "exp".into(),
+                description: String::new(),
+                unit: "".into(),
+                data: Some(pb::Data::ExponentialHistogram(pb::ExponentialHistogram {
+                    data_points: vec![pb::ExponentialHistogramDataPoint::default()],
+                    aggregation_temporality: 2,
+                })),
+            },
         ]);
         let mut d = DeltaState::default();
         let b = translate(&r, &OtlpConfig::default(), &mut d, &Limits::default(), 0);
-        let get = |name: &str, le: &str| b.series.iter().find(|(l, _)| l.metric_name() == name && l.get("le") == le).map(|s| s.1.clone());
+        let get = |name: &str, le: &str| {
+            b.series
+                .iter()
+                .find(|(l, _)| l.metric_name() == name && l.get("le") == le)
+                .map(|s| s.1.clone())
+        };
         assert_eq!(get("ttft_seconds_bucket", "0.1").expect("b")[0].v, 1.0);
         assert_eq!(get("ttft_seconds_bucket", "0.5").expect("b")[0].v, 3.0);
         assert_eq!(get("ttft_seconds_bucket", "+Inf").expect("b")[0].v, 6.0);
@@ -819,7 +1053,275 @@ mod tests {
         assert_eq!(reqs.iter().map(|s| s.v).collect::<Vec<_>>(), vec![2.0, 5.0]);
         assert!(sextant_model::is_stale_nan(get("queue", "").expect("queue")[0].v));
         assert_eq!(b.samples_rejected, 2);
-        assert!(b.invalid.iter().any(|e| e.series == "exp" && e.reason.contains("exponential")), "{:?}", b.invalid);
-        assert!(b.invalid.iter().any(|e| e.series == "updown" && e.reason.contains("non-monotonic")), "{:?}", b.invalid);
+        assert!(
+            b.invalid
+                .iter()
+                .any(|e| e.series == "exp" && e.reason.contains("exponential")),
+            "{:?}",
+            b.invalid
+        );
+        assert!(
+            b.invalid
+                .iter()
+                .any(|e| e.series == "updown" && e.reason.contains("non-monotonic")),
+            "{:?}",
+            b.invalid
+        );
     }
+}
+
+/// OTLP's JSON mapping, read into the protobuf types.
+pub mod json {
+    use serde_json::Value;
+
+    use super::pb;
+    use crate::DecodeError;
+
+    fn err(what: &str) -> DecodeError {
+        DecodeError::Text(format!("invalid OTLP JSON: {what}"))
+    }
+
+    fn arr<'a>(v: &'a Value, k: &str) -> &'a [Value] {
+        v.get(k).and_then(|x| x.as_array()).map(|a| a.as_slice()).unwrap_or(&[])
+    }
+
+    fn string(v: &Value, k: &str) -> String {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+    }
+
+    /// 64-bit integers arrive as strings, but numbers are accepted too.
+    fn u64_of(v: &Value, k: &str) -> Result<u64, DecodeError> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(0),
+            Some(Value::String(s)) => s
+                .parse()
+                .map_err(|_| err(&format!("{k} {s:?} is not an unsigned integer"))),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .ok_or_else(|| err(&format!("{k} is not an unsigned integer"))),
+            Some(_) => Err(err(&format!("{k} must be a string or number"))),
+        }
+    }
+
+    fn i64_of(v: &Value) -> Result<i64, DecodeError> {
+        match v {
+            Value::String(s) => s.parse().map_err(|_| err(&format!("{s:?} is not an integer"))),
+            Value::Number(n) => n.as_i64().ok_or_else(|| err("not an integer")),
+            _ => Err(err("integer must be a string or number")),
+        }
+    }
+
+    fn f64_of(v: &Value) -> Result<f64, DecodeError> {
+        match v {
+            Value::Number(n) => n.as_f64().ok_or_else(|| err("not a number")),
+            Value::String(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                _ => s.parse().map_err(|_| err(&format!("{s:?} is not a number"))),
+            },
+            _ => Err(err("number expected")),
+        }
+    }
+
+    fn any(v: &Value) -> Result<pb::AnyValue, DecodeError> {
+        let value = if let Some(s) = v.get("stringValue") {
+            Some(pb::Any::StringValue(s.as_str().unwrap_or("").to_string()))
+        } else if let Some(b) = v.get("boolValue") {
+            Some(pb::Any::BoolValue(b.as_bool().unwrap_or(false)))
+        } else if let Some(i) = v.get("intValue") {
+            Some(pb::Any::IntValue(i64_of(i)?))
+        } else if let Some(d) = v.get("doubleValue") {
+            Some(pb::Any::DoubleValue(f64_of(d)?))
+        } else if let Some(a) = v.get("arrayValue") {
+            Some(pb::Any::ArrayValue(pb::ArrayValue {
+                values: arr(a, "values").iter().map(any).collect::<Result<_, _>>()?,
+            }))
+        } else if let Some(kv) = v.get("kvlistValue") {
+            Some(pb::Any::KvlistValue(pb::KeyValueList {
+                values: attrs(kv, "values")?,
+            }))
+        } else {
+            v.get("bytesValue")
+                .map(|b| pb::Any::BytesValue(b.as_str().unwrap_or("").as_bytes().to_vec()))
+        };
+        Ok(pb::AnyValue { value })
+    }
+
+    fn attrs(v: &Value, k: &str) -> Result<Vec<pb::KeyValue>, DecodeError> {
+        arr(v, k)
+            .iter()
+            .map(|kv| {
+                Ok(pb::KeyValue {
+                    key: string(kv, "key"),
+                    value: kv.get("value").map(any).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    fn number_point(p: &Value) -> Result<pb::NumberDataPoint, DecodeError> {
+        let value = if let Some(d) = p.get("asDouble") {
+            Some(pb::Value::AsDouble(f64_of(d)?))
+        } else {
+            p.get("asInt").map(i64_of).transpose()?.map(pb::Value::AsInt)
+        };
+        Ok(pb::NumberDataPoint {
+            attributes: attrs(p, "attributes")?,
+            start_time_unix_nano: u64_of(p, "startTimeUnixNano")?,
+            time_unix_nano: u64_of(p, "timeUnixNano")?,
+            value,
+            flags: u64_of(p, "flags")? as u32,
+        })
+    }
+
+    fn temporality(v: &Value) -> i32 {
+        match v.get("aggregationTemporality") {
+            Some(Value::Number(n)) => n.as_i64().unwrap_or(0) as i32,
+            Some(Value::String(s)) if s.contains("DELTA") => 1,
+            Some(Value::String(s)) if s.contains("CUMULATIVE") => 2,
+            _ => 0,
+        }
+    }
+
+    fn metric(m: &Value) -> Result<pb::Metric, DecodeError> {
+        let points = |d: &Value| -> Result<Vec<pb::NumberDataPoint>, DecodeError> {
+            arr(d, "dataPoints").iter().map(number_point).collect()
+        };
+        let data = if let Some(g) = m.get("gauge") {
+            Some(pb::Data::Gauge(pb::Gauge {
+                data_points: points(g)?,
+            }))
+        } else if let Some(s) = m.get("sum") {
+            Some(pb::Data::Sum(pb::Sum {
+                data_points: points(s)?,
+                aggregation_temporality: temporality(s),
+                is_monotonic: s.get("isMonotonic").and_then(|b| b.as_bool()).unwrap_or(false),
+            }))
+        } else if let Some(h) = m.get("histogram") {
+            let mut dps = Vec::new();
+            for p in arr(h, "dataPoints") {
+                dps.push(pb::HistogramDataPoint {
+                    attributes: attrs(p, "attributes")?,
+                    start_time_unix_nano: u64_of(p, "startTimeUnixNano")?,
+                    time_unix_nano: u64_of(p, "timeUnixNano")?,
+                    count: u64_of(p, "count")?,
+                    sum: p.get("sum").map(f64_of).transpose()?,
+                    bucket_counts: arr(p, "bucketCounts")
+                        .iter()
+                        .map(|c| i64_of(c).map(|x| x as u64))
+                        .collect::<Result<_, _>>()?,
+                    explicit_bounds: arr(p, "explicitBounds").iter().map(f64_of).collect::<Result<_, _>>()?,
+                    flags: u64_of(p, "flags")? as u32,
+                });
+            }
+            Some(pb::Data::Histogram(pb::Histogram {
+                data_points: dps,
+                aggregation_temporality: temporality(h),
+            }))
+        } else if let Some(e) = m.get("exponentialHistogram") {
+            let dps = arr(e, "dataPoints")
+                .iter()
+                .map(|p| {
+                    Ok(pb::ExponentialHistogramDataPoint {
+                        attributes: attrs(p, "attributes")?,
+                        time_unix_nano: u64_of(p, "timeUnixNano")?,
+                        count: u64_of(p, "count")?,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?;
+            Some(pb::Data::ExponentialHistogram(pb::ExponentialHistogram {
+                data_points: dps,
+                aggregation_temporality: temporality(e),
+            }))
+        } else if let Some(s) = m.get("summary") {
+            let mut dps = Vec::new();
+            for p in arr(s, "dataPoints") {
+                dps.push(pb::SummaryDataPoint {
+                    attributes: attrs(p, "attributes")?,
+                    start_time_unix_nano: u64_of(p, "startTimeUnixNano")?,
+                    time_unix_nano: u64_of(p, "timeUnixNano")?,
+                    count: u64_of(p, "count")?,
+                    sum: p.get("sum").map(f64_of).transpose()?.unwrap_or(0.0),
+                    quantile_values: arr(p, "quantileValues")
+                        .iter()
+                        .map(|q| {
+                            Ok(pb::ValueAtQuantile {
+                                quantile: q.get("quantile").map(f64_of).transpose()?.unwrap_or(0.0),
+                                value: q.get("value").map(f64_of).transpose()?.unwrap_or(0.0),
+                            })
+                        })
+                        .collect::<Result<_, DecodeError>>()?,
+                    flags: u64_of(p, "flags")? as u32,
+                });
+            }
+            Some(pb::Data::Summary(pb::Summary { data_points: dps }))
+        } else {
+            None
+        };
+        Ok(pb::Metric {
+            name: string(m, "name"),
+            description: string(m, "description"),
+            unit: string(m, "unit"),
+            data,
+        })
+    }
+
+    /// Decodes an `ExportMetricsServiceRequest` in OTLP's JSON mapping.
+    pub fn decode(body: &[u8]) -> Result<pb::ExportMetricsServiceRequest, DecodeError> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| DecodeError::Text(format!("invalid JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(err("the body must be an object"));
+        }
+        let mut out = pb::ExportMetricsServiceRequest::default();
+        for rm in arr(&v, "resourceMetrics") {
+            let resource = rm
+                .get("resource")
+                .map(|r| {
+                    Ok::<_, DecodeError>(pb::Resource {
+                        attributes: attrs(r, "attributes")?,
+                    })
+                })
+                .transpose()?;
+            let mut scope_metrics = Vec::new();
+            for sm in arr(rm, "scopeMetrics") {
+                let scope = sm.get("scope").map(|s| pb::InstrumentationScope {
+                    name: string(s, "name"),
+                    version: string(s, "version"),
+                    attributes: vec![],
+                });
+                scope_metrics.push(pb::ScopeMetrics {
+                    scope,
+                    metrics: arr(sm, "metrics").iter().map(metric).collect::<Result<_, _>>()?,
+                });
+            }
+            out.resource_metrics.push(pb::ResourceMetrics {
+                resource,
+                scope_metrics,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The JSON response body.
+    pub fn response(rejected: usize, message: &str) -> Vec<u8> {
+        if rejected == 0 {
+            return b"{}".to_vec();
+        }
+        serde_json::json!({"partialSuccess": {"rejectedDataPoints": rejected.to_string(), "errorMessage": message}})
+            .to_string()
+            .into_bytes()
+    }
+}
+
+/// Decompresses gzip, failing once the output would exceed `limit` bytes.
+pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut d = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+    d.read_to_end(&mut out).map_err(|e| DecodeError::Gzip(e.to_string()))?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge { size: out.len(), limit });
+    }
+    Ok(out)
 }

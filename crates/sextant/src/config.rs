@@ -77,6 +77,17 @@ pub struct ServeArgs {
     /// Most labels a written series may have [default: 128].
     #[arg(long, value_name = "N")]
     pub max_labels_per_series: Option<usize>,
+    /// How OTLP metric names are translated: UnderscoreEscapingWithSuffixes,
+    /// UnderscoreEscapingWithoutSuffixes, NoUTF8EscapingWithSuffixes or
+    /// NoTranslation [default: UnderscoreEscapingWithSuffixes].
+    #[arg(long, value_name = "STRATEGY")]
+    pub otlp_translation_strategy: Option<String>,
+    /// Comma-separated OTLP resource attributes copied onto every series.
+    #[arg(long, value_name = "ATTRS")]
+    pub otlp_promote_resource_attributes: Option<String>,
+    /// Add otel_scope_name and otel_scope_version labels to OTLP series.
+    #[arg(long)]
+    pub otlp_scope_labels: Option<bool>,
     /// Log level or filter (error, warn, info, debug, or a tracing filter) [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -133,6 +144,11 @@ impl ServeArgs {
             query_lookback: self.query_lookback.or(f.query_lookback),
             max_request_bytes: self.max_request_bytes.or(f.max_request_bytes),
             max_labels_per_series: self.max_labels_per_series.or(f.max_labels_per_series),
+            otlp_translation_strategy: self.otlp_translation_strategy.or(f.otlp_translation_strategy),
+            otlp_promote_resource_attributes: self
+                .otlp_promote_resource_attributes
+                .or(f.otlp_promote_resource_attributes),
+            otlp_scope_labels: self.otlp_scope_labels.or(f.otlp_scope_labels),
             log_level: self.log_level.or(f.log_level),
         })
     }
@@ -190,6 +206,24 @@ impl ServeArgs {
         if let Some(n) = self.max_labels_per_series {
             server.ingest.max_labels = n;
         }
+        if let Some(t) = &self.otlp_translation_strategy {
+            use sextant_ingest::otlp::Translation;
+            server.otlp.translation = match t.as_str() {
+                "UnderscoreEscapingWithSuffixes" => Translation::UnderscoreEscapingWithSuffixes,
+                "UnderscoreEscapingWithoutSuffixes" => Translation::UnderscoreEscapingWithoutSuffixes,
+                "NoUTF8EscapingWithSuffixes" => Translation::NoUtf8EscapingWithSuffixes,
+                "NoTranslation" => Translation::NoTranslation,
+                other => bail!("--otlp-translation-strategy: unknown strategy {other:?}"),
+            };
+        }
+        if let Some(a) = &self.otlp_promote_resource_attributes {
+            server.otlp.promote_resource_attributes = a
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect();
+        }
+        server.otlp.scope_labels = self.otlp_scope_labels.unwrap_or(false);
         server.retention = retention.clone();
         let listen = self.listen.clone().unwrap_or_else(|| "0.0.0.0:9090".into());
         let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"));

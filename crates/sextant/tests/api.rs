@@ -476,3 +476,88 @@ fn stats_limits_and_warnings_pass_through() {
     );
     let _ = Labels::empty();
 }
+
+#[test]
+fn otlp_http_json_gzip_and_errors() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let t_ns = (now_s() as u64) * 1_000_000_000;
+    let body = format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"sglang"}}}}]}},
+        "scopeMetrics":[{{"metrics":[{{"name":"queue.depth","unit":"{{request}}","gauge":{{"dataPoints":[{{"asInt":"4","timeUnixNano":"{t_ns}","attributes":[{{"key":"tp.rank","value":{{"intValue":"0"}}}}]}}]}}}},
+        {{"name":"bad","exponentialHistogram":{{"dataPoints":[{{"timeUnixNano":"{t_ns}","count":"3"}}],"aggregationTemporality":2}}}}]}}]}}]}}"#
+    );
+    let r = request(
+        base,
+        "POST",
+        "/v1/metrics",
+        &[("Content-Type", "application/json; charset=utf-8")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["partialSuccess"]["rejectedDataPoints"], "1", "{j}");
+    assert!(j["partialSuccess"]["errorMessage"]
+        .as_str()
+        .expect("msg")
+        .contains("exponential"));
+    let q = get(
+        base,
+        &format!(
+            "/api/v1/query?query={}",
+            enc("queue_depth{job=\"sglang\", tp_rank=\"0\"}")
+        ),
+    )
+    .json();
+    assert_eq!(q["data"]["result"][0]["value"][1], "4", "{q}");
+    // gzip-compressed protobuf on the Prometheus-style path.
+    let req = sextant_ingest::otlp::pb::ExportMetricsServiceRequest::default();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &req.encode_to_vec()).expect("gzip");
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/otlp/v1/metrics",
+        &[("Content-Type", "application/x-protobuf"), ("Content-Encoding", "gzip")],
+        &gz.finish().expect("gzip"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Undecodable bodies are 400, unknown content types 415.
+    assert_eq!(
+        request(
+            base,
+            "POST",
+            "/v1/metrics",
+            &[("Content-Type", "application/json")],
+            b"{not json"
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        request(
+            base,
+            "POST",
+            "/v1/metrics",
+            &[("Content-Type", "application/x-protobuf")],
+            b"\x0a\xff\xff"
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        request(base, "POST", "/v1/metrics", &[("Content-Type", "text/plain")], b"x").status,
+        415
+    );
+    assert_eq!(
+        request(
+            base,
+            "POST",
+            "/v1/metrics",
+            &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+            b"not gzip"
+        )
+        .status,
+        400
+    );
+}
