@@ -168,6 +168,8 @@ fn main() {
                     "serve",
                     "--listen",
                     &format!("127.0.0.1:{port}"),
+                    "--otlp-grpc-listen",
+                    "off",
                     "--wal-fsync",
                     "never",
                     "--retention-time",

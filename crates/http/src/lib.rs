@@ -7,6 +7,7 @@
 
 mod api;
 mod error;
+pub mod grpc;
 pub mod json;
 pub mod metrics;
 mod otlp;

@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:9090].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address of the OTLP gRPC listener, or `off` [default: 0.0.0.0:4317].
+    #[arg(long, value_name = "ADDR")]
+    pub otlp_grpc_listen: Option<String>,
     /// Directory of the store [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -132,6 +135,7 @@ impl ServeArgs {
         Ok(ServeArgs {
             config: self.config,
             listen: self.listen.or(f.listen),
+            otlp_grpc_listen: self.otlp_grpc_listen.or(f.otlp_grpc_listen),
             data_dir: self.data_dir.or(f.data_dir),
             retention_time: self.retention_time.or(f.retention_time),
             retention_size: self.retention_size.or(f.retention_size),
@@ -262,8 +266,17 @@ impl ServeArgs {
             ),
             ("web.enable-remote-write-receiver".into(), "true".into()),
         ];
+        let otlp_grpc_listen = match self.otlp_grpc_listen.as_deref().unwrap_or("0.0.0.0:4317") {
+            "off" | "" => None,
+            a => Some(a.to_string()),
+        };
+        server.flags.push((
+            "otlp.grpc-listen-address".into(),
+            otlp_grpc_listen.clone().unwrap_or_else(|| "off".into()),
+        ));
         Ok(ServeOptions {
             listen,
+            otlp_grpc_listen,
             data_dir,
             storage,
             server,

@@ -22,6 +22,8 @@ use sextant_storage::{Db, Options};
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub listen: String,
+    /// OTLP gRPC listener; `None` disables it.
+    pub otlp_grpc_listen: Option<String>,
     pub data_dir: PathBuf,
     pub storage: Options,
     pub server: ServerConfig,
@@ -57,16 +59,38 @@ pub fn open_store(data_dir: &std::path::Path, storage: Options) -> anyhow::Resul
 /// closes the store (WAL synced; the head is replayable).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
     db: Arc<Db>,
     server: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(db.clone(), server);
-    let app = sextant_http::router(state);
+    let app = sextant_http::router(state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc_task = grpc.map(|l| {
+        let mut rx = stop_rx.clone();
+        let router = sextant_http::grpc::router(state.clone());
+        tokio::spawn(async move {
+            let r = axum::serve(l, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(target: "sextant", "OTLP gRPC listener failed: {e}");
+            }
+        })
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
         .await
         .context("serving HTTP")?;
+    if let Some(t) = grpc_task {
+        let _ = t.await;
+    }
     tracing::info!(target: "sextant", "shutting down: syncing the WAL and stopping background work");
     db.close().context("closing the store")?;
     Ok(())
@@ -79,7 +103,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     tracing::info!(target: "sextant", "listening on http://{}", listener.local_addr()?);
-    serve_on(listener, db, opts.server, shutdown_signal()).await
+    let grpc = match &opts.otlp_grpc_listen {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listening for OTLP gRPC on {a}"))?;
+            tracing::info!(target: "sextant", "OTLP gRPC on {}", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
+    serve_on(listener, grpc, db, opts.server, shutdown_signal()).await
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -109,6 +143,7 @@ pub async fn shutdown_signal() {
 pub struct TestServer {
     url: String,
     addr: SocketAddr,
+    grpc_addr: SocketAddr,
     db: Arc<Db>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -141,6 +176,9 @@ impl TestServer {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        let std_grpc = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        std_grpc.set_nonblocking(true)?;
+        let grpc_addr = std_grpc.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let db2 = db.clone();
         let thread = std::thread::Builder::new()
@@ -165,7 +203,8 @@ impl TestServer {
                             return;
                         }
                     };
-                    if let Err(e) = serve_on(listener, db2, server, async {
+                    let grpc = tokio::net::TcpListener::from_std(std_grpc).ok();
+                    if let Err(e) = serve_on(listener, grpc, db2, server, async {
                         let _ = rx.await;
                     })
                     .await
@@ -177,6 +216,7 @@ impl TestServer {
         Ok(TestServer {
             url: format!("http://{addr}"),
             addr,
+            grpc_addr,
             db,
             stop: Some(tx),
             thread: Some(thread),
@@ -191,6 +231,11 @@ impl TestServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Address of the OTLP gRPC listener.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
     }
 
     /// The embedded store, for direct appends and reads in tests.

@@ -36,7 +36,14 @@ fn start(dir: &std::path::Path, log: &std::path::Path) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_sextant"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
-        .args(["--wal-fsync", "never", "--log-level", "info"])
+        .args([
+            "--wal-fsync",
+            "never",
+            "--log-level",
+            "info",
+            "--otlp-grpc-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .stdout(Stdio::null())
         .stderr(logf)
         .spawn()

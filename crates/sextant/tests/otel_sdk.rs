@@ -135,3 +135,69 @@ fn opentelemetry_python_sdk_exports_to_sextant() {
     assert_eq!(md["data"]["llm_ttft_seconds"][0]["type"], "histogram");
     assert_eq!(md["data"]["llm_ttft_seconds"][0]["help"], "Time to first token");
 }
+
+const GRPC_SCRIPT: &str = r#"
+import sys
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+exporter = OTLPMetricExporter(endpoint=sys.argv[1], insecure=True)
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3600000)
+provider = MeterProvider(resource=Resource.create({"service.name": "tgi"}), metric_readers=[reader])
+meter = provider.get_meter("sextant-test")
+meter.create_counter("tgi.request.count").add(11, {"model": "gemma"})
+meter.create_histogram("tgi.batch.size", unit="{request}").record(8, {"model": "gemma"})
+ok = provider.force_flush(10000)
+provider.shutdown()
+print("exported", ok)
+"#;
+
+#[test]
+fn opentelemetry_python_sdk_exports_over_grpc() {
+    let Some(py) = python() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("the OpenTelemetry Python SDK is not installed; .ci/run must create .venv with it");
+        }
+        println!("SKIPPED: no Python with the OpenTelemetry SDK");
+        return;
+    };
+    let has_grpc = Command::new(&py)
+        .args(["-c", "import opentelemetry.exporter.otlp.proto.grpc.metric_exporter"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_grpc {
+        if std::env::var_os("CI").is_some() {
+            panic!("opentelemetry-exporter-otlp-proto-grpc is not installed; .ci/run must install it");
+        }
+        println!("SKIPPED: no opentelemetry-exporter-otlp-proto-grpc");
+        return;
+    }
+    let s = sextant::TestServer::start().expect("server");
+    let dir = tempfile::tempdir().expect("dir");
+    let script = dir.path().join("export_grpc.py");
+    std::fs::write(&script, GRPC_SCRIPT).expect("script");
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg(format!("http://{}", s.grpc_addr()))
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "SDK script failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("exported True"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        value(s.url(), "tgi_request_count_total{job=\"tgi\", model=\"gemma\"}"),
+        Some(11.0)
+    );
+    assert_eq!(value(s.url(), "tgi_batch_size_count{model=\"gemma\"}"), Some(1.0));
+}
