@@ -975,6 +975,99 @@ mod tests {
     }
 
     #[test]
+    fn summaries_become_quantile_sum_and_count_series() {
+        let dp = pb::SummaryDataPoint {
+            attributes: vec![kv("model", "llama")],
+            start_time_unix_nano: 0,
+            time_unix_nano: 5_000_000_000,
+            count: 10,
+            sum: 12.5,
+            quantile_values: vec![
+                pb::ValueAtQuantile {
+                    quantile: 0.5,
+                    value: 1.1,
+                },
+                pb::ValueAtQuantile {
+                    quantile: 0.99,
+                    value: 3.2,
+                },
+            ],
+            flags: 0,
+        };
+        let r = req(vec![pb::Metric {
+            name: "rpc.latency".into(),
+            description: "RPC latency".into(),
+            unit: "ms".into(),
+            data: Some(pb::Data::Summary(pb::Summary { data_points: vec![dp] })),
+        }]);
+        let b = translate(
+            &r,
+            &OtlpConfig {
+                scope_labels: true,
+                ..Default::default()
+            },
+            &mut DeltaState::default(),
+            &Limits::default(),
+            0,
+        );
+        let get = |name: &str, q: &str| {
+            b.series
+                .iter()
+                .find(|(l, _)| l.metric_name() == name && l.get("quantile") == q)
+                .map(|s| s.1[0].v)
+        };
+        assert_eq!(get("rpc_latency_milliseconds", "0.5"), Some(1.1));
+        assert_eq!(get("rpc_latency_milliseconds", "0.99"), Some(3.2));
+        assert_eq!(get("rpc_latency_milliseconds_sum", ""), Some(12.5));
+        assert_eq!(get("rpc_latency_milliseconds_count", ""), Some(10.0));
+        assert_eq!(
+            b.metadata
+                .iter()
+                .find(|m| m.metric == "rpc_latency_milliseconds")
+                .map(|m| m.kind),
+            Some(MetricKind::Summary)
+        );
+    }
+
+    #[test]
+    fn json_mapping_reads_strings_for_64_bit_integers() {
+        let body = br#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"x"}}]},"scopeMetrics":[{"scope":{"name":"s","version":"1"},"metrics":[{"name":"c","sum":{"isMonotonic":true,"aggregationTemporality":2,"dataPoints":[{"asInt":"9007199254740993","timeUnixNano":"1700000000000000000"}]}}]}]}]}"#;
+        let r = json::decode(body).expect("decodes");
+        let b = translate(
+            &r,
+            &OtlpConfig {
+                scope_labels: true,
+                ..Default::default()
+            },
+            &mut DeltaState::default(),
+            &Limits::default(),
+            0,
+        );
+        let (l, s) = b
+            .series
+            .iter()
+            .find(|(l, _)| l.metric_name() == "c_total")
+            .expect("series");
+        assert_eq!(l.get("otel_scope_name"), "s");
+        assert_eq!(l.get("otel_scope_version"), "1");
+        assert_eq!(s[0].t, 1_700_000_000_000);
+        assert_eq!(s[0].v, 9007199254740992.0);
+        assert!(json::decode(b"[1]").is_err());
+        assert!(json::decode(br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"asInt":"x"}]}}]}]}]}"#).is_err());
+    }
+
+    #[test]
+    fn gzip_is_bounded_by_the_decompressed_size() {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&vec![0u8; 100_000]).expect("write");
+        let gz = e.finish().expect("finish");
+        assert!(matches!(gunzip(&gz, 1000), Err(DecodeError::TooLarge { .. })));
+        assert_eq!(gunzip(&gz, 100_000).expect("fits").len(), 100_000);
+        assert!(matches!(gunzip(b"nope", 1000), Err(DecodeError::Gzip(_))));
+    }
+
+    #[test]
     fn histograms_deltas_stale_points_and_rejections() {
         let hist = pb::HistogramDataPoint {
             attributes: vec![],
