@@ -14,7 +14,6 @@ use axum::Router;
 use http_body_util::StreamBody;
 use sextant_ingest::otlp;
 
-use crate::api::now_ms;
 use crate::AppState;
 
 const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
@@ -121,45 +120,10 @@ async fn export(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
         Ok(r) => r,
         Err(e) => return status_only(INVALID_ARGUMENT, &format!("cannot decode OTLP metrics request: {e}")),
     };
-    let batch = {
-        let mut delta = st.otlp_delta.lock();
-        otlp::translate(&req, &st.cfg.otlp, &mut delta, &st.cfg.ingest, now_ms())
-    };
-    st.record_metadata(batch.metadata.clone());
-    let mut rejected = batch.samples_rejected;
-    let mut problems: Vec<String> = batch
-        .invalid
-        .iter()
-        .take(5)
-        .map(|e| format!("{}: {}", e.series, e.reason))
-        .collect();
-    let series = batch.series;
-    let st2 = st.clone();
-    let committed = tokio::task::spawn_blocking(move || {
-        if series.is_empty() {
-            return Ok(sextant_storage::CommitReport::default());
-        }
-        let mut app = st2.db.appender();
-        for (l, s) in series {
-            app.append_series(l, s);
-        }
-        app.commit()
-    })
-    .await;
-    match committed {
-        Ok(Ok(rep)) => {
-            rejected += rep.rejected_count;
-            problems.extend(
-                rep.rejected
-                    .iter()
-                    .take(5)
-                    .map(|r| format!("{} at {}: {:?}", r.labels, r.t, r.reason)),
-            );
-        }
-        Ok(Err(e)) => return status_only(UNAVAILABLE, &format!("storage error: {e}")),
-        Err(e) => return status_only(UNAVAILABLE, &format!("write task failed: {e}")),
+    match crate::otlp::ingest(&st, req).await {
+        Ok((rejected, msg)) => ok_response(otlp::response(rejected, &msg)),
+        Err(e) => status_only(UNAVAILABLE, &e),
     }
-    ok_response(otlp::response(rejected, &problems.join("; ")))
 }
 
 /// The router of the OTLP gRPC listener.

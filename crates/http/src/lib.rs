@@ -10,7 +10,7 @@ mod error;
 pub mod grpc;
 pub mod json;
 pub mod metrics;
-mod otlp;
+pub(crate) mod otlp;
 pub mod params;
 mod write;
 

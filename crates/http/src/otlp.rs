@@ -101,6 +101,25 @@ pub async fn otlp_metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, b
             );
         }
     };
+    match ingest(&st, req).await {
+        Ok((rejected, msg)) => {
+            let body = if json {
+                otlp::json::response(rejected, &msg)
+            } else {
+                otlp::response(rejected, &msg)
+            };
+            reply(json, StatusCode::OK, body)
+        }
+        Err(e) => failure(json, StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// Translates one request, commits its series and returns how many data points
+/// were rejected and why; `Err` is a storage failure the client should retry.
+pub(crate) async fn ingest(
+    st: &Arc<AppState>,
+    req: otlp::pb::ExportMetricsServiceRequest,
+) -> Result<(usize, String), String> {
     let batch = {
         let mut delta = st.otlp_delta.lock();
         otlp::translate(&req, &st.cfg.otlp, &mut delta, &st.cfg.ingest, now_ms())
@@ -139,20 +158,8 @@ pub async fn otlp_metrics(State(st): State<Arc<AppState>>, headers: HeaderMap, b
                     .map(|r| format!("{} at {}: {:?}", r.labels, r.t, r.reason)),
             );
         }
-        Ok(Err(e)) => return failure(json, StatusCode::SERVICE_UNAVAILABLE, format!("storage error: {e}")),
-        Err(e) => {
-            return failure(
-                json,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("write task failed: {e}"),
-            )
-        }
+        Ok(Err(e)) => return Err(format!("storage error: {e}")),
+        Err(e) => return Err(format!("write task failed: {e}")),
     }
-    let msg = problems.join("; ");
-    let body = if json {
-        otlp::json::response(rejected, &msg)
-    } else {
-        otlp::response(rejected, &msg)
-    };
-    reply(json, StatusCode::OK, body)
+    Ok((rejected, problems.join("; ")))
 }

@@ -427,6 +427,29 @@ fn absent_labels(e: &Expr) -> Labels {
     Labels::from_pairs(pairs)
 }
 
+/// One series with value 1 at every step where `v` has no point, labelled from
+/// the argument's equality matchers.
+fn absent_result(ev: &Evaluator<'_>, v: &[SSeries], arg: &Expr) -> Val {
+    let mut present = vec![false; ev.steps()];
+    for s in v {
+        for p in &s.points {
+            present[((p.t - ev.start) / ev.step) as usize] = true;
+        }
+    }
+    let points: Vec<Point> = (0..ev.steps())
+        .filter(|k| !present[*k])
+        .map(|k| Point { t: ev.ts(k), v: 1.0 })
+        .collect();
+    if points.is_empty() {
+        return Val::Vector(Vec::new());
+    }
+    Val::Vector(vec![SSeries {
+        labels: absent_labels(arg),
+        drop_name: false,
+        points,
+    }])
+}
+
 /// Fails when two series with the same label set have a point at the same time.
 fn check_duplicates(v: &[SSeries]) -> Result<(), Error> {
     let mut seen: HashMap<(&Labels, bool), usize> = HashMap::new();
@@ -617,47 +640,12 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
         }
         "absent" => {
             let v = ev.eval_vector_arg(arg(c, 0)?)?;
-            let mut present = vec![false; ev.steps()];
-            for s in &v {
-                for p in &s.points {
-                    present[((p.t - ev.start) / ev.step) as usize] = true;
-                }
-            }
-            let points: Vec<Point> = (0..ev.steps())
-                .filter(|k| !present[*k])
-                .map(|k| Point { t: ev.ts(k), v: 1.0 })
-                .collect();
-            Ok(Val::Vector(if points.is_empty() {
-                vec![]
-            } else {
-                vec![SSeries {
-                    labels: absent_labels(arg(c, 0)?),
-                    drop_name: false,
-                    points,
-                }]
-            }))
+            Ok(absent_result(ev, &v, arg(c, 0)?))
         }
         "absent_over_time" => {
             let input = ev.range_input(arg(c, 0)?)?;
-            let mut present = vec![false; ev.steps()];
-            for s in over_windows(ev, &input, false, &|_, _, _| Some(1.0))? {
-                for p in s.points {
-                    present[((p.t - ev.start) / ev.step) as usize] = true;
-                }
-            }
-            let points: Vec<Point> = (0..ev.steps())
-                .filter(|k| !present[*k])
-                .map(|k| Point { t: ev.ts(k), v: 1.0 })
-                .collect();
-            Ok(Val::Vector(if points.is_empty() {
-                vec![]
-            } else {
-                vec![SSeries {
-                    labels: absent_labels(arg(c, 0)?),
-                    drop_name: false,
-                    points,
-                }]
-            }))
+            let present = over_windows(ev, &input, false, &|_, _, _| Some(1.0))?;
+            Ok(absent_result(ev, &present, arg(c, 0)?))
         }
         "label_replace" => {
             let mut v = ev.eval_vector_arg(arg(c, 0)?)?;
