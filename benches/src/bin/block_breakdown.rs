@@ -20,6 +20,13 @@ fn main() {
     db.flush().expect("flush");
     for e in std::fs::read_dir(dir.path().join("blocks")).expect("blocks") {
         let p = e.expect("entry").path();
+        let b = sextant_storage::block::Block::open(&p).expect("open block");
+        for (name, len) in b.index_sections() {
+            println!(
+                "  index section {name}: {len} bytes, {:.3} bytes/sample",
+                len as f64 / samples as f64
+            );
+        }
         for file in ["index", "chunks", "meta.json"] {
             let len = std::fs::metadata(p.join(file)).map(|m| m.len()).unwrap_or(0);
             println!("{file}: {len} bytes, {:.3} bytes/sample", len as f64 / samples as f64);

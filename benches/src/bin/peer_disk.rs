@@ -264,8 +264,18 @@ fn main() {
             _ => {
                 let _ = http(port, "GET", "/internal/force_flush", &[], b"");
                 let _ = http(port, "GET", "/internal/force_merge", &[], b"");
-                std::thread::sleep(Duration::from_secs(5));
                 let data = peer.dir.join("data");
+                // Background merges finish asynchronously: wait until the size is
+                // unchanged over three polls (at most two minutes).
+                let size = || dir_bytes(&data.join("data")) + dir_bytes(&data.join("indexdb"));
+                let (mut last, mut stable) = (size(), 0);
+                let waited = Instant::now();
+                while stable < 3 && waited.elapsed() < Duration::from_secs(120) {
+                    std::thread::sleep(Duration::from_secs(2));
+                    let now = size();
+                    stable = if now == last { stable + 1 } else { 0 };
+                    last = now;
+                }
                 dir_bytes(&data.join("data")) + dir_bytes(&data.join("indexdb"))
             }
         };

@@ -140,6 +140,22 @@ impl PageWriter {
     }
 }
 
+/// Raw size at which an index page of series entries is cut.
+const SERIES_PAGE_TARGET: usize = 64 << 10;
+
+/// Appends a page frame (`u32 raw_len`, `u32 comp_len`, zstd bytes) and clears the page.
+fn flush_series_page(out: &mut Vec<u8>, page: &mut Vec<u8>) -> Result<()> {
+    if page.is_empty() {
+        return Ok(());
+    }
+    let comp = zstd::bulk::compress(page, ZSTD_LEVEL)?;
+    out.extend_from_slice(&(page.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(comp.len() as u32).to_le_bytes());
+    out.extend_from_slice(&comp);
+    page.clear();
+    Ok(())
+}
+
 /// Streams series (in label order) into a new block directory.
 pub struct BlockWriter {
     tmp: PathBuf,
@@ -280,28 +296,45 @@ impl BlockWriter {
         for old in &order {
             put_len_prefixed(&mut sec_symbols, syms[*old as usize].as_bytes());
         }
+        // Series entries go into zstd pages of about 64 KiB; an entry's
+        // reference is (page frame offset << 24) | offset inside the page.
         let mut sec_series = Vec::new();
         let mut sec_offsets = Vec::with_capacity(series.len() * 8);
+        let mut page: Vec<u8> = Vec::with_capacity(SERIES_PAGE_TARGET * 2);
+        let mut entry = Vec::new();
         let mut postings: HashMap<(u32, u32), RoaringBitmap> = HashMap::new();
         for (sid, (ids, metas)) in series.iter().enumerate() {
-            sec_offsets.extend_from_slice(&(sec_series.len() as u64).to_le_bytes());
-            put_uvarint(&mut sec_series, (ids.len() / 2) as u64);
+            entry.clear();
+            put_uvarint(&mut entry, (ids.len() / 2) as u64);
             for p in ids.chunks_exact(2) {
                 let (n, v) = (remap[p[0] as usize], remap[p[1] as usize]);
-                put_uvarint(&mut sec_series, n as u64);
-                put_uvarint(&mut sec_series, v as u64);
+                put_uvarint(&mut entry, n as u64);
+                put_uvarint(&mut entry, v as u64);
                 postings.entry((n, v)).or_default().insert(sid as u32);
             }
-            put_uvarint(&mut sec_series, metas.len() as u64);
+            put_uvarint(&mut entry, metas.len() as u64);
             for m in metas {
-                put_varint(&mut sec_series, m.mint);
-                put_uvarint(&mut sec_series, m.maxt.wrapping_sub(m.mint) as u64);
-                put_uvarint(&mut sec_series, m.n as u64);
-                sec_series.push(m.kind.to_byte());
-                put_uvarint(&mut sec_series, m.ts_ref);
-                put_uvarint(&mut sec_series, m.val_ref);
+                put_varint(&mut entry, m.mint);
+                put_uvarint(&mut entry, m.maxt.wrapping_sub(m.mint) as u64);
+                put_uvarint(&mut entry, m.n as u64);
+                entry.push(m.kind.to_byte());
+                put_uvarint(&mut entry, m.ts_ref);
+                put_uvarint(&mut entry, m.val_ref);
             }
+            if !page.is_empty() && page.len() + entry.len() > SERIES_PAGE_TARGET {
+                flush_series_page(&mut sec_series, &mut page)?;
+            }
+            if page.len() + entry.len() >= 1 << 24 {
+                return Err(Error::Invalid(format!(
+                    "series entry of {} bytes is too large for an index page",
+                    entry.len()
+                )));
+            }
+            let r = ((sec_series.len() as u64) << 24) | page.len() as u64;
+            sec_offsets.extend_from_slice(&r.to_le_bytes());
+            page.extend_from_slice(&entry);
         }
+        flush_series_page(&mut sec_series, &mut page)?;
         let mut keys: Vec<(u32, u32)> = postings.keys().copied().collect();
         keys.sort_unstable();
         let mut sec_postings = Vec::new();
@@ -376,6 +409,8 @@ pub struct Block {
     /// name symbol → sorted `(value symbol, postings offset, postings length)`.
     ptable: HashMap<u32, Vec<(u32, u32, u32)>>,
     page_cache: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// Decoded index pages of series entries, by frame offset.
+    series_pages: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     tombstones: RwLock<HashMap<u32, Vec<(i64, i64)>>>,
     size: u64,
 }
@@ -419,6 +454,7 @@ impl Block {
             sym_offsets: Vec::new(),
             ptable: HashMap::new(),
             page_cache: Mutex::new(HashMap::new()),
+            series_pages: Mutex::new(HashMap::new()),
             tombstones: RwLock::new(HashMap::new()),
             size: dir_size(dir),
         };
@@ -528,6 +564,16 @@ impl Block {
         &self.meta
     }
 
+    /// Sizes of the index's sections, for size analysis.
+    pub fn index_sections(&self) -> [(&'static str, usize); TOC_SECTIONS] {
+        let names = ["symbols", "series", "series offsets", "postings", "postings table"];
+        let mut out = [("", 0usize); TOC_SECTIONS];
+        for (i, n) in names.iter().enumerate() {
+            out[i] = (n, self.sections[i].1);
+        }
+        out
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -559,16 +605,32 @@ impl Block {
         (self.sections[2].1 / 8) as u32
     }
 
-    fn series_entry(&self, id: u32) -> Option<ByteReader<'_>> {
+    /// The decoded page holding series `id` and the entry's offset in it.
+    fn series_entry(&self, id: u32) -> Option<(Arc<Vec<u8>>, usize)> {
         let offs = self.section(2);
         let i = id as usize * 8;
-        let o = u64::from_le_bytes(offs.get(i..i + 8)?.try_into().ok()?) as usize;
-        Some(ByteReader::new(self.section(1).get(o..)?))
+        let r = u64::from_le_bytes(offs.get(i..i + 8)?.try_into().ok()?);
+        let (frame, off) = (r >> 24, (r & 0xff_ffff) as usize);
+        if let Some(p) = self.series_pages.lock().get(&frame) {
+            return Some((p.clone(), off));
+        }
+        let sec = self.section(1);
+        let f = frame as usize;
+        let raw_len = u32::from_le_bytes(sec.get(f..f + 4)?.try_into().ok()?) as usize;
+        let comp_len = u32::from_le_bytes(sec.get(f + 4..f + 8)?.try_into().ok()?) as usize;
+        let page = Arc::new(zstd::bulk::decompress(sec.get(f + 8..f + 8 + comp_len)?, raw_len).ok()?);
+        let mut cache = self.series_pages.lock();
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(frame, page.clone());
+        Some((page, off))
     }
 
     /// Labels of series `id`.
     pub fn labels(&self, id: u32) -> Option<Labels> {
-        let mut r = self.series_entry(id)?;
+        let (page, off) = self.series_entry(id)?;
+        let mut r = ByteReader::new(page.get(off..)?);
         let n = r.uvarint().ok()? as usize;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
@@ -628,7 +690,8 @@ impl Block {
     /// Samples of series `id` in `[mint, maxt]`, tombstones applied.
     pub fn samples(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
         let bad = || corrupt("index series entry", &self.dir.join("index"), format!("series {id}"));
-        let mut r = self.series_entry(id).ok_or_else(bad)?;
+        let (page, off) = self.series_entry(id).ok_or_else(bad)?;
+        let mut r = ByteReader::new(page.get(off..).ok_or_else(bad)?);
         let n = r.uvarint().map_err(|_| bad())?;
         for _ in 0..n * 2 {
             r.uvarint().map_err(|_| bad())?;
