@@ -163,6 +163,16 @@ impl<'a> BitReader<'a> {
         Some(v)
     }
 
+    /// Refills when fewer than 32 bits are buffered; returns the buffer (valid
+    /// bits at the top) and how many bits are valid.
+    #[inline(always)]
+    pub fn window(&mut self) -> (u64, u32) {
+        if self.nbits < 32 {
+            self.refill();
+        }
+        (self.acc, self.nbits)
+    }
+
     /// The next `n` (1..=32) bits without consuming them, if that many remain.
     #[inline(always)]
     pub fn peek(&mut self, n: u32) -> Option<u64> {

@@ -624,19 +624,33 @@ fn decode_ints_into(vals: &[u8], slots: &mut [Sample]) -> Option<()> {
     v = v.wrapping_add(d);
     slots[1].v = v as f64;
     let mut i = 2;
+    let w0 = INT_WIDTHS[0] as u32;
     while i < n {
-        let z = r.zero_run((n - i) as u32) as usize;
-        for s in &mut slots[i..i + z] {
-            v = v.wrapping_add(d);
-            s.v = v as f64;
+        // One look at the buffer decides between a run of zero codes, the
+        // common short code `10` + w0 bits, and the general path.
+        let (acc, nbits) = r.window();
+        let lz = acc.leading_zeros().min(nbits);
+        if lz > 0 {
+            let z = (lz as usize).min(n - i);
+            r.skip(z as u32);
+            for s in &mut slots[i..i + z] {
+                v = v.wrapping_add(d);
+                s.v = v as f64;
+            }
+            i += z;
+            continue;
         }
-        i += z;
-        if i < n && z == 0 {
+        if nbits >= 2 + w0 && acc >> 62 == 0b10 {
+            let raw = (acc << 2) >> (64 - w0);
+            r.skip(2 + w0);
+            let shift = 64 - w0;
+            d = d.wrapping_add(((raw << shift) as i64) >> shift);
+        } else {
             d = d.wrapping_add(read_bucketed(&mut r, &INT_WIDTHS)?);
-            v = v.wrapping_add(d);
-            slots[i].v = v as f64;
-            i += 1;
         }
+        v = v.wrapping_add(d);
+        slots[i].v = v as f64;
+        i += 1;
     }
     Some(())
 }
