@@ -188,7 +188,9 @@ impl<'a> BitReader<'a> {
     /// Drops `n` bits that [`BitReader::peek`] showed.
     #[inline(always)]
     pub fn skip(&mut self, n: u32) {
-        self.acc <<= n;
+        // A whole buffer of zero codes can be skipped at once: shifting a u64
+        // by 64 is not defined, so clear it instead.
+        self.acc = if n >= 64 { 0 } else { self.acc << n };
         self.nbits -= n;
     }
 

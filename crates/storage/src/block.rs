@@ -31,7 +31,7 @@ const TOC_SECTIONS: usize = 5;
 const TOC_LEN: usize = TOC_SECTIONS * 20 + 8;
 /// Samples per chunk inside a block.
 pub const BLOCK_CHUNK_SAMPLES: usize = 480;
-const ZSTD_LEVEL: i32 = 3;
+const ZSTD_LEVEL: i32 = 15;
 /// Distinct timestamp columns remembered for de-duplication while writing.
 const TS_DEDUP_MAX: usize = 200_000;
 
@@ -143,17 +143,45 @@ impl PageWriter {
 /// Raw size at which an index page of series entries is cut.
 const SERIES_PAGE_TARGET: usize = 64 << 10;
 
-/// Appends a page frame (`u32 raw_len`, `u32 comp_len`, zstd bytes) and clears the page.
-fn flush_series_page(out: &mut Vec<u8>, page: &mut Vec<u8>) -> Result<()> {
-    if page.is_empty() {
-        return Ok(());
+/// Series entries being gathered into index pages.
+#[derive(Default)]
+struct SeriesPages {
+    first: u32,
+    offsets: Vec<u32>,
+    entries: Vec<u8>,
+    /// `(first series id, frame offset)` of every page written.
+    table: Vec<(u32, u64)>,
+}
+
+impl SeriesPages {
+    fn add(&mut self, sid: u32, entry: &[u8]) {
+        if self.offsets.is_empty() {
+            self.first = sid;
+        }
+        self.offsets.push(self.entries.len() as u32);
+        self.entries.extend_from_slice(entry);
     }
-    let comp = zstd::bulk::compress(page, ZSTD_LEVEL)?;
-    out.extend_from_slice(&(page.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(comp.len() as u32).to_le_bytes());
-    out.extend_from_slice(&comp);
-    page.clear();
-    Ok(())
+
+    /// Writes the page as a frame (`u32 raw_len`, `u32 comp_len`, zstd bytes).
+    fn flush(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.offsets.is_empty() {
+            return Ok(());
+        }
+        let mut raw = Vec::with_capacity(4 + self.offsets.len() * 4 + self.entries.len());
+        put_uvarint(&mut raw, self.offsets.len() as u64);
+        for o in &self.offsets {
+            raw.extend_from_slice(&o.to_le_bytes());
+        }
+        raw.extend_from_slice(&self.entries);
+        let comp = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
+        self.table.push((self.first, out.len() as u64));
+        out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(comp.len() as u32).to_le_bytes());
+        out.extend_from_slice(&comp);
+        self.offsets.clear();
+        self.entries.clear();
+        Ok(())
+    }
 }
 
 /// Streams series (in label order) into a new block directory.
@@ -296,11 +324,11 @@ impl BlockWriter {
         for old in &order {
             put_len_prefixed(&mut sec_symbols, syms[*old as usize].as_bytes());
         }
-        // Series entries go into zstd pages of about 64 KiB; an entry's
-        // reference is (page frame offset << 24) | offset inside the page.
+        // Series entries go into zstd pages of about 64 KiB, each page starting
+        // with the offsets of its entries; a small page table maps series ids
+        // to pages.
         let mut sec_series = Vec::new();
-        let mut sec_offsets = Vec::with_capacity(series.len() * 8);
-        let mut page: Vec<u8> = Vec::with_capacity(SERIES_PAGE_TARGET * 2);
+        let mut pages = SeriesPages::default();
         let mut entry = Vec::new();
         let mut postings: HashMap<(u32, u32), RoaringBitmap> = HashMap::new();
         for (sid, (ids, metas)) in series.iter().enumerate() {
@@ -321,20 +349,18 @@ impl BlockWriter {
                 put_uvarint(&mut entry, m.ts_ref);
                 put_uvarint(&mut entry, m.val_ref);
             }
-            if !page.is_empty() && page.len() + entry.len() > SERIES_PAGE_TARGET {
-                flush_series_page(&mut sec_series, &mut page)?;
+            if !pages.entries.is_empty() && pages.entries.len() + entry.len() > SERIES_PAGE_TARGET {
+                pages.flush(&mut sec_series)?;
             }
-            if page.len() + entry.len() >= 1 << 24 {
-                return Err(Error::Invalid(format!(
-                    "series entry of {} bytes is too large for an index page",
-                    entry.len()
-                )));
-            }
-            let r = ((sec_series.len() as u64) << 24) | page.len() as u64;
-            sec_offsets.extend_from_slice(&r.to_le_bytes());
-            page.extend_from_slice(&entry);
+            pages.add(sid as u32, &entry);
         }
-        flush_series_page(&mut sec_series, &mut page)?;
+        pages.flush(&mut sec_series)?;
+        let mut sec_offsets = Vec::with_capacity(4 + pages.table.len() * 12);
+        sec_offsets.extend_from_slice(&(series.len() as u32).to_le_bytes());
+        for (first, frame) in &pages.table {
+            sec_offsets.extend_from_slice(&first.to_le_bytes());
+            sec_offsets.extend_from_slice(&frame.to_le_bytes());
+        }
         let mut keys: Vec<(u32, u32)> = postings.keys().copied().collect();
         keys.sort_unstable();
         let mut sec_postings = Vec::new();
@@ -411,6 +437,9 @@ pub struct Block {
     page_cache: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     /// Decoded index pages of series entries, by frame offset.
     series_pages: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// `(first series id, frame offset)` of each series page.
+    series_table: Vec<(u32, u64)>,
+    n_series: u32,
     tombstones: RwLock<HashMap<u32, Vec<(i64, i64)>>>,
     size: u64,
 }
@@ -455,6 +484,8 @@ impl Block {
             ptable: HashMap::new(),
             page_cache: Mutex::new(HashMap::new()),
             series_pages: Mutex::new(HashMap::new()),
+            series_table: Vec::new(),
+            n_series: 0,
             tombstones: RwLock::new(HashMap::new()),
             size: dir_size(dir),
         };
@@ -491,8 +522,24 @@ impl Block {
             }
             pt.entry(name).or_default().push((val, off, len));
         }
+        let mut r = ByteReader::new(self.section(2));
+        let n_series = r.u32_le()?;
+        let mut table = Vec::with_capacity(r.remaining() / 12);
+        while !r.is_empty() {
+            let first = r.u32_le()?;
+            let frame = r.u64_le()?;
+            if table.last().is_some_and(|(f, _): &(u32, u64)| *f >= first) || first >= n_series {
+                return Err(crate::bits::Truncated);
+            }
+            table.push((first, frame));
+        }
+        if n_series > 0 && table.first().map(|t| t.0) != Some(0) {
+            return Err(crate::bits::Truncated);
+        }
         self.sym_offsets = offs;
         self.ptable = pt;
+        self.series_table = table;
+        self.n_series = n_series;
         Ok(())
     }
 
@@ -566,7 +613,7 @@ impl Block {
 
     /// Sizes of the index's sections, for size analysis.
     pub fn index_sections(&self) -> [(&'static str, usize); TOC_SECTIONS] {
-        let names = ["symbols", "series", "series offsets", "postings", "postings table"];
+        let names = ["symbols", "series", "series page table", "postings", "postings table"];
         let mut out = [("", 0usize); TOC_SECTIONS];
         for (i, n) in names.iter().enumerate() {
             out[i] = (n, self.sections[i].1);
@@ -602,29 +649,47 @@ impl Block {
     }
 
     pub fn num_series(&self) -> u32 {
-        (self.sections[2].1 / 8) as u32
+        self.n_series
     }
 
     /// The decoded page holding series `id` and the entry's offset in it.
     fn series_entry(&self, id: u32) -> Option<(Arc<Vec<u8>>, usize)> {
-        let offs = self.section(2);
-        let i = id as usize * 8;
-        let r = u64::from_le_bytes(offs.get(i..i + 8)?.try_into().ok()?);
-        let (frame, off) = (r >> 24, (r & 0xff_ffff) as usize);
-        if let Some(p) = self.series_pages.lock().get(&frame) {
-            return Some((p.clone(), off));
+        if id >= self.n_series {
+            return None;
         }
-        let sec = self.section(1);
-        let f = frame as usize;
-        let raw_len = u32::from_le_bytes(sec.get(f..f + 4)?.try_into().ok()?) as usize;
-        let comp_len = u32::from_le_bytes(sec.get(f + 4..f + 8)?.try_into().ok()?) as usize;
-        let page = Arc::new(zstd::bulk::decompress(sec.get(f + 8..f + 8 + comp_len)?, raw_len).ok()?);
-        let mut cache = self.series_pages.lock();
-        if cache.len() >= 1024 {
-            cache.clear();
+        let idx = self
+            .series_table
+            .partition_point(|(first, _)| *first <= id)
+            .checked_sub(1)?;
+        let (first, frame) = self.series_table[idx];
+        let cached = self.series_pages.lock().get(&frame).cloned();
+        let page = match cached {
+            Some(p) => p,
+            None => {
+                let sec = self.section(1);
+                let f = frame as usize;
+                let raw_len = u32::from_le_bytes(sec.get(f..f + 4)?.try_into().ok()?) as usize;
+                let comp_len = u32::from_le_bytes(sec.get(f + 4..f + 8)?.try_into().ok()?) as usize;
+                let page = Arc::new(zstd::bulk::decompress(sec.get(f + 8..f + 8 + comp_len)?, raw_len).ok()?);
+                let mut cache = self.series_pages.lock();
+                if cache.len() >= 1024 {
+                    cache.clear();
+                }
+                cache.insert(frame, page.clone());
+                page
+            }
+        };
+        let mut r = ByteReader::new(&page);
+        let count = r.uvarint().ok()? as usize;
+        let k = (id - first) as usize;
+        if k >= count {
+            return None;
         }
-        cache.insert(frame, page.clone());
-        Some((page, off))
+        let table = r.pos();
+        let o = table + k * 4;
+        let off = u32::from_le_bytes(page.get(o..o + 4)?.try_into().ok()?) as usize;
+        let entries = table + count * 4;
+        Some((page.clone(), entries + off))
     }
 
     /// Labels of series `id`.
@@ -816,7 +881,7 @@ fn verify_index(b: &[u8], path: &Path) -> Result<[(usize, usize); TOC_SECTIONS]>
     if crc32fast::hash(toc) != crc {
         return Err(corrupt("index", path, "table of contents checksum mismatch"));
     }
-    let names = ["symbols", "series", "series offsets", "postings", "postings table"];
+    let names = ["symbols", "series", "series page table", "postings", "postings table"];
     let mut out = [(0usize, 0usize); TOC_SECTIONS];
     let mut expect = 8usize;
     for (i, e) in toc.chunks_exact(20).enumerate() {

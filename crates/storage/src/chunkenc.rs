@@ -806,6 +806,19 @@ mod tests {
     }
 
     #[test]
+    fn regression_long_runs_of_unchanged_deltas_decode() {
+        // 64 or more zero codes in a row once shifted a full bit buffer by 64.
+        for len in [63usize, 64, 65, 130, 240, 480] {
+            let s: Vec<Sample> = (0..len)
+                .map(|i| Sample::new(1_000 + i as i64 * 15_000, (7 * i) as f64))
+                .collect();
+            check(&s);
+            let c: Vec<Sample> = (0..len).map(|i| Sample::new(1_000 + i as i64 * 15_000, 42.0)).collect();
+            check(&c);
+        }
+    }
+
+    #[test]
     fn int_chunk_switches_to_float() {
         let mut s: Vec<Sample> = (0..50).map(|i| Sample::new(i * 1000, (i * 7) as f64)).collect();
         s.push(Sample::new(50_000, 0.5));
