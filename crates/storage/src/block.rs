@@ -143,6 +143,19 @@ impl PageWriter {
 /// Raw size at which an index page of series entries is cut.
 const SERIES_PAGE_TARGET: usize = 64 << 10;
 
+/// Writes `page` as a frame (`u32 raw_len`, `u32 comp_len`, zstd bytes) and clears it.
+fn flush_page_frame(out: &mut Vec<u8>, page: &mut Vec<u8>) -> Result<()> {
+    if page.is_empty() {
+        return Ok(());
+    }
+    let comp = zstd::bulk::compress(page, ZSTD_LEVEL)?;
+    out.extend_from_slice(&(page.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(comp.len() as u32).to_le_bytes());
+    out.extend_from_slice(&comp);
+    page.clear();
+    Ok(())
+}
+
 /// Series entries being gathered into index pages.
 #[derive(Default)]
 struct SeriesPages {
@@ -173,11 +186,8 @@ impl SeriesPages {
             raw.extend_from_slice(&o.to_le_bytes());
         }
         raw.extend_from_slice(&self.entries);
-        let comp = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
         self.table.push((self.first, out.len() as u64));
-        out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(comp.len() as u32).to_le_bytes());
-        out.extend_from_slice(&comp);
+        flush_page_frame(out, &mut raw)?;
         self.offsets.clear();
         self.entries.clear();
         Ok(())
@@ -363,17 +373,25 @@ impl BlockWriter {
         }
         let mut keys: Vec<(u32, u32)> = postings.keys().copied().collect();
         keys.sort_unstable();
+        // Postings go into zstd pages too; a bitmap's reference is
+        // (frame offset << 24) | offset inside the decoded page.
         let mut sec_postings = Vec::new();
         let mut sec_ptable = Vec::new();
+        let mut page: Vec<u8> = Vec::with_capacity(SERIES_PAGE_TARGET * 2);
         put_uvarint(&mut sec_ptable, keys.len() as u64);
         for k in &keys {
-            let off = sec_postings.len();
-            postings[k].serialize_into(&mut sec_postings)?;
+            if !page.is_empty() && page.len() > SERIES_PAGE_TARGET {
+                flush_page_frame(&mut sec_postings, &mut page)?;
+            }
+            let off = page.len();
+            postings[k].serialize_into(&mut page)?;
+            let r = ((sec_postings.len() as u64) << 24) | off as u64;
             put_uvarint(&mut sec_ptable, k.0 as u64);
             put_uvarint(&mut sec_ptable, k.1 as u64);
-            put_uvarint(&mut sec_ptable, off as u64);
-            put_uvarint(&mut sec_ptable, (sec_postings.len() - off) as u64);
+            put_uvarint(&mut sec_ptable, r);
+            put_uvarint(&mut sec_ptable, (page.len() - off) as u64);
         }
+        flush_page_frame(&mut sec_postings, &mut page)?;
         let mut idx = Vec::new();
         idx.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
         idx.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
@@ -433,10 +451,12 @@ pub struct Block {
     /// Byte offset of each symbol in the symbols section.
     sym_offsets: Vec<u32>,
     /// name symbol → sorted `(value symbol, postings offset, postings length)`.
-    ptable: HashMap<u32, Vec<(u32, u32, u32)>>,
+    ptable: HashMap<u32, Vec<(u32, u64, u32)>>,
     page_cache: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     /// Decoded index pages of series entries, by frame offset.
     series_pages: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// Decoded postings pages, by frame offset.
+    postings_pages: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     /// `(first series id, frame offset)` of each series page.
     series_table: Vec<(u32, u64)>,
     n_series: u32,
@@ -484,6 +504,7 @@ impl Block {
             ptable: HashMap::new(),
             page_cache: Mutex::new(HashMap::new()),
             series_pages: Mutex::new(HashMap::new()),
+            postings_pages: Mutex::new(HashMap::new()),
             series_table: Vec::new(),
             n_series: 0,
             tombstones: RwLock::new(HashMap::new()),
@@ -509,13 +530,13 @@ impl Block {
             offs.push(r.pos() as u32);
             r.len_prefixed()?;
         }
-        let mut pt: HashMap<u32, Vec<(u32, u32, u32)>> = HashMap::new();
+        let mut pt: HashMap<u32, Vec<(u32, u64, u32)>> = HashMap::new();
         let mut r = ByteReader::new(self.section(4));
         let count = r.uvarint()?;
         for _ in 0..count {
             let name = r.uvarint()? as u32;
             let val = r.uvarint()? as u32;
-            let off = r.uvarint()? as u32;
+            let off = r.uvarint()?;
             let len = r.uvarint()? as u32;
             if name as usize >= n || val as usize >= n {
                 return Err(crate::bits::Truncated);
@@ -662,23 +683,7 @@ impl Block {
             .partition_point(|(first, _)| *first <= id)
             .checked_sub(1)?;
         let (first, frame) = self.series_table[idx];
-        let cached = self.series_pages.lock().get(&frame).cloned();
-        let page = match cached {
-            Some(p) => p,
-            None => {
-                let sec = self.section(1);
-                let f = frame as usize;
-                let raw_len = u32::from_le_bytes(sec.get(f..f + 4)?.try_into().ok()?) as usize;
-                let comp_len = u32::from_le_bytes(sec.get(f + 4..f + 8)?.try_into().ok()?) as usize;
-                let page = Arc::new(zstd::bulk::decompress(sec.get(f + 8..f + 8 + comp_len)?, raw_len).ok()?);
-                let mut cache = self.series_pages.lock();
-                if cache.len() >= 1024 {
-                    cache.clear();
-                }
-                cache.insert(frame, page.clone());
-                page
-            }
-        };
+        let page = self.decoded_frame(1, frame, &self.series_pages)?;
         let mut r = ByteReader::new(&page);
         let count = r.uvarint().ok()? as usize;
         let k = (id - first) as usize;
@@ -803,11 +808,32 @@ impl Block {
         postings_for_matchers(self, ms)
     }
 
-    fn postings_at(&self, off: u32, len: u32) -> RoaringBitmap {
-        let sec = self.section(3);
-        sec.get(off as usize..off as usize + len as usize)
+    fn postings_at(&self, r: u64, len: u32) -> RoaringBitmap {
+        let (frame, off) = (r >> 24, (r & 0xff_ffff) as usize);
+        let Some(page) = self.decoded_frame(3, frame, &self.postings_pages) else {
+            return RoaringBitmap::new();
+        };
+        page.get(off..off + len as usize)
             .and_then(|b| RoaringBitmap::deserialize_from(b).ok())
             .unwrap_or_default()
+    }
+
+    /// Decodes (through `cache`) the page frame at `frame` in index section `sec`.
+    fn decoded_frame(&self, sec: usize, frame: u64, cache: &Mutex<HashMap<u64, Arc<Vec<u8>>>>) -> Option<Arc<Vec<u8>>> {
+        if let Some(p) = cache.lock().get(&frame) {
+            return Some(p.clone());
+        }
+        let b = self.section(sec);
+        let f = frame as usize;
+        let raw_len = u32::from_le_bytes(b.get(f..f + 4)?.try_into().ok()?) as usize;
+        let comp_len = u32::from_le_bytes(b.get(f + 4..f + 8)?.try_into().ok()?) as usize;
+        let page = Arc::new(zstd::bulk::decompress(b.get(f + 8..f + 8 + comp_len)?, raw_len).ok()?);
+        let mut c = cache.lock();
+        if c.len() >= 1024 {
+            c.clear();
+        }
+        c.insert(frame, page.clone());
+        Some(page)
     }
 
     /// Label names, restricted to series in `ids` when given.
