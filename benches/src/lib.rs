@@ -44,6 +44,34 @@ pub fn load_timed(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval_ms: i6
     (n, secs)
 }
 
+/// Like [`load_timed`], appending through series references obtained once.
+pub fn load_timed_by_ref(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval_ms: i64) -> (usize, f64) {
+    let refs: Vec<sextant_storage::SeriesRef> = fleet
+        .series
+        .iter()
+        .map(|s| db.series_ref(&s.labels).expect("ref"))
+        .collect();
+    let mut n = 0;
+    let mut secs = 0.0;
+    let mut values = vec![0.0; fleet.series.len()];
+    for k in 0..steps {
+        let t = t0 + k as i64 * interval_ms;
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = fleet.value(i, t);
+        }
+        let started = std::time::Instant::now();
+        let mut app = db.appender();
+        for (r, v) in refs.iter().zip(&values) {
+            app.append_ref(r, t, *v);
+        }
+        n += app.len();
+        let rep = app.commit().expect("commit");
+        secs += started.elapsed().as_secs_f64();
+        assert_eq!(rep.rejected_count, 0);
+    }
+    (n, secs)
+}
+
 /// A fleet of about `series` series.
 pub fn fleet(series: usize) -> Fleet {
     Fleet::new(&FleetSpec::with_series(series))

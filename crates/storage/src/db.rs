@@ -15,7 +15,7 @@ use crate::block::{new_block_id, Block, BlockMeta, BlockWriter};
 use crate::compact;
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
-use crate::head::{Head, SampleRejection};
+use crate::head::{Head, MemSeries, SampleRejection};
 use crate::querier::{self, HeadReader, SeriesReader};
 use crate::wal::{self, FsyncPolicy, Record, Wal, WalSample};
 
@@ -236,6 +236,23 @@ impl Db {
             },
             report,
         ))
+    }
+
+    /// A reference to the series with these labels (created if needed), for
+    /// [`Appender::append_ref`].
+    pub fn series_ref(&self, labels: &Labels) -> Result<SeriesRef> {
+        self.check_open()?;
+        if labels.is_empty() {
+            return Err(Error::Invalid("a series needs at least one label".into()));
+        }
+        let (series, created) = self.inner.head.get_or_create(labels, None);
+        if created {
+            self.inner.metrics.series_created.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(SeriesRef {
+            labels: labels.clone(),
+            series,
+        })
     }
 
     /// A batch of samples to commit together.
@@ -529,11 +546,25 @@ fn read_err(e: Error) -> ReadError {
     }
 }
 
+/// A handle to one head series, for appending without a label lookup.
+#[derive(Clone)]
+pub struct SeriesRef {
+    labels: Labels,
+    series: Arc<MemSeries>,
+}
+
+impl SeriesRef {
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+}
+
 /// A batch of samples committed together: one WAL write, one acknowledgement.
 pub struct Appender<'a> {
     db: &'a Db,
-    /// Each series of the batch with the range of its samples in `samples`.
-    series: Vec<(Labels, usize, usize)>,
+    /// Each series of the batch (with its head series when the caller holds a
+    /// reference) and the range of its samples in `samples`.
+    series: Vec<(Labels, Option<Arc<MemSeries>>, usize, usize)>,
     samples: Vec<Sample>,
 }
 
@@ -543,9 +574,17 @@ impl Appender<'_> {
         let end = self.samples.len();
         self.samples.push(Sample { t, v });
         match self.series.last_mut() {
-            Some((l, _, e)) if *e == end && l == labels => *e = end + 1,
-            _ => self.series.push((labels.clone(), end, end + 1)),
+            Some((l, _, _, e)) if *e == end && l == labels => *e = end + 1,
+            _ => self.series.push((labels.clone(), None, end, end + 1)),
         }
+    }
+
+    /// Adds one sample to a series by reference, skipping the label lookup.
+    pub fn append_ref(&mut self, r: &SeriesRef, t: Timestamp, v: f64) {
+        let end = self.samples.len();
+        self.samples.push(Sample { t, v });
+        self.series
+            .push((r.labels.clone(), Some(r.series.clone()), end, end + 1));
     }
 
     /// Adds samples of one series.
@@ -557,7 +596,7 @@ impl Appender<'_> {
     pub fn append_slice(&mut self, labels: Labels, samples: &[Sample]) {
         let start = self.samples.len();
         self.samples.extend_from_slice(samples);
-        self.series.push((labels, start, self.samples.len()));
+        self.series.push((labels, None, start, self.samples.len()));
     }
 
     pub fn len(&self) -> usize {
@@ -584,13 +623,19 @@ impl Appender<'_> {
             let _gate = inner.append_gate.read();
             let floor = inner.head.floor();
             let window = inner.opts.ooo_window_ms;
-            for (labels, lo, hi) in &self.series {
+            for (labels, held, lo, hi) in &self.series {
                 let samples = &self.samples[*lo..*hi];
                 if labels.is_empty() {
                     return Err(Error::Invalid("a series needs at least one label".into()));
                 }
+                let mut held = held.clone();
                 loop {
-                    let (s, created) = inner.head.get_or_create(labels, None);
+                    // A held reference skips the lookup unless its series was
+                    // garbage-collected meanwhile.
+                    let (s, created) = match held.take() {
+                        Some(s) => (s, false),
+                        None => inner.head.get_or_create(labels, None),
+                    };
                     let mut d = s.data.lock();
                     if d.is_removed() {
                         continue;

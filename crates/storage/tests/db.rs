@@ -471,3 +471,38 @@ fn write_fixtures() {
         std::fs::write(&chunks, data).expect("write");
     }
 }
+
+#[test]
+fn appends_by_reference_survive_garbage_collection_of_their_series() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let s = l(&[("__name__", "by_ref"), ("gpu", "0")]);
+    let r = db.series_ref(&s).expect("ref");
+    let mut app = db.appender();
+    app.append_ref(&r, 1_000, 1.0);
+    app.append_ref(&r, 2_000, 2.0);
+    assert_eq!(app.commit().expect("commit").appended, 2);
+    // The flush empties the head, which drops the series; the old reference still works.
+    db.flush().expect("flush");
+    let mut app = db.appender();
+    app.append_ref(&r, 3_000, 3.0);
+    assert_eq!(app.commit().expect("commit").appended, 1);
+    let got = db
+        .select(&[Matcher::equal("__name__", "by_ref")], 0, 10_000)
+        .expect("select");
+    assert_eq!(
+        got[0].samples,
+        vec![
+            Sample::new(1_000, 1.0),
+            Sample::new(2_000, 2.0),
+            Sample::new(3_000, 3.0)
+        ]
+    );
+    drop(db);
+    // And the WAL knows the series: it replays after a restart.
+    let db = Db::open(d.path(), opts()).expect("reopen");
+    let got = db
+        .select(&[Matcher::equal("__name__", "by_ref")], 0, 10_000)
+        .expect("select");
+    assert_eq!(got[0].samples.len(), 3);
+}
