@@ -23,25 +23,11 @@ pub fn load(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval_ms: i64) -> 
 /// Like [`load`], also returning the seconds spent in the `Db` API alone
 /// (generating the fleet's values is not counted).
 pub fn load_timed(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval_ms: i64) -> (usize, f64) {
-    let mut n = 0;
-    let mut secs = 0.0;
-    let mut values = vec![0.0; fleet.series.len()];
-    for k in 0..steps {
-        let t = t0 + k as i64 * interval_ms;
-        for (i, v) in values.iter_mut().enumerate() {
-            *v = fleet.value(i, t);
-        }
-        let started = std::time::Instant::now();
-        let mut app = db.appender();
-        for (s, v) in fleet.series.iter().zip(&values) {
+    timed_scrapes(db, fleet, t0, steps, interval_ms, |app, t, values| {
+        for (s, v) in fleet.series.iter().zip(values) {
             app.append(&s.labels, t, *v);
         }
-        n += app.len();
-        let rep = app.commit().expect("commit");
-        secs += started.elapsed().as_secs_f64();
-        assert_eq!(rep.rejected_count, 0);
-    }
-    (n, secs)
+    })
 }
 
 /// Like [`load_timed`], appending through series references obtained once.
@@ -51,6 +37,22 @@ pub fn load_timed_by_ref(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval
         .iter()
         .map(|s| db.series_ref(&s.labels).expect("ref"))
         .collect();
+    timed_scrapes(db, fleet, t0, steps, interval_ms, |app, t, values| {
+        for (r, v) in refs.iter().zip(values) {
+            app.append_ref(r, t, *v);
+        }
+    })
+}
+
+/// Runs `steps` scrapes, each one commit filled by `fill`, timing only the `Db` calls.
+fn timed_scrapes(
+    db: &Db,
+    fleet: &Fleet,
+    t0: i64,
+    steps: usize,
+    interval_ms: i64,
+    mut fill: impl FnMut(&mut sextant_storage::Appender<'_>, i64, &[f64]),
+) -> (usize, f64) {
     let mut n = 0;
     let mut secs = 0.0;
     let mut values = vec![0.0; fleet.series.len()];
@@ -61,9 +63,7 @@ pub fn load_timed_by_ref(db: &Db, fleet: &Fleet, t0: i64, steps: usize, interval
         }
         let started = std::time::Instant::now();
         let mut app = db.appender();
-        for (r, v) in refs.iter().zip(&values) {
-            app.append_ref(r, t, *v);
-        }
+        fill(&mut app, t, &values);
         n += app.len();
         let rep = app.commit().expect("commit");
         secs += started.elapsed().as_secs_f64();

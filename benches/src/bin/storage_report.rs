@@ -44,8 +44,14 @@ fn main() {
     println!("| measure | value |\n| --- | --- |");
     println!("| series | {series} |");
     println!("| samples (2 h at 15 s) | {samples} |");
-    println!("| append rate by labels (samples/s, one thread, one commit per scrape) | {:.0} |", s1 as f64 / secs1);
-    println!("| append rate by series reference (samples/s, one thread) | {:.0} |", s2 as f64 / secs2);
+    println!(
+        "| append rate by labels (samples/s, one thread, one commit per scrape) | {:.0} |",
+        s1 as f64 / secs1
+    );
+    println!(
+        "| append rate by series reference (samples/s, one thread) | {:.0} |",
+        s2 as f64 / secs2
+    );
     println!(
         "| head heap bytes per active series | {:.0} |",
         head_bytes as f64 / series as f64
