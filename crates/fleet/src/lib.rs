@@ -7,7 +7,10 @@
 //! Everything is a pure function of the spec, the series and the timestamp, so
 //! any sample can be regenerated without state.
 
+pub mod demo;
 pub mod incident;
+pub mod remote_write;
+pub mod send;
 
 pub use incident::{Incident, IncidentKind};
 use sextant_model::{Labels, Sample};
@@ -88,9 +91,11 @@ impl FleetSpec {
 pub enum Kind {
     /// Monotonic counter growing by about `rate` per second at full load.
     Counter { rate: f64 },
-    /// Cumulative histogram bucket: observations at `rate`/s, fraction `cdf`
-    /// below `le` (`cdf_slow` while a latency regression is on).
-    Bucket { rate: f64, cdf: f64, cdf_slow: f64 },
+    /// Cumulative histogram bucket `k` of histogram `hist` (an index into
+    /// [`Fleet::bins`]): observations at `rate`/s. The count is the sum of the
+    /// bins' own counts up to `k`, so every bucket's increase is at least the
+    /// one below's, as in a real histogram. The `_count` is the last bucket.
+    Bucket { rate: f64, hist: u32, k: u16 },
     /// Histogram `_sum`: observations at `rate`/s with mean `mean`
     /// (`mean_slow` while a latency regression is on).
     Sum { rate: f64, mean: f64, mean_slow: f64 },
@@ -145,6 +150,9 @@ pub struct Fleet {
     pub series: Vec<SeriesSpec>,
     /// Per replica: its instance, inference component, model and zone.
     pub replicas: Vec<ReplicaInfo>,
+    /// Per histogram: each bin's share of observations, normally and while a
+    /// latency regression is on.
+    pub bins: Vec<Vec<(f64, f64)>>,
 }
 
 /// Identity of one replica.
@@ -277,6 +285,7 @@ struct ReplicaBuilder<'a> {
     place: Place,
     out: &'a mut Vec<SeriesSpec>,
     key: &'a mut u64,
+    bins: &'a mut Vec<Vec<(f64, f64)>>,
 }
 
 impl ReplicaBuilder<'_> {
@@ -315,21 +324,34 @@ impl ReplicaBuilder<'_> {
         } else {
             1.0
         };
-        for b in bounds {
+        let hist = self.bins.len() as u32;
+        let mut shares = Vec::with_capacity(bounds.len() + 1);
+        let (mut prev, mut prev_slow) = (0.0, 0.0);
+        for (k, b) in bounds.iter().enumerate() {
+            let (c, cs) = (
+                lognormal_cdf(*b, median, sigma),
+                lognormal_cdf(*b, median * slow, sigma),
+            );
+            shares.push((c - prev, cs - prev_slow));
+            (prev, prev_slow) = (c, cs);
             let l = self.labels(&format!("{name}_bucket"), &[("le", fmt_le(*b))]);
-            let kind = Kind::Bucket {
-                rate,
-                cdf: lognormal_cdf(*b, median, sigma),
-                cdf_slow: lognormal_cdf(*b, median * slow, sigma),
-            };
-            self.push(l, kind);
+            self.push(
+                l,
+                Kind::Bucket {
+                    rate,
+                    hist,
+                    k: k as u16,
+                },
+            );
         }
-        let l = self.labels(&format!("{name}_bucket"), &[("le", "+Inf".into())]);
+        shares.push((1.0 - prev, 1.0 - prev_slow));
         let all = Kind::Bucket {
             rate,
-            cdf: 1.0,
-            cdf_slow: 1.0,
+            hist,
+            k: bounds.len() as u16,
         };
+        self.bins.push(shares);
+        let l = self.labels(&format!("{name}_bucket"), &[("le", "+Inf".into())]);
         self.push(l, all);
         let l = self.labels(&format!("{name}_count"), &[]);
         self.push(l, all);
@@ -350,6 +372,7 @@ impl Fleet {
     pub fn new(spec: &FleetSpec) -> Fleet {
         let mut series = Vec::new();
         let mut replicas = Vec::new();
+        let mut bins = Vec::new();
         let mut key = spec.seed;
         for e in 0..spec.endpoints {
             for c in 0..spec.components {
@@ -396,6 +419,7 @@ impl Fleet {
                         place,
                         out: &mut series,
                         key: &mut key,
+                        bins: &mut bins,
                     };
                     let rps = 2.0 * traffic;
                     if spec.up {
@@ -463,6 +487,7 @@ impl Fleet {
                             },
                             out: &mut *b.out,
                             key: &mut *b.key,
+                            bins: &mut *b.bins,
                         };
                         gb.base.push(("gpu".into(), g.to_string()));
                         gb.base.push((
@@ -490,6 +515,7 @@ impl Fleet {
             spec: spec.clone(),
             series,
             replicas,
+            bins,
         }
     }
 
@@ -527,13 +553,22 @@ impl Fleet {
         let phase = self.phase(s);
         let v = match s.kind {
             Kind::Up => 1.0,
-            Kind::Counter { .. } | Kind::Bucket { .. } | Kind::Sum { .. } => {
-                let acc = self.accumulated(s, t_ms, phase, incidents);
-                match s.kind {
-                    // Sums are floats: rounded to microseconds as exporters often do.
-                    Kind::Sum { .. } => (acc * 1e6).round() / 1e6,
-                    _ => acc.floor().max(0.0),
-                }
+            Kind::Counter { rate } => {
+                let (normal, special) = self.accumulated(s, t_ms, phase, incidents);
+                // The special segments of a preemption counter are KV-cache saturation.
+                (rate * (normal + 40.0 * special)).floor().max(0.0)
+            }
+            Kind::Sum { rate, mean, mean_slow } => {
+                let (normal, slow) = self.accumulated(s, t_ms, phase, incidents);
+                // Sums are floats: rounded to microseconds as exporters often do.
+                ((rate * (mean * normal + mean_slow * slow)) * 1e6).round() / 1e6
+            }
+            Kind::Bucket { rate, hist, k } => {
+                let (normal, slow) = self.accumulated(s, t_ms, phase, incidents);
+                self.bins[hist as usize][..=k as usize]
+                    .iter()
+                    .map(|(p, q)| (rate * (p * normal + q * slow)).floor().max(0.0))
+                    .sum()
             }
             Kind::Gauge { base, amp, int } => {
                 let noise = unit(s.key ^ (t_ms as u64 / 1000)) * 2.0 - 1.0;
@@ -605,9 +640,12 @@ impl Fleet {
         start
     }
 
-    /// Count (or sum) accumulated since the process started: the integral of
-    /// load × rate × the incident factors, piecewise over incident boundaries.
-    fn accumulated(&self, s: &SeriesSpec, t_ms: i64, phase: f64, incidents: &[Incident]) -> f64 {
+    /// Load accumulated since the process started, split into normal time
+    /// and the time under the incident that changes this series' rate (a
+    /// TTFT regression for TTFT series, KV saturation for preemptions): the
+    /// integral of load × the traffic multiplier, piecewise over incident
+    /// boundaries.
+    fn accumulated(&self, s: &SeriesSpec, t_ms: i64, phase: f64, incidents: &[Incident]) -> (f64, f64) {
         let from = self.process_start(s, t_ms, incidents);
         let mut cuts: Vec<i64> = vec![from.max(0), t_ms.max(0)];
         for x in incidents {
@@ -619,28 +657,29 @@ impl Fleet {
         }
         cuts.sort_unstable();
         cuts.dedup();
-        let mut acc = 0.0;
+        let special_kind = match s.role {
+            Role::Ttft => Some(IncidentKind::TtftRegression),
+            Role::Preemptions => Some(IncidentKind::KvCacheSaturation),
+            _ => None,
+        };
+        let (mut normal, mut special) = (0.0, 0.0);
         for w in cuts.windows(2) {
             let (a, b) = (w[0], w[1]);
             let mid = a + (b - a) / 2;
-            let regressed = s.role == Role::Ttft
-                && incidents.iter().any(|x| {
-                    x.kind == IncidentKind::TtftRegression && x.active(mid) && x.affects(&self.spec, &s.place)
-                });
-            let saturated = s.role == Role::Preemptions
-                && incidents.iter().any(|x| {
-                    x.kind == IncidentKind::KvCacheSaturation && x.active(mid) && x.affects(&self.spec, &s.place)
-                });
-            let per_second = match s.kind {
-                Kind::Counter { rate } => rate * if saturated { 40.0 } else { 1.0 },
-                Kind::Bucket { rate, cdf, cdf_slow } => rate * if regressed { cdf_slow } else { cdf },
-                Kind::Sum { rate, mean, mean_slow } => rate * if regressed { mean_slow } else { mean },
-                _ => 0.0,
-            };
+            let is_special = special_kind.is_some_and(|k| {
+                incidents
+                    .iter()
+                    .any(|x| x.kind == k && x.active(mid) && x.affects(&self.spec, &s.place))
+            });
             let m = self.traffic_mult(s, mid, incidents);
-            acc += per_second * m * (load_integral(b, phase) - load_integral(a, phase));
+            let d = m * (load_integral(b, phase) - load_integral(a, phase));
+            if is_special {
+                special += d;
+            } else {
+                normal += d;
+            }
         }
-        acc
+        (normal, special)
     }
 
     /// Samples of every series at `t` (ms), as `(series index, sample)`.
@@ -722,6 +761,11 @@ mod tests {
         assert_eq!(ttft.len(), 22);
         for w in ttft.windows(2) {
             assert!(f.value(w[0], t) <= f.value(w[1], t));
+            // Increases are cumulative too, so rates never need repairing.
+            for dt in [15_000, 60_000, 300_000] {
+                let inc = |i: usize| f.value(i, t + dt) - f.value(i, t);
+                assert!(inc(w[0]) <= inc(w[1]), "bucket increases over {dt} ms");
+            }
         }
     }
 

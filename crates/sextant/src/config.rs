@@ -25,6 +25,94 @@ pub struct Cli {
 pub enum Command {
     /// Run the server with an embedded store in a local directory.
     Serve(ServeArgs),
+    /// Send the synthetic demo fleet to any remote-write URL.
+    Demo(DemoCommand),
+}
+
+/// Shape of the demo fleet; shared by `serve --demo` and `sextant demo`.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoArgs {
+    /// About how many series the demo fleet has, up to 1000000 [default: 5000].
+    #[arg(long, value_name = "N")]
+    pub demo_series: Option<usize>,
+    /// History written before going live, e.g. 6h [default: 3h].
+    #[arg(long, value_name = "DURATION")]
+    pub demo_backfill: Option<String>,
+    /// Scrape interval of the demo fleet [default: 15s].
+    #[arg(long, value_name = "DURATION")]
+    pub demo_interval: Option<String>,
+    /// Seed of the demo fleet [default: 42].
+    #[arg(long, value_name = "N")]
+    pub demo_seed: Option<u64>,
+    /// Incident schedule: comma-separated `kind@start[/duration][:target]`, start
+    /// relative to now (negative is in the backfilled past), or `none`. Kinds:
+    /// kv-cache-saturation, ttft-regression, gpu-xid, zone-skew, replica-down
+    /// [default: ttft-regression@-75m:1,gpu-xid@-20m:5].
+    #[arg(long, value_name = "SCHEDULE")]
+    pub demo_incidents: Option<String>,
+}
+
+/// Settings of `sextant demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoCommand {
+    /// Remote-write URL to send to.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9090/api/v1/write")]
+    pub url: String,
+    /// Parallel keep-alive connections.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub connections: usize,
+    /// Stop after the backfill instead of writing live.
+    #[arg(long)]
+    pub backfill_only: bool,
+    #[command(flatten)]
+    pub demo: DemoArgs,
+}
+
+/// The demo settings resolved.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    pub series: usize,
+    pub backfill_ms: i64,
+    pub interval_ms: i64,
+    pub seed: u64,
+    pub schedule: String,
+}
+
+impl DemoArgs {
+    fn or(self, f: DemoArgs) -> DemoArgs {
+        DemoArgs {
+            demo_series: self.demo_series.or(f.demo_series),
+            demo_backfill: self.demo_backfill.or(f.demo_backfill),
+            demo_interval: self.demo_interval.or(f.demo_interval),
+            demo_seed: self.demo_seed.or(f.demo_seed),
+            demo_incidents: self.demo_incidents.or(f.demo_incidents),
+        }
+    }
+
+    pub fn resolve(&self) -> anyhow::Result<DemoSettings> {
+        let series = self.demo_series.unwrap_or(5_000);
+        if !(100..=1_000_000).contains(&series) {
+            bail!("--demo-series must be between 100 and 1000000, got {series}");
+        }
+        let backfill_ms = duration_ms(self.demo_backfill.as_deref().unwrap_or("3h"), "--demo-backfill")?;
+        let interval_ms = duration_ms(self.demo_interval.as_deref().unwrap_or("15s"), "--demo-interval")?;
+        if interval_ms < 100 {
+            bail!("--demo-interval must be at least 100ms");
+        }
+        let schedule = self
+            .demo_incidents
+            .clone()
+            .unwrap_or_else(|| "ttft-regression@-75m:1,gpu-xid@-20m:5".into());
+        sextant_fleet::incident::parse_schedule(&schedule, 0).map_err(|e| anyhow::anyhow!("--demo-incidents: {e}"))?;
+        Ok(DemoSettings {
+            series,
+            backfill_ms: backfill_ms.max(0),
+            interval_ms,
+            seed: self.demo_seed.unwrap_or(42),
+            schedule,
+        })
+    }
 }
 
 /// Settings of `sextant serve`; each can also be set in the config file under
@@ -94,6 +182,14 @@ pub struct ServeArgs {
     /// Log level or filter (error, warn, info, debug, or a tracing filter) [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Run the synthetic inference fleet and write it into this server through
+    /// its own remote-write endpoint.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub demo: Option<bool>,
+    /// The demo fleet's settings; in the config file, the `[demo_fleet]` table.
+    #[command(flatten)]
+    #[serde(default, rename = "demo_fleet")]
+    pub demo_args: DemoArgs,
 }
 
 fn duration_ms(s: &str, what: &str) -> anyhow::Result<i64> {
@@ -154,6 +250,8 @@ impl ServeArgs {
                 .or(f.otlp_promote_resource_attributes),
             otlp_scope_labels: self.otlp_scope_labels.or(f.otlp_scope_labels),
             log_level: self.log_level.or(f.log_level),
+            demo: self.demo.or(f.demo),
+            demo_args: self.demo_args.or(f.demo_args),
         })
     }
 
@@ -274,12 +372,18 @@ impl ServeArgs {
             "otlp.grpc-listen-address".into(),
             otlp_grpc_listen.clone().unwrap_or_else(|| "off".into()),
         ));
+        let demo = if self.demo.unwrap_or(false) {
+            Some(self.demo_args.resolve()?)
+        } else {
+            None
+        };
         Ok(ServeOptions {
             listen,
             otlp_grpc_listen,
             data_dir,
             storage,
             server,
+            demo,
         })
     }
 }

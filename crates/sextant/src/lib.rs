@@ -8,6 +8,7 @@
 //! ```
 
 pub mod config;
+pub mod demo;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub storage: Options,
     pub server: ServerConfig,
+    /// Run the demo fleet into this server.
+    pub demo: Option<config::DemoSettings>,
 }
 
 /// Opens the store, logging what recovery did.
@@ -64,8 +67,20 @@ pub async fn serve_on(
     server: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(listener, grpc, db, server, axum::Router::new(), shutdown).await
+}
+
+/// Like [`serve_on`], with extra routes merged into the HTTP router.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    db: Arc<Db>,
+    server: ServerConfig,
+    extra: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let state = AppState::new(db.clone(), server);
-    let app = sextant_http::router(state.clone());
+    let app = sextant_http::router(state.clone()).merge(extra);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc_task = grpc.map(|l| {
         let mut rx = stop_rx.clone();
@@ -113,7 +128,55 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
-    serve_on(listener, grpc, db, opts.server, shutdown_signal()).await
+    let mut extra = axum::Router::new();
+    let mut running_demo = None;
+    if let Some(d) = &opts.demo {
+        let port = listener.local_addr()?.port();
+        let demo = Arc::new(start_demo(d, format!("http://127.0.0.1:{port}/api/v1/write"), 2, &db)?);
+        extra = demo::router(demo.clone());
+        running_demo = Some(demo);
+    }
+    let r = serve_with(listener, grpc, db, opts.server, extra, shutdown_signal()).await;
+    drop(running_demo);
+    r
+}
+
+/// Starts the demo fleet writing to `url`, resuming after what `db` already
+/// holds so that a restarted demo never writes out of order.
+pub fn start_demo(
+    d: &config::DemoSettings,
+    url: String,
+    connections: usize,
+    db: &Db,
+) -> anyhow::Result<sextant_fleet::demo::Demo> {
+    let now = sextant_fleet::demo::now_ms();
+    let schedule = sextant_fleet::incident::parse_schedule(&d.schedule, now).map_err(|e| anyhow::anyhow!(e))?;
+    let newest = db.max_time();
+    let cfg = sextant_fleet::demo::DemoConfig {
+        url,
+        spec: sextant_fleet::FleetSpec {
+            seed: d.seed,
+            ..sextant_fleet::FleetSpec::demo(d.series)
+        },
+        backfill_ms: d.backfill_ms,
+        interval_ms: d.interval_ms,
+        connections,
+        resume_after_ms: (newest > i64::MIN && newest < i64::MAX).then_some(newest),
+        ..Default::default()
+    };
+    let demo = sextant_fleet::demo::Demo::start(cfg, schedule).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(
+        target: "sextant",
+        series = demo.fleet.series.len(),
+        replicas = demo.fleet.replicas.len(),
+        backfill = ?std::time::Duration::from_millis(d.backfill_ms as u64),
+        interval_ms = d.interval_ms,
+        "demo fleet started"
+    );
+    for x in demo.incidents() {
+        tracing::info!(target: "sextant", "demo incident scheduled: {} ({})", demo.fleet.describe(&x), x.kind.name());
+    }
+    Ok(demo)
 }
 
 /// Completes on SIGINT or SIGTERM.
