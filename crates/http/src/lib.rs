@@ -12,6 +12,7 @@ pub mod json;
 pub mod metrics;
 pub(crate) mod otlp;
 pub mod params;
+mod ui;
 mod write;
 
 use std::collections::HashMap;
@@ -170,6 +171,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/-/healthy", get(api::healthy).head(api::healthy))
         .route("/-/ready", get(api::ready).head(api::ready))
         .route("/metrics", get(api::self_metrics))
+        .merge(ui::router())
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

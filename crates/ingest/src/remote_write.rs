@@ -193,6 +193,16 @@ fn kind_of(t: i32) -> MetricKind {
 
 /// Checks one series' labels; on success returns them as a label set.
 pub fn validate_labels(pairs: Vec<(String, String)>, limits: &Limits) -> Result<Labels, String> {
+    check_labels(&pairs, limits)?;
+    Ok(into_labels(pairs))
+}
+
+fn into_labels(pairs: Vec<(String, String)>) -> Labels {
+    Labels::from_sorted_unchecked(pairs.into_iter().map(|(n, v)| Label { name: n, value: v }).collect())
+}
+
+/// Checks one series' labels: present, within limits, sorted, unique, named.
+pub fn check_labels(pairs: &[(String, String)], limits: &Limits) -> Result<(), String> {
     if pairs.is_empty() {
         return Err("series has no labels".into());
     }
@@ -237,9 +247,7 @@ pub fn validate_labels(pairs: Vec<(String, String)>, limits: &Limits) -> Result<
     if !pairs.iter().any(|(n, _)| n == METRIC_NAME) {
         return Err("series has no metric name (__name__ label)".into());
     }
-    Ok(Labels::from_sorted_unchecked(
-        pairs.into_iter().map(|(n, v)| Label { name: n, value: v }).collect(),
-    ))
+    Ok(())
 }
 
 fn describe(pairs: &[(String, String)]) -> String {
@@ -295,15 +303,18 @@ pub fn decode_v1(buf: &[u8], limits: &Limits, now_ms: i64) -> Result<WriteBatch,
         if samples.is_empty() {
             continue;
         }
-        let desc = describe(&pairs);
-        match validate_labels(pairs, limits).and_then(|l| check_samples(&samples, limits, now_ms).map(|_| l)) {
-            Ok(labels) => {
+        // The description is built only for a rejected series.
+        match check_labels(&pairs, limits).and_then(|_| check_samples(&samples, limits, now_ms)) {
+            Ok(()) => {
                 out.samples += samples.len();
-                out.series.push((labels, samples));
+                out.series.push((into_labels(pairs), samples));
             }
             Err(reason) => {
                 out.samples_rejected += samples.len();
-                out.invalid.push(SeriesError { series: desc, reason });
+                out.invalid.push(SeriesError {
+                    series: describe(&pairs),
+                    reason,
+                });
             }
         }
     }
@@ -355,10 +366,12 @@ pub fn decode_v2(buf: &[u8], limits: &Limits, now_ms: i64) -> Result<WriteBatch,
                 reason: "native histogram samples are not supported yet".into(),
             });
         }
-        let desc = describe(&pairs);
         if let Some(reason) = bad_ref {
             out.samples_rejected += ts.samples.len();
-            out.invalid.push(SeriesError { series: desc, reason });
+            out.invalid.push(SeriesError {
+                series: describe(&pairs),
+                reason,
+            });
             continue;
         }
         let name = pairs.iter().find(|(n, _)| n == METRIC_NAME).map(|(_, v)| v.clone());
@@ -378,14 +391,17 @@ pub fn decode_v2(buf: &[u8], limits: &Limits, now_ms: i64) -> Result<WriteBatch,
         if samples.is_empty() {
             continue;
         }
-        match validate_labels(pairs, limits).and_then(|l| check_samples(&samples, limits, now_ms).map(|_| l)) {
-            Ok(labels) => {
+        match check_labels(&pairs, limits).and_then(|_| check_samples(&samples, limits, now_ms)) {
+            Ok(()) => {
                 out.samples += samples.len();
-                out.series.push((labels, samples));
+                out.series.push((into_labels(pairs), samples));
             }
             Err(reason) => {
                 out.samples_rejected += samples.len();
-                out.invalid.push(SeriesError { series: desc, reason });
+                out.invalid.push(SeriesError {
+                    series: describe(&pairs),
+                    reason,
+                });
             }
         }
     }

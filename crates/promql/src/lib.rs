@@ -63,7 +63,123 @@ pub struct Engine {
 
 /// Parses a query, with Prometheus's error wording.
 pub fn parse(query: &str) -> Result<Expr, Error> {
-    promql_parser::parser::parse(query).map_err(|e| Error::bad(e.to_string()))
+    promql_parser::parser::parse(query).map_err(|e| {
+        let msg = e.to_string();
+        match error_offset(query, &msg) {
+            Some(at) => {
+                let (line, col) = line_col(query, at);
+                Error::bad(format!("{line}:{col}: parse error: {msg}"))
+            }
+            None => Error::bad(format!("parse error: {msg}")),
+        }
+    })
+}
+
+/// 1-based line and column (in characters) of byte offset `at`.
+fn line_col(q: &str, at: usize) -> (usize, usize) {
+    let before = &q[..at.min(q.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Byte offsets of the code characters of `q`: outside string literals and
+/// comments, so that brackets inside label values are not counted.
+fn code_chars(q: &str) -> Vec<(usize, char)> {
+    let mut out = Vec::new();
+    let mut it = q.char_indices().peekable();
+    while let Some((i, c)) = it.next() {
+        match c {
+            '"' | '\'' | '`' => {
+                while let Some((_, d)) = it.next() {
+                    if d == '\\' && c != '`' {
+                        it.next();
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '#' => {
+                for (_, d) in it.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            _ => out.push((i, c)),
+        }
+    }
+    out
+}
+
+/// Where in `q` the parser's complaint `msg` points, as a byte offset: the
+/// parser reports no positions, so they are recovered from the text.
+fn error_offset(q: &str, msg: &str) -> Option<usize> {
+    let code = code_chars(q);
+    let unmatched = |open: char, close: char| -> (Option<usize>, Option<usize>) {
+        let mut stack = Vec::new();
+        for &(i, c) in &code {
+            if c == open {
+                stack.push(i);
+            } else if c == close && stack.pop().is_none() {
+                return (None, Some(i));
+            }
+        }
+        (stack.first().copied(), None)
+    };
+    let quoted = |m: &str| -> Option<String> {
+        let a = m.find('\'')?;
+        let b = m[a + 1..].find('\'')?;
+        Some(m[a + 1..a + 1 + b].to_string())
+    };
+    if msg.contains("unclosed left parenthesis") {
+        return unmatched('(', ')').0;
+    }
+    if msg.contains("unexpected right parenthesis") {
+        return unmatched('(', ')').1;
+    }
+    if msg.contains("inside braces") && msg.contains("end of input") {
+        return unmatched('{', '}').0.or(Some(q.len()));
+    }
+    if msg.contains("inside brackets") && msg.contains("end of input") {
+        return unmatched('[', ']').0.or(Some(q.len()));
+    }
+    if msg.contains("end of input") {
+        return Some(q.trim_end().len());
+    }
+    if let Some(c) = msg
+        .strip_prefix("unexpected character inside brackets: ")
+        .and_then(quoted)
+    {
+        let open = code.iter().find(|(_, ch)| *ch == '[').map(|(i, _)| *i)?;
+        return code
+            .iter()
+            .find(|(i, ch)| *i > open && c.starts_with(*ch))
+            .map(|(i, _)| *i);
+    }
+    if msg.contains("function") {
+        if let Some(f) = quoted(msg) {
+            let fc = format!("{f}(");
+            return q.find(&fc).or_else(|| q.find(&f));
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("illegal regex for ") {
+        return q.find(rest.trim());
+    }
+    // Otherwise: just past the longest prefix that parses.
+    let mut cuts: Vec<usize> = code
+        .windows(2)
+        .filter(|w| !w[0].1.is_alphanumeric() || !w[1].1.is_alphanumeric())
+        .map(|w| w[1].0)
+        .collect();
+    cuts.truncate(300);
+    for &end in cuts.iter().rev() {
+        if promql_parser::parser::parse(&q[..end]).is_ok() {
+            let next = q[end..].find(|c: char| !c.is_whitespace()).map_or(q.len(), |o| end + o);
+            return Some(next);
+        }
+    }
+    Some(code.first().map_or(0, |(i, _)| *i))
 }
 
 impl Engine {
@@ -300,5 +416,33 @@ pub fn parse_selector(s: &str) -> Result<Vec<sextant_model::Matcher>, Error> {
         _ => Err(Error::bad(format!(
             "invalid series selector {s:?}: expected a vector selector"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod parse_error_tests {
+    use super::parse;
+
+    fn err(q: &str) -> String {
+        match parse(q) {
+            Ok(_) => panic!("{q:?} parsed"),
+            Err(e) => e.msg,
+        }
+    }
+
+    #[test]
+    fn parse_errors_carry_their_position() {
+        assert!(err("sum by (zone (up)").starts_with("1:8: parse error: unclosed left parenthesis"));
+        assert!(err("sum(rate(x[5m])))").starts_with("1:17: parse error: unexpected right parenthesis"));
+        assert!(err("foo{").starts_with("1:4: parse error:"));
+        assert!(err("rate(x[5m)").starts_with("1:10: parse error:"));
+        assert!(err("unknown_fn(x)").starts_with("1:1: parse error:"));
+        assert!(err("foo bar").starts_with("1:5: parse error:"), "{}", err("foo bar"));
+        assert!(err("1 +").starts_with("1:"), "{}", err("1 +"));
+        assert!(
+            err("up{a=\"(\"} +\n  (").starts_with("2:3: parse error"),
+            "{}",
+            err("up{a=\"(\"} +\n  (")
+        );
     }
 }

@@ -48,7 +48,7 @@ pub struct DemoArgs {
     /// Incident schedule: comma-separated `kind@start[/duration][:target]`, start
     /// relative to now (negative is in the backfilled past), or `none`. Kinds:
     /// kv-cache-saturation, ttft-regression, gpu-xid, zone-skew, replica-down
-    /// [default: ttft-regression@-75m:1,gpu-xid@-20m:5].
+    /// [default: ttft-regression@-30m:1,gpu-xid@-20m:5].
     #[arg(long, value_name = "SCHEDULE")]
     pub demo_incidents: Option<String>,
 }
@@ -103,7 +103,7 @@ impl DemoArgs {
         let schedule = self
             .demo_incidents
             .clone()
-            .unwrap_or_else(|| "ttft-regression@-75m:1,gpu-xid@-20m:5".into());
+            .unwrap_or_else(|| "ttft-regression@-30m:1,gpu-xid@-20m:5".into());
         sextant_fleet::incident::parse_schedule(&schedule, 0).map_err(|e| anyhow::anyhow!("--demo-incidents: {e}"))?;
         Ok(DemoSettings {
             series,
