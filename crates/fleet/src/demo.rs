@@ -200,6 +200,11 @@ impl Demo {
         n
     }
 
+    /// Asks every connection to stop after its current request.
+    pub fn halt(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Stops sending and waits for the connections to finish.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server with an embedded store in a local directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send the synthetic demo fleet to any remote-write URL.
     Demo(DemoCommand),
 }
@@ -418,6 +418,41 @@ mod tests {
         assert_eq!(o.listen, "127.0.0.1:2");
         assert_eq!(o.storage.retention_ms, Some(30 * 86_400_000));
         assert_eq!(o.storage.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn demo_settings_come_from_flags_or_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let f = dir.path().join("s.toml");
+        std::fs::write(
+            &f,
+            "demo = true\n[demo_fleet]\ndemo_series = 2000\ndemo_interval = \"5s\"\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(f),
+            demo_args: DemoArgs {
+                demo_interval: Some("1s".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let o = args.merged().expect("merge").resolve().expect("resolve");
+        let d = o.demo.expect("demo on");
+        assert_eq!((d.series, d.interval_ms), (2000, 1000));
+        assert!(d.schedule.contains("ttft-regression"));
+        let e = ServeArgs {
+            demo: Some(true),
+            demo_args: DemoArgs {
+                demo_incidents: Some("gpu-melts@1m".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .resolve()
+        .expect_err("bad schedule");
+        assert!(format!("{e:#}").contains("gpu-melts"), "{e:#}");
+        assert!(ServeArgs::default().resolve().expect("ok").demo.is_none());
     }
 
     #[test]

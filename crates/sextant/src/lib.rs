@@ -210,6 +210,7 @@ pub struct TestServer {
     db: Arc<Db>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    demo: Option<Arc<sextant_fleet::demo::Demo>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -233,12 +234,39 @@ impl TestServer {
         Ok(s)
     }
 
+    /// Starts a server with default settings that runs the demo fleet, with
+    /// its incident endpoints, as `sextant serve --demo` does.
+    pub fn start_demo(demo: config::DemoSettings) -> anyhow::Result<TestServer> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let storage = Options {
+            fsync: sextant_storage::FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let mut s = Self::launch(dir.path().to_path_buf(), storage, ServerConfig::default(), Some(demo))?;
+        s._dir = Some(dir);
+        Ok(s)
+    }
+
     /// Starts a server over an existing directory (kept when dropped).
     pub fn start_in(data_dir: PathBuf, storage: Options, server: ServerConfig) -> anyhow::Result<TestServer> {
+        Self::launch(data_dir, storage, server, None)
+    }
+
+    fn launch(
+        data_dir: PathBuf,
+        storage: Options,
+        server: ServerConfig,
+        demo: Option<config::DemoSettings>,
+    ) -> anyhow::Result<TestServer> {
         let db = open_store(&data_dir, storage)?;
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        let demo = match demo {
+            Some(d) => Some(Arc::new(start_demo(&d, format!("http://{addr}/api/v1/write"), 2, &db)?)),
+            None => None,
+        };
+        let extra = demo.clone().map(demo::router).unwrap_or_default();
         let std_grpc = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
         std_grpc.set_nonblocking(true)?;
         let grpc_addr = std_grpc.local_addr()?;
@@ -267,7 +295,7 @@ impl TestServer {
                         }
                     };
                     let grpc = tokio::net::TcpListener::from_std(std_grpc).ok();
-                    if let Err(e) = serve_on(listener, grpc, db2, server, async {
+                    if let Err(e) = serve_with(listener, grpc, db2, server, extra, async {
                         let _ = rx.await;
                     })
                     .await
@@ -283,8 +311,14 @@ impl TestServer {
             db,
             stop: Some(tx),
             thread: Some(thread),
+            demo,
             _dir: None,
         })
+    }
+
+    /// The demo fleet, when started with [`TestServer::start_demo`].
+    pub fn demo(&self) -> Option<&Arc<sextant_fleet::demo::Demo>> {
+        self.demo.as_ref()
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -309,6 +343,10 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // The demo stops writing before the server stops taking writes.
+        if let Some(d) = self.demo.take() {
+            d.halt();
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -20,7 +20,7 @@ fn init_logging(level: Option<String>) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(a)) => a,
+        Some(Command::Serve(a)) => *a,
         Some(Command::Demo(d)) => {
             init_logging(None);
             return run_demo(d);
