@@ -623,7 +623,11 @@ pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn self_metrics(State(st): State<Arc<AppState>>) -> Response {
-    let body = crate::metrics::render(&st.metrics, &st.db);
+    let mut body = crate::metrics::render(&st.metrics, &st.db);
+    body.push_str(&format!(
+        "# HELP sextant_remote_write_series_cache_entries Remote-write series known by their encoded labels.\n# TYPE sextant_remote_write_series_cache_entries gauge\nsextant_remote_write_series_cache_entries {}\n",
+        st.series_cache.len()
+    ));
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],

@@ -12,6 +12,7 @@ pub mod json;
 pub mod metrics;
 pub(crate) mod otlp;
 pub mod params;
+mod series_cache;
 mod ui;
 mod write;
 
@@ -80,6 +81,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Running totals that turn OTLP delta sums and histograms into cumulative ones.
     pub otlp_delta: parking_lot::Mutex<sextant_ingest::otlp::DeltaState>,
+    /// Series references of remote-write senders, by their encoded labels.
+    pub(crate) series_cache: series_cache::SeriesCache,
 }
 
 impl AppState {
@@ -94,6 +97,7 @@ impl AppState {
             started: SystemTime::now(),
             ready: AtomicBool::new(true),
             otlp_delta: parking_lot::Mutex::new(Default::default()),
+            series_cache: series_cache::SeriesCache::new(4 << 20),
         })
     }
 

@@ -9,8 +9,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sextant_ingest::remote_write::{self, Protocol};
+use sextant_ingest::rw_scan;
 use sextant_ingest::{DecodeError, WriteBatch};
-use sextant_storage::{CommitReport, SampleRejection};
+use sextant_model::Sample;
+use sextant_storage::{CommitReport, SampleRejection, SeriesRef};
 
 use crate::api::now_ms;
 use crate::AppState;
@@ -56,6 +58,52 @@ fn storage_failure(e: &sextant_storage::Error) -> Response {
     }
 }
 
+/// A request ready to append: series known by reference, and the rest
+/// decoded in full.
+#[derive(Default)]
+struct Prepared {
+    batch: WriteBatch,
+    /// Per series of `batch`: its label key, when it should be cached.
+    keys: Vec<Option<u64>>,
+    /// Known series and their samples' range in `samples`.
+    known: Vec<(SeriesRef, std::ops::Range<usize>)>,
+    samples: Vec<Sample>,
+}
+
+/// Scans a 1.0 request; series whose encoded labels are in the cache skip
+/// decoding, the others are decoded and validated in full.
+fn prepare_v1(st: &AppState, raw: &[u8], limits: &sextant_ingest::Limits, now: i64) -> Result<Prepared, DecodeError> {
+    let scan = rw_scan::scan_v1(raw)?;
+    let mut p = Prepared::default();
+    for s in &scan.series {
+        let samples = &scan.samples[s.samples.clone()];
+        if s.plain && !samples.is_empty() {
+            let key = rw_scan::label_key(s.labels);
+            if let Some(r) = st.series_cache.get(key) {
+                if rw_scan::labels_match(s.labels, r.labels())
+                    && remote_write::check_samples(samples, limits, now).is_ok()
+                {
+                    let start = p.samples.len();
+                    p.samples.extend_from_slice(samples);
+                    p.known.push((r, start..p.samples.len()));
+                    continue;
+                }
+            }
+            let before = p.batch.series.len();
+            remote_write::decode_v1_series_bytes(s.whole, limits, now, &mut p.batch)?;
+            p.keys.extend((before..p.batch.series.len()).map(|_| Some(key)));
+        } else {
+            let before = p.batch.series.len();
+            remote_write::decode_v1_series_bytes(s.whole, limits, now, &mut p.batch)?;
+            p.keys.extend((before..p.batch.series.len()).map(|_| None));
+        }
+    }
+    for m in &scan.metadata {
+        remote_write::decode_v1_metadata_bytes(m, &mut p.batch)?;
+    }
+    Ok(p)
+}
+
 pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     st.metrics.write_requests.fetch_add(1, Ordering::Relaxed);
@@ -84,15 +132,19 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
         }
     }
     let limits = st.cfg.ingest.clone();
-    let decoded: Result<WriteBatch, DecodeError> =
+    let decoded: Result<Prepared, DecodeError> =
         remote_write::snappy_decode(&body, limits.max_body_bytes).and_then(|raw| {
             let now = now_ms();
             match proto {
-                Protocol::V1 => remote_write::decode_v1(&raw, &limits, now),
-                Protocol::V2 => remote_write::decode_v2(&raw, &limits, now),
+                Protocol::V1 => prepare_v1(st, &raw, &limits, now),
+                Protocol::V2 => remote_write::decode_v2(&raw, &limits, now).map(|batch| Prepared {
+                    keys: vec![None; batch.series.len()],
+                    batch,
+                    ..Default::default()
+                }),
             }
         });
-    let batch = match decoded {
+    let prepared = match decoded {
         Ok(b) => b,
         Err(e) => {
             st.metrics.write_decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -104,9 +156,15 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
             return text(status, format!("cannot decode remote-write request: {e}"));
         }
     };
+    let Prepared {
+        batch,
+        known,
+        samples: known_samples,
+        keys,
+    } = prepared;
     st.metrics
         .write_samples
-        .fetch_add(batch.samples as u64, Ordering::Relaxed);
+        .fetch_add((batch.samples + known_samples.len()) as u64, Ordering::Relaxed);
     st.metrics
         .write_invalid_series
         .fetch_add(batch.invalid.len() as u64, Ordering::Relaxed);
@@ -124,12 +182,27 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
     st.record_metadata(metadata);
     let st2 = st.clone();
     let committed = tokio::task::spawn_blocking(move || -> Result<CommitReport, sextant_storage::Error> {
-        if series.is_empty() {
+        if series.is_empty() && known.is_empty() {
             return Ok(CommitReport::default());
         }
         let mut app = st2.db.appender();
-        for (l, s) in series {
-            app.append_series(l, s);
+        for (r, range) in &known {
+            for s in &known_samples[range.clone()] {
+                app.append_ref(r, s.t, s.v);
+            }
+        }
+        for ((l, samples), key) in series.into_iter().zip(keys) {
+            // A new series of a v1 sender: remember its reference.
+            if let Some(k) = key {
+                if let Ok(r) = st2.db.series_ref(&l) {
+                    for s in &samples {
+                        app.append_ref(&r, s.t, s.v);
+                    }
+                    st2.series_cache.insert(k, r);
+                    continue;
+                }
+            }
+            app.append_series(l, samples);
         }
         app.commit()
     })

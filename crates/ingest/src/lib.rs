@@ -7,6 +7,7 @@
 
 pub mod otlp;
 pub mod remote_write;
+pub mod rw_scan;
 pub mod text;
 
 use sextant_model::{Labels, Sample};

@@ -272,7 +272,8 @@ fn describe(pairs: &[(String, String)]) -> String {
     s.chars().take(512).collect()
 }
 
-fn check_samples(samples: &[Sample], limits: &Limits, now_ms: i64) -> Result<(), String> {
+/// Checks that no sample is too far in the future.
+pub fn check_samples(samples: &[Sample], limits: &Limits, now_ms: i64) -> Result<(), String> {
     for s in samples {
         if s.t > now_ms + limits.max_future_ms {
             return Err(format!(
@@ -290,46 +291,73 @@ pub fn decode_v1(buf: &[u8], limits: &Limits, now_ms: i64) -> Result<WriteBatch,
     let req = <v1::WriteRequest as prost::Message>::decode(buf).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
     let mut out = WriteBatch::default();
     for ts in req.timeseries {
-        let pairs: Vec<(String, String)> = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
-        out.exemplars += ts.exemplars.len();
-        if !ts.histograms.is_empty() {
-            out.histograms_rejected += ts.histograms.len();
-            out.invalid.push(SeriesError {
-                series: describe(&pairs),
-                reason: "native histogram samples are not supported yet".into(),
-            });
-        }
-        let samples: Vec<Sample> = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value)).collect();
-        if samples.is_empty() {
-            continue;
-        }
-        // The description is built only for a rejected series.
-        match check_labels(&pairs, limits).and_then(|_| check_samples(&samples, limits, now_ms)) {
-            Ok(()) => {
-                out.samples += samples.len();
-                out.series.push((into_labels(pairs), samples));
-            }
-            Err(reason) => {
-                out.samples_rejected += samples.len();
-                out.invalid.push(SeriesError {
-                    series: describe(&pairs),
-                    reason,
-                });
-            }
-        }
+        decode_v1_series(ts, limits, now_ms, &mut out);
     }
     for m in req.metadata {
-        if m.metric_family_name.is_empty() {
-            continue;
-        }
-        out.metadata.push(Metadata {
-            metric: m.metric_family_name,
-            kind: kind_of(m.r#type),
-            help: m.help,
-            unit: m.unit,
-        });
+        decode_v1_metadata(m, &mut out);
     }
     Ok(out)
+}
+
+/// Decodes one encoded `TimeSeries` of a 1.0 request into `out`.
+pub fn decode_v1_series_bytes(
+    buf: &[u8],
+    limits: &Limits,
+    now_ms: i64,
+    out: &mut WriteBatch,
+) -> Result<(), DecodeError> {
+    let ts = <v1::TimeSeries as prost::Message>::decode(buf).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    decode_v1_series(ts, limits, now_ms, out);
+    Ok(())
+}
+
+/// Decodes one encoded `MetricMetadata` of a 1.0 request into `out`.
+pub fn decode_v1_metadata_bytes(buf: &[u8], out: &mut WriteBatch) -> Result<(), DecodeError> {
+    let m = <v1::MetricMetadata as prost::Message>::decode(buf).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    decode_v1_metadata(m, out);
+    Ok(())
+}
+
+fn decode_v1_series(ts: v1::TimeSeries, limits: &Limits, now_ms: i64, out: &mut WriteBatch) {
+    let pairs: Vec<(String, String)> = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
+    out.exemplars += ts.exemplars.len();
+    if !ts.histograms.is_empty() {
+        out.histograms_rejected += ts.histograms.len();
+        out.invalid.push(SeriesError {
+            series: describe(&pairs),
+            reason: "native histogram samples are not supported yet".into(),
+        });
+    }
+    let samples: Vec<Sample> = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value)).collect();
+    if samples.is_empty() {
+        return;
+    }
+    // The description is built only for a rejected series.
+    match check_labels(&pairs, limits).and_then(|_| check_samples(&samples, limits, now_ms)) {
+        Ok(()) => {
+            out.samples += samples.len();
+            out.series.push((into_labels(pairs), samples));
+        }
+        Err(reason) => {
+            out.samples_rejected += samples.len();
+            out.invalid.push(SeriesError {
+                series: describe(&pairs),
+                reason,
+            });
+        }
+    }
+}
+
+fn decode_v1_metadata(m: v1::MetricMetadata, out: &mut WriteBatch) {
+    if m.metric_family_name.is_empty() {
+        return;
+    }
+    out.metadata.push(Metadata {
+        metric: m.metric_family_name,
+        kind: kind_of(m.r#type),
+        help: m.help,
+        unit: m.unit,
+    });
 }
 
 /// Decodes a decompressed remote-write 2.0 body.

@@ -561,3 +561,90 @@ fn otlp_http_json_gzip_and_errors() {
         400
     );
 }
+
+#[test]
+fn repeat_senders_take_the_cached_path_with_the_same_answers() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let t0 = (now_s() - 3600) * 1000;
+    let labels = [("__name__", "tokens_total"), ("model", "m")];
+    for k in 0..20 {
+        let r = write_v1(
+            base,
+            &v1::WriteRequest {
+                timeseries: vec![
+                    series(&labels, &[(t0 + k * 15_000, k as f64)]),
+                    series(
+                        &[("__name__", "other"), ("x", &k.to_string())],
+                        &[(t0 + k * 15_000, 1.0)],
+                    ),
+                ],
+                metadata: vec![],
+            },
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let m = get(base, "/metrics").text();
+    let cached: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sextant_remote_write_series_cache_entries "))
+        .and_then(|v| v.parse().ok())
+        .expect("cache gauge");
+    assert_eq!(cached, 21.0, "one series repeated, twenty new ones");
+    let q = format!(
+        "/api/v1/query_range?query=tokens_total&start={}&end={}&step=15",
+        t0 / 1000,
+        t0 / 1000 + 19 * 15
+    );
+    let j = get(base, &q).json();
+    let vals = j["data"]["result"][0]["values"].as_array().expect("values").clone();
+    assert_eq!(vals.len(), 20);
+    assert_eq!(vals[19][1], "19");
+    // A known series still gets every check: a sample too far ahead, an
+    // out-of-order one and a conflicting duplicate are each rejected by name.
+    for (t, v, what) in [
+        (now_s() * 1000 + 7_200_000, 1.0, "future"),
+        (t0, 5.0, "out of order"),
+        (t0 + 19 * 15_000, 7.0, "duplicate"),
+    ] {
+        let r = write_v1(
+            base,
+            &v1::WriteRequest {
+                timeseries: vec![series(&labels, &[(t, v)])],
+                metadata: vec![],
+            },
+        );
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert!(
+            r.text().contains("tokens_total") && r.text().contains(what),
+            "{what}: {}",
+            r.text()
+        );
+    }
+    // Its past deleted, the series takes new samples by the same path.
+    let r = request(
+        base,
+        "POST",
+        &format!(
+            "/api/v1/admin/tsdb/delete_series?match[]=tokens_total&end={}",
+            t0 / 1000 + 300
+        ),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = write_v1(
+        base,
+        &v1::WriteRequest {
+            timeseries: vec![series(&labels, &[(t0 + 40 * 15_000, 40.0)])],
+            metadata: vec![],
+        },
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let j = get(
+        base,
+        &format!("/api/v1/query?query=tokens_total&time={}", t0 / 1000 + 40 * 15),
+    )
+    .json();
+    assert_eq!(j["data"]["result"][0]["value"][1], "40", "{j}");
+}
