@@ -193,7 +193,9 @@ mod tests {
     use proptest::prelude::*;
     use prost::Message;
 
-    fn request(series: &[(Vec<(String, String)>, Vec<(i64, f64)>)]) -> Vec<u8> {
+    type TestSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
+    fn request(series: &[TestSeries]) -> Vec<u8> {
         v1::WriteRequest {
             timeseries: series
                 .iter()
