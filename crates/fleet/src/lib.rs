@@ -50,11 +50,29 @@ impl Default for FleetSpec {
 impl FleetSpec {
     /// The demo's fleet: every realism switch on, about `n` series.
     pub fn demo(n: usize) -> FleetSpec {
-        FleetSpec {
+        let switches = FleetSpec {
             sglang: true,
             restarts: true,
             up: true,
-            ..FleetSpec::with_series(n)
+            ..FleetSpec::default()
+        };
+        // One replica of each of the six models gives the mean replica size.
+        let probe = Fleet::new(&FleetSpec {
+            endpoints: 2,
+            components: 3,
+            replicas: 1,
+            ..switches.clone()
+        });
+        let per_replica = (probe.series.len() as f64 / 6.0).max(1.0);
+        let replicas_needed = ((n as f64 / per_replica).round() as usize).max(1);
+        let components = 3;
+        let endpoints = replicas_needed.div_ceil(components * 3).max(1);
+        let replicas = ((replicas_needed as f64 / (endpoints * components) as f64).round() as usize).clamp(1, 3);
+        FleetSpec {
+            endpoints,
+            components,
+            replicas,
+            ..switches
         }
     }
 
@@ -773,6 +791,10 @@ mod tests {
     fn sizing_hits_the_requested_order_of_magnitude() {
         let n = Fleet::new(&FleetSpec::with_series(100_000)).series.len();
         assert!((100_000..140_000).contains(&n), "{n}");
+        for (want, within) in [(5_000, 0.2), (100_000, 0.05), (1_000_000, 0.02)] {
+            let n = Fleet::new(&FleetSpec::demo(want)).series.len() as f64;
+            assert!((n / want as f64 - 1.0).abs() < within, "asked {want}, got {n}");
+        }
     }
 
     fn replica_series<'a>(f: &'a Fleet, replica: u32, name: &'a str) -> impl Iterator<Item = usize> + 'a {

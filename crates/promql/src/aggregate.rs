@@ -67,6 +67,18 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> 
         })
         .collect();
     let ng = glabels.len();
+    if let Some(out) = series_major(ev, op, &input, &sgroup, &glabels)? {
+        let mut out = out;
+        if by_name {
+            for (i, s) in input.iter().enumerate() {
+                if s.drop_name {
+                    out[sgroup[i]].drop_name = true;
+                }
+            }
+        }
+        out.retain(|s| !s.points.is_empty());
+        return Ok(Val::Vector(out));
+    }
     // Series cursors for walking steps.
     let mut cur = vec![0usize; input.len()];
     let selecting = matches!(
@@ -294,6 +306,125 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> 
     }
     out.retain(|s| !s.points.is_empty());
     Ok(Val::Vector(out))
+}
+
+/// One group at one step, for the series-major aggregations.
+#[derive(Clone, Copy, Default)]
+struct Cell {
+    n: f64,
+    acc: Acc,
+}
+
+/// `sum`, `count`, `group`, `min`, `max` and `avg` walk each series once, in
+/// input order, and fold its points into per-group, per-step cells. Each cell
+/// sees its members in the same order as the step-by-step walk, so the
+/// results are identical, bit for bit; this order just reads every series'
+/// points sequentially instead of visiting every series at every step.
+fn series_major(
+    ev: &Evaluator<'_>,
+    op: token::TokenId,
+    input: &[SSeries],
+    sgroup: &[usize],
+    glabels: &[Labels],
+) -> Result<Option<Vec<SSeries>>, Error> {
+    if !matches!(
+        op,
+        token::T_SUM | token::T_COUNT | token::T_GROUP | token::T_MIN | token::T_MAX | token::T_AVG
+    ) {
+        return Ok(None);
+    }
+    let n = ev.steps();
+    let step = if n > 1 { ev.ts(1) - ev.ts(0) } else { 1 };
+    let start = ev.ts(0);
+    let mut cells = vec![Cell::default(); glabels.len() * n];
+    for (i, s) in input.iter().enumerate() {
+        if i % 1024 == 0 {
+            ev.check()?;
+        }
+        let base = sgroup[i] * n;
+        for p in &s.points {
+            let off = p.t - start;
+            if off < 0 || off % step != 0 || (off / step) as usize >= n {
+                // Not on the step grid: leave it to the general walk.
+                return Ok(None);
+            }
+            let c = &mut cells[base + (off / step) as usize];
+            let v = p.v;
+            c.n += 1.0;
+            let a = &mut c.acc;
+            match op {
+                token::T_SUM => (a.value, a.kahan) = kahan_inc(v, a.value, a.kahan),
+                token::T_MIN => {
+                    if c.n == 1.0 || a.value > v || a.value.is_nan() {
+                        a.value = v;
+                    }
+                }
+                token::T_MAX => {
+                    if c.n == 1.0 || a.value < v || a.value.is_nan() {
+                        a.value = v;
+                    }
+                }
+                token::T_AVG => {
+                    if c.n == 1.0 {
+                        a.count = 1.0;
+                        a.value = v;
+                        continue;
+                    }
+                    a.count += 1.0;
+                    if !a.incremental {
+                        let (nv, nc) = kahan_inc(v, a.value, a.kahan);
+                        if !nv.is_infinite() {
+                            a.value = nv;
+                            a.kahan = nc;
+                            continue;
+                        }
+                        a.incremental = true;
+                        a.mean = a.value / (a.count - 1.0);
+                        a.kahan /= a.count - 1.0;
+                    }
+                    let q = (a.count - 1.0) / a.count;
+                    (a.mean, a.kahan) = kahan_inc(v / a.count, q * a.mean, q * a.kahan);
+                }
+                _ => {}
+            }
+        }
+    }
+    let out = glabels
+        .iter()
+        .enumerate()
+        .map(|(g, l)| {
+            let points = (0..n)
+                .filter_map(|k| {
+                    let c = &cells[g * n + k];
+                    if c.n == 0.0 {
+                        return None;
+                    }
+                    let a = &c.acc;
+                    let v = match op {
+                        token::T_SUM => {
+                            if a.value.is_infinite() {
+                                a.value
+                            } else {
+                                a.value + a.kahan
+                            }
+                        }
+                        token::T_COUNT => c.n,
+                        token::T_GROUP => 1.0,
+                        token::T_AVG if a.incremental => a.mean + a.kahan,
+                        token::T_AVG => a.value / a.count + a.kahan / a.count,
+                        _ => a.value,
+                    };
+                    Some(Point { t: ev.ts(k), v })
+                })
+                .collect();
+            SSeries {
+                labels: l.clone(),
+                drop_name: false,
+                points,
+            }
+        })
+        .collect();
+    Ok(Some(out))
 }
 
 fn count_values(ev: &Evaluator<'_>, input: &[SSeries], label: &str, m: &Option<LabelModifier>) -> Result<Val, Error> {

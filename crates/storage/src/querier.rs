@@ -1,7 +1,7 @@
 //! One reader interface over the head and persisted blocks, and the merge that
 //! makes a series spanning several of them read as one.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
@@ -102,14 +102,20 @@ pub fn select(
     maxt: i64,
     limit: Option<usize>,
 ) -> Result<Vec<Series>> {
-    let mut map: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+    // Series in first-seen order, indexed by labels (whose hash is cached);
+    // sorted by labels once at the end.
+    let mut out: Vec<Series> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut total = 0usize;
-    let mut buf = Vec::new();
+    let mut buf: Vec<Sample> = Vec::new();
+    let mut contributing = 0;
     for r in readers {
         let (lo, hi) = r.bounds();
         if hi < mint || lo > maxt {
             continue;
         }
+        let first = contributing == 0;
+        contributing += 1;
         for id in &r.select_ids(ms) {
             buf.clear();
             r.samples(id, mint, maxt, &mut buf)?;
@@ -123,21 +129,32 @@ pub fn select(
                     return Err(Error::TooManySamples { limit: l });
                 }
             }
-            let e = map.entry(labels).or_default();
-            if e.is_empty() {
-                e.append(&mut buf);
-            } else if e.last().is_some_and(|last| last.t < buf[0].t) {
-                e.extend_from_slice(&buf);
-            } else {
-                let old = std::mem::take(e);
-                merge_sorted(&old, &buf, e);
+            // The next series likely has as many samples: size its buffer so.
+            let next = Vec::with_capacity(buf.len());
+            let samples = std::mem::replace(&mut buf, next);
+            if first && readers.len() == 1 {
+                out.push(Series { labels, samples });
+                continue;
+            }
+            match index.get(&labels) {
+                None => {
+                    index.insert(labels.clone(), out.len());
+                    out.push(Series { labels, samples });
+                }
+                Some(&i) => {
+                    let e = &mut out[i].samples;
+                    if e.last().is_some_and(|last| last.t < samples[0].t) {
+                        e.extend_from_slice(&samples);
+                    } else {
+                        let old = std::mem::take(e);
+                        merge_sorted(&old, &samples, e);
+                    }
+                }
             }
         }
     }
-    Ok(map
-        .into_iter()
-        .map(|(labels, samples)| Series { labels, samples })
-        .collect())
+    out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(out)
 }
 
 /// Series label sets with data overlapping `[mint, maxt]`, without loading samples

@@ -48,9 +48,33 @@ function hq(q, names, by) {
   return 'histogram_quantile(' + q + ', sum by (le' + (by ? ', ' + by : '') + ') (' + rate(names) + '))';
 }
 
+// p50, p90 and p99 from one evaluation of the bucket rates.
+function quantiles(names) {
+  return { expr: 'histogram_quantiles(sum by (le) (' + rate(names) + '), "q", 0.5, 0.9, 0.99)',
+    legend: (m) => 'p' + Math.round(Number(m.q) * 100) };
+}
+
 // ---------- HTTP ----------
 
+// At most this many requests at once, so the first panels draw early on a
+// busy server instead of every panel finishing late together.
+const MAX_INFLIGHT = 4;
+let inflight = 0;
+const waiting = [];
+
 async function api(path, params, method) {
+  if (inflight >= MAX_INFLIGHT) await new Promise((r) => waiting.push(r));
+  inflight++;
+  try {
+    return await apiNow(path, params, method);
+  } finally {
+    inflight--;
+    const next = waiting.shift();
+    if (next) next();
+  }
+}
+
+async function apiNow(path, params, method) {
   const body = new URLSearchParams();
   for (const [k, v] of Object.entries(params || {})) {
     if (Array.isArray(v)) v.forEach((x) => body.append(k, x));
@@ -87,7 +111,8 @@ async function timed(p) {
 }
 
 function window_() {
-  const step = Math.max(5, Math.ceil(state.range / 240));
+  // About 120 points a line: enough for a panel's width, half the work of 240.
+  const step = Math.max(15, Math.ceil(state.range / 120));
   const end = Math.floor(Date.now() / 1000 / step) * step;
   return { start: end - state.range, end, step };
 }
@@ -292,13 +317,10 @@ const byLabel = (k) => (m) => m[k] || '(none)';
 
 const VIEWS = {
   performance: () => [
-    graph('ttft', 'Time to first token', 's', ['0.5', '0.9', '0.99'].map((q) => ({
-      expr: hq(q, N.ttft), legend: () => 'p' + Math.round(Number(q) * 100) }))),
+    graph('ttft', 'Time to first token', 's', [quantiles(N.ttft)]),
     graph('ttft-by-model', 'TTFT p99 by model', 's', [{ expr: hq('0.99', N.ttft, 'model_name'), legend: byLabel('model_name') }]),
-    graph('itl', 'Inter-token latency', 's', ['0.5', '0.9', '0.99'].map((q) => ({
-      expr: hq(q, N.itl), legend: () => 'p' + Math.round(Number(q) * 100) }))),
-    graph('e2e', 'End-to-end request latency', 's', ['0.5', '0.9', '0.99'].map((q) => ({
-      expr: hq(q, N.e2e), legend: () => 'p' + Math.round(Number(q) * 100) }))),
+    graph('itl', 'Inter-token latency', 's', [quantiles(N.itl)]),
+    graph('e2e', 'End-to-end request latency', 's', [quantiles(N.e2e)]),
     graph('tokens', 'Generated tokens per second by model', 'tok/s', [{
       expr: 'sum by (model_name) (' + rate(N.gen) + ')', legend: byLabel('model_name') }]),
     graph('prompt-tokens', 'Prompt tokens per second by model', 'tok/s', [{
