@@ -354,16 +354,8 @@ fn series_major(
             let a = &mut c.acc;
             match op {
                 token::T_SUM => (a.value, a.kahan) = kahan_inc(v, a.value, a.kahan),
-                token::T_MIN => {
-                    if c.n == 1.0 || a.value > v || a.value.is_nan() {
-                        a.value = v;
-                    }
-                }
-                token::T_MAX => {
-                    if c.n == 1.0 || a.value < v || a.value.is_nan() {
-                        a.value = v;
-                    }
-                }
+                token::T_MIN if c.n == 1.0 || a.value > v || a.value.is_nan() => a.value = v,
+                token::T_MAX if c.n == 1.0 || a.value < v || a.value.is_nan() => a.value = v,
                 token::T_AVG => {
                     if c.n == 1.0 {
                         a.count = 1.0;
