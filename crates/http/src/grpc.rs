@@ -128,5 +128,9 @@ async fn export(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
 
 /// The router of the OTLP gRPC listener.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().route(EXPORT, post(export)).with_state(state)
+    let auth = Arc::new(state.cfg.auth.clone());
+    Router::new()
+        .route(EXPORT, post(export))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(auth, crate::auth::check))
 }

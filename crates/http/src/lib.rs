@@ -6,6 +6,7 @@
 //! block formats.
 
 mod api;
+pub mod auth;
 mod error;
 pub mod grpc;
 pub mod json;
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub retention: String,
     /// How OTLP metrics are translated to Prometheus series.
     pub otlp: sextant_ingest::otlp::OtlpConfig,
+    /// Credentials per endpoint class; empty classes are open.
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +68,7 @@ impl Default for ServerConfig {
             flags: Vec::new(),
             retention: "15d".into(),
             otlp: sextant_ingest::otlp::OtlpConfig::default(),
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -133,7 +137,14 @@ async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
 
 /// The full router: API, remote write, admin, health and `/metrics`.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The full router with `extra` routes, which get the same authentication,
+/// limits and request metrics as the built-in ones.
+pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
     let limit = state.cfg.max_request_bytes;
+    let auth = Arc::new(state.cfg.auth.clone());
     Router::new()
         .route("/api/v1/query", get(api::query).post(api::query))
         .route("/api/v1/query_range", get(api::query_range).post(api::query_range))
@@ -176,7 +187,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/-/ready", get(api::ready).head(api::ready))
         .route("/metrics", get(api::self_metrics))
         .merge(ui::router())
+        .with_state(state.clone())
+        .merge(extra)
+        .layer(middleware::from_fn_with_state(auth, auth::check))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
 }

@@ -182,6 +182,11 @@ pub struct ServeArgs {
     /// Log level or filter (error, warn, info, debug, or a tracing filter) [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// TOML file of credentials per endpoint class, tables `[write]`, `[query]`
+    /// and `[admin]`, each with `bearer_tokens = [..]` and/or
+    /// `basic_users = { user = "password" }`; a class left out stays open.
+    #[arg(long, value_name = "FILE")]
+    pub auth_config: Option<PathBuf>,
     /// Run the synthetic inference fleet and write it into this server through
     /// its own remote-write endpoint.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -220,6 +225,89 @@ pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     Ok((n * mult) as u64)
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthClassFile {
+    #[serde(default)]
+    bearer_tokens: Vec<String>,
+    #[serde(default)]
+    basic_users: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    #[serde(default)]
+    write: Option<AuthClassFile>,
+    #[serde(default)]
+    query: Option<AuthClassFile>,
+    #[serde(default)]
+    admin: Option<AuthClassFile>,
+}
+
+/// Reads the credentials file. Errors name the file and the problem, never a
+/// secret.
+pub fn load_auth(path: &std::path::Path) -> anyhow::Result<sextant_http::auth::AuthConfig> {
+    use sextant_http::auth::{AuthConfig, Credentials};
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading auth config {}", path.display()))?;
+    let f: AuthFile = toml::from_str(&text).map_err(|e| {
+        // The parser's message may quote a value, which may be a secret:
+        // quoted text is masked, and the line number says where to look.
+        let mut what = String::new();
+        for (i, part) in e.message().split('"').enumerate() {
+            what.push_str(if i % 2 == 1 { "\"…\"" } else { part });
+        }
+        let line = e
+            .span()
+            .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(l) => anyhow::anyhow!("auth config {} line {l}: {what}", path.display()),
+            None => anyhow::anyhow!("auth config {}: {what}", path.display()),
+        }
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(target: "sextant", "auth config {} is readable by other users; chmod 600 it", path.display());
+            }
+        }
+    }
+    let conv = |c: Option<AuthClassFile>, class: &str| -> anyhow::Result<Credentials> {
+        let c = c.unwrap_or_default();
+        if c.bearer_tokens.iter().any(|t| t.trim().is_empty()) {
+            bail!("auth config {}: [{class}] has an empty bearer token", path.display());
+        }
+        if c.basic_users
+            .iter()
+            .any(|(u, p)| u.is_empty() || p.is_empty() || u.contains(':'))
+        {
+            bail!(
+                "auth config {}: [{class}] basic users need a name without ':' and a non-empty password",
+                path.display()
+            );
+        }
+        Ok(Credentials {
+            bearer_tokens: c.bearer_tokens,
+            basic: c.basic_users.into_iter().collect(),
+        })
+    };
+    let cfg = AuthConfig {
+        write: conv(f.write, "write")?,
+        query: conv(f.query, "query")?,
+        admin: conv(f.admin, "admin")?,
+    };
+    for (class, c) in [("write", &cfg.write), ("query", &cfg.query), ("admin", &cfg.admin)] {
+        if c.is_empty() {
+            tracing::info!(target: "sextant", "{class} endpoints are open (no credentials configured)");
+        } else {
+            tracing::info!(target: "sextant", "{class} endpoints need authentication ({c:?})");
+        }
+    }
+    Ok(cfg)
+}
+
 impl ServeArgs {
     /// Fills unset flags from the config file, if one is given.
     pub fn merged(self) -> anyhow::Result<ServeArgs> {
@@ -250,6 +338,7 @@ impl ServeArgs {
                 .or(f.otlp_promote_resource_attributes),
             otlp_scope_labels: self.otlp_scope_labels.or(f.otlp_scope_labels),
             log_level: self.log_level.or(f.log_level),
+            auth_config: self.auth_config.or(f.auth_config),
             demo: self.demo.or(f.demo),
             demo_args: self.demo_args.or(f.demo_args),
         })
@@ -326,6 +415,9 @@ impl ServeArgs {
                 .collect();
         }
         server.otlp.scope_labels = self.otlp_scope_labels.unwrap_or(false);
+        if let Some(path) = &self.auth_config {
+            server.auth = load_auth(path)?;
+        }
         server.retention = retention.clone();
         let listen = self.listen.clone().unwrap_or_else(|| "0.0.0.0:9090".into());
         let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"));
@@ -363,6 +455,13 @@ impl ServeArgs {
                 self.query_lookback.clone().unwrap_or_else(|| "5m".into()),
             ),
             ("web.enable-remote-write-receiver".into(), "true".into()),
+            (
+                "web.auth-config".into(),
+                self.auth_config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
         ];
         let otlp_grpc_listen = match self.otlp_grpc_listen.as_deref().unwrap_or("0.0.0.0:4317") {
             "off" | "" => None,

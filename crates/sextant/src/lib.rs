@@ -80,7 +80,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(db.clone(), server);
-    let app = sextant_http::router(state.clone()).merge(extra);
+    let app = sextant_http::router_with(state.clone(), extra);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc_task = grpc.map(|l| {
         let mut rx = stop_rx.clone();
