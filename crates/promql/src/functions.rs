@@ -77,6 +77,8 @@ pub(crate) struct Win {
     pub end: i64,
     pub range: i64,
     pub t: i64,
+    /// The whole series never decreases, so no window holds a counter reset.
+    pub monotonic: bool,
 }
 
 /// A function of one window's points, the window, and the step index.
@@ -98,6 +100,7 @@ fn over_windows(
             let (mut lo, mut hi) = (0usize, 0usize);
             let mut points = Vec::new();
             let pts = &s.points;
+            let monotonic = pts.windows(2).all(|p| p[1].v >= p[0].v);
             for (k, &r) in input.refs.iter().enumerate() {
                 let wstart = r - input.range;
                 while hi < pts.len() && pts[hi].t <= r {
@@ -115,6 +118,7 @@ fn over_windows(
                     end: r,
                     range: input.range,
                     t,
+                    monotonic,
                 };
                 if let Some(v) = f(&pts[lo..hi], &w, k) {
                     points.push(Point { t, v });
@@ -157,7 +161,7 @@ fn extrapolated_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> O
     let first = p[0];
     let last = p[p.len() - 1];
     let mut result = last.v - first.v;
-    if is_counter {
+    if is_counter && !w.monotonic {
         let mut prev = first.v;
         for c in &p[1..] {
             if c.v < prev {

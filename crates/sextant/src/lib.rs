@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod memory;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -18,6 +18,7 @@ fn init_logging(level: Option<String>) {
 }
 
 fn main() -> anyhow::Result<()> {
+    sextant::memory::tune();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(a)) => *a,
