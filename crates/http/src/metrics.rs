@@ -122,6 +122,7 @@ pub fn render(m: &HttpMetrics, db: &Db) -> String {
         ("out_of_order", l(&s.rejected_out_of_order)),
         ("too_old", l(&s.rejected_too_old)),
         ("duplicate_timestamp", l(&s.rejected_duplicate_timestamp)),
+        ("series_limit", l(&s.rejected_series_limit)),
         ("invalid_series", l(&m.write_invalid_series)),
         ("native_histogram", l(&m.write_histograms_rejected)),
     ] {

@@ -39,6 +39,15 @@ fn rejection_text(r: &sextant_storage::Rejected) -> String {
             "duplicate sample for series {} at timestamp {} with a different value (stored value {existing})",
             r.labels, r.t
         ),
+        SampleRejection::SeriesLimit { limit, per_metric: true } => format!(
+            "series limit reached: new series {} rejected, metric {:?} already has {limit} series (--max-series-per-metric)",
+            r.labels,
+            r.labels.metric_name()
+        ),
+        SampleRejection::SeriesLimit { limit, per_metric: false } => format!(
+            "series limit reached: new series {} rejected, the store already holds {limit} series (--max-series)",
+            r.labels
+        ),
     }
 }
 

@@ -168,6 +168,13 @@ pub struct ServeArgs {
     /// Most labels a written series may have [default: 128].
     #[arg(long, value_name = "N")]
     pub max_labels_per_series: Option<usize>,
+    /// Most active series the store takes; samples of further new series are
+    /// rejected with a 400 naming the limit [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub max_series: Option<u64>,
+    /// Most active series per metric name [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub max_series_per_metric: Option<u64>,
     /// How OTLP metric names are translated: UnderscoreEscapingWithSuffixes,
     /// UnderscoreEscapingWithoutSuffixes, NoUTF8EscapingWithSuffixes or
     /// NoTranslation [default: UnderscoreEscapingWithSuffixes].
@@ -332,6 +339,8 @@ impl ServeArgs {
             query_lookback: self.query_lookback.or(f.query_lookback),
             max_request_bytes: self.max_request_bytes.or(f.max_request_bytes),
             max_labels_per_series: self.max_labels_per_series.or(f.max_labels_per_series),
+            max_series: self.max_series.or(f.max_series),
+            max_series_per_metric: self.max_series_per_metric.or(f.max_series_per_metric),
             otlp_translation_strategy: self.otlp_translation_strategy.or(f.otlp_translation_strategy),
             otlp_promote_resource_attributes: self
                 .otlp_promote_resource_attributes
@@ -376,6 +385,8 @@ impl ServeArgs {
         if let Some(o) = &self.ooo_window {
             storage.ooo_window_ms = duration_ms(o, "--ooo-window")?;
         }
+        storage.max_series = self.max_series.filter(|n| *n > 0);
+        storage.max_series_per_metric = self.max_series_per_metric.filter(|n| *n > 0);
         let mut server = ServerConfig::default();
         if let Some(n) = self.query_max_samples {
             server.engine.max_samples = n;
@@ -455,6 +466,16 @@ impl ServeArgs {
                 self.query_lookback.clone().unwrap_or_else(|| "5m".into()),
             ),
             ("web.enable-remote-write-receiver".into(), "true".into()),
+            (
+                "storage.max-series".into(),
+                self.max_series.map(|n| n.to_string()).unwrap_or_else(|| "0".into()),
+            ),
+            (
+                "storage.max-series-per-metric".into(),
+                self.max_series_per_metric
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "0".into()),
+            ),
             (
                 "web.auth-config".into(),
                 self.auth_config

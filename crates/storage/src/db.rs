@@ -39,6 +39,11 @@ pub struct Options {
     pub background: bool,
     /// How often the background thread wakes.
     pub tick: Duration,
+    /// Most series the head may hold; samples of further new series are
+    /// rejected. `None`: no limit.
+    pub max_series: Option<u64>,
+    /// Most series per metric name in the head. `None`: no limit.
+    pub max_series_per_metric: Option<u64>,
 }
 
 impl Default for Options {
@@ -51,6 +56,8 @@ impl Default for Options {
             ooo_window_ms: 0,
             background: true,
             tick: Duration::from_secs(1),
+            max_series: None,
+            max_series_per_metric: None,
         }
     }
 }
@@ -63,6 +70,7 @@ pub struct Metrics {
     pub rejected_out_of_order: AtomicU64,
     pub rejected_too_old: AtomicU64,
     pub rejected_duplicate_timestamp: AtomicU64,
+    pub rejected_series_limit: AtomicU64,
     pub series_created: AtomicU64,
     pub head_cuts: AtomicU64,
     pub compactions: AtomicU64,
@@ -245,6 +253,12 @@ impl Db {
         if labels.is_empty() {
             return Err(Error::Invalid("a series needs at least one label".into()));
         }
+        if let Some(SampleRejection::SeriesLimit { limit, per_metric }) = self.series_limit_hit(labels) {
+            let what = if per_metric { "its metric name" } else { "the store" };
+            return Err(Error::Invalid(format!(
+                "series {labels} is new and {what} is at its limit of {limit} series"
+            )));
+        }
         let (series, created) = self.inner.head.get_or_create(labels, None);
         if created {
             self.inner.metrics.series_created.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +270,38 @@ impl Db {
     }
 
     /// A batch of samples to commit together.
+    /// For a series not in the head: the limit it would exceed, if any.
+    /// Limits are soft under concurrency: writers racing to add the last
+    /// series may each add one.
+    fn series_limit_hit(&self, labels: &Labels) -> Option<SampleRejection> {
+        let o = &self.inner.opts;
+        if o.max_series.is_none() && o.max_series_per_metric.is_none() {
+            return None;
+        }
+        if self.inner.head.get(labels).is_some() {
+            return None;
+        }
+        if let Some(limit) = o.max_series {
+            if self.inner.head.num_series() >= limit {
+                return Some(SampleRejection::SeriesLimit {
+                    limit,
+                    per_metric: false,
+                });
+            }
+        }
+        if let Some(limit) = o.max_series_per_metric {
+            let name = labels.metric_name();
+            let m = [Matcher::equal(sextant_model::METRIC_NAME, name)];
+            if self.inner.head.postings(&m).len() >= limit {
+                return Some(SampleRejection::SeriesLimit {
+                    limit,
+                    per_metric: true,
+                });
+            }
+        }
+        None
+    }
+
     pub fn appender(&self) -> Appender<'_> {
         Appender {
             db: self,
@@ -629,6 +675,21 @@ impl Appender<'_> {
                     return Err(Error::Invalid("a series needs at least one label".into()));
                 }
                 let mut held = held.clone();
+                if held.is_none() {
+                    if let Some(reason) = self.db.series_limit_hit(labels) {
+                        m.rejected_series_limit
+                            .fetch_add(samples.len() as u64, Ordering::Relaxed);
+                        report.rejected_count += samples.len();
+                        if report.rejected.len() < 64 {
+                            report.rejected.push(Rejected {
+                                labels: labels.clone(),
+                                t: samples.first().map_or(0, |x| x.t),
+                                reason,
+                            });
+                        }
+                        continue;
+                    }
+                }
                 loop {
                     // A held reference skips the lookup unless its series was
                     // garbage-collected meanwhile.
@@ -665,6 +726,7 @@ impl Appender<'_> {
                                     SampleRejection::OutOfOrder { .. } => &m.rejected_out_of_order,
                                     SampleRejection::TooOld { .. } => &m.rejected_too_old,
                                     SampleRejection::DuplicateTimestamp { .. } => &m.rejected_duplicate_timestamp,
+                                    SampleRejection::SeriesLimit { .. } => &m.rejected_series_limit,
                                 }
                                 .fetch_add(1, Ordering::Relaxed);
                                 report.rejected_count += 1;

@@ -46,9 +46,21 @@ fn shard_of(h: u64) -> usize {
 /// Why a sample was not appended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SampleRejection {
-    OutOfOrder { newest: i64 },
-    TooOld { min_valid: i64 },
-    DuplicateTimestamp { existing: f64 },
+    OutOfOrder {
+        newest: i64,
+    },
+    TooOld {
+        min_valid: i64,
+    },
+    DuplicateTimestamp {
+        existing: f64,
+    },
+    /// The series is new and the store, or its metric name, is at its series
+    /// limit.
+    SeriesLimit {
+        limit: u64,
+        per_metric: bool,
+    },
 }
 
 /// Interned strings.

@@ -1,0 +1,123 @@
+//! Cardinality limits: a series explosion past the global or the per-metric
+//! limit is refused with a 400 that names the limit, while known series keep
+//! being written and the server keeps answering.
+
+mod common;
+
+use common::{enc, get, request, Resp};
+use prost::Message;
+use sextant_ingest::remote_write::v1;
+
+fn write(base: &str, series: &[(String, String)], t: i64) -> Resp {
+    let req = v1::WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|(name, id)| v1::TimeSeries {
+                labels: vec![
+                    v1::Label {
+                        name: "__name__".into(),
+                        value: name.clone(),
+                    },
+                    v1::Label {
+                        name: "id".into(),
+                        value: id.clone(),
+                    },
+                ],
+                samples: vec![v1::Sample {
+                    value: 1.0,
+                    timestamp: t,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        &body,
+    )
+}
+
+fn count(base: &str, q: &str, t_ms: i64) -> usize {
+    let j = get(base, &format!("/api/v1/query?query={}&time={}", enc(&format!("count({q})")), t_ms / 1000)).json();
+    j["data"]["result"][0]["value"][1]
+        .as_str()
+        .map_or(0, |v| v.parse().unwrap_or(0))
+}
+
+#[test]
+fn series_explosions_stop_at_the_limits() {
+    let s = sextant::TestServer::start_with(
+        sextant_storage::Options {
+            fsync: sextant_storage::FsyncPolicy::Never,
+            max_series: Some(50),
+            max_series_per_metric: Some(20),
+            ..Default::default()
+        },
+        sextant_http::ServerConfig::default(),
+    )
+    .expect("server");
+    let base = s.url();
+    let t0 = 1000
+        * (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+            - 600);
+    let ids = |name: &str, r: std::ops::Range<usize>| -> Vec<(String, String)> {
+        r.map(|i| (name.to_string(), i.to_string())).collect()
+    };
+    // One metric explodes: the first 20 series are taken, the rest refused.
+    let r = write(base, &ids("exploding", 0..100), t0);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("--max-series-per-metric") && r.text().contains("exploding"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(count(base, "exploding", t0), 20);
+    // Known series still take samples, in a mixed batch too.
+    let mut mixed = ids("exploding", 0..20);
+    mixed.extend(ids("exploding", 500..510));
+    let r = write(base, &mixed, t0 + 15_000);
+    assert_eq!(r.status, 400);
+    let j = get(
+        base,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            enc("count(exploding)"),
+            t0 / 1000 + 15
+        ),
+    )
+    .json();
+    assert_eq!(j["data"]["result"][0]["value"][1], "20", "{j}");
+    // The global limit: 50 series in all.
+    for (k, name) in ["a", "b", "c"].iter().enumerate() {
+        let r = write(base, &ids(name, 0..20), t0 + k as i64);
+        if k < 1 {
+            assert_eq!(r.status, 204, "{}", r.text());
+        } else {
+            assert_eq!(r.status, 400, "{name}: {}", r.text());
+            assert!(r.text().contains("--max-series)"), "{}", r.text());
+        }
+    }
+    assert_eq!(count(base, "{__name__=~\"exploding|a|b|c\"}", t0 + 15_000), 50);
+    // Self-monitoring counts the refusals; the server still answers.
+    let m = get(base, "/metrics").text();
+    let refused: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sextant_samples_rejected_total{reason=\"series_limit\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("metric");
+    assert!(refused >= 80.0 + 10.0 + 30.0, "{refused}");
+    assert_eq!(get(base, "/-/ready").status, 200);
+}
