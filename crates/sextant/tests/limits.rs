@@ -48,7 +48,15 @@ fn write(base: &str, series: &[(String, String)], t: i64) -> Resp {
 }
 
 fn count(base: &str, q: &str, t_ms: i64) -> usize {
-    let j = get(base, &format!("/api/v1/query?query={}&time={}", enc(&format!("count({q})")), t_ms / 1000)).json();
+    let j = get(
+        base,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            enc(&format!("count({q})")),
+            t_ms / 1000
+        ),
+    )
+    .json();
     j["data"]["result"][0]["value"][1]
         .as_str()
         .map_or(0, |v| v.parse().unwrap_or(0))

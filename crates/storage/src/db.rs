@@ -653,8 +653,16 @@ impl Appender<'_> {
         self.samples.is_empty()
     }
 
-    /// Applies the batch and writes it to the WAL as one record; returns once
-    /// it is there. Invalid samples are reported, not fatal to the batch.
+    /// Writes the batch to the WAL as one record and then applies it; returns
+    /// once it is in the WAL. Invalid samples are reported, not fatal to the
+    /// batch.
+    ///
+    /// Every series of the batch stays locked, in id order, from validation
+    /// until its samples are applied, WAL write included. So a sample is
+    /// visible only once it is in the WAL (a failed WAL write, such as on a
+    /// full disk, leaves the head as it was), and concurrent batches for the
+    /// same series reach the WAL in the order they are applied, so a replay
+    /// makes the same decisions.
     pub fn commit(self) -> Result<CommitReport> {
         let started = Instant::now();
         self.db.check_open()?;
@@ -665,85 +673,163 @@ impl Appender<'_> {
         let mut logged_now = Vec::new();
         let mut wal_samples: Vec<WalSample> = Vec::with_capacity(self.len());
         let (mut tmin, mut tmax) = (i64::MAX, i64::MIN);
-        {
-            let _gate = inner.append_gate.read();
-            let floor = inner.head.floor();
-            let window = inner.opts.ooo_window_ms;
-            for (labels, held, lo, hi) in &self.series {
-                let samples = &self.samples[*lo..*hi];
-                if labels.is_empty() {
-                    return Err(Error::Invalid("a series needs at least one label".into()));
-                }
-                let mut held = held.clone();
-                if held.is_none() {
-                    if let Some(reason) = self.db.series_limit_hit(labels) {
-                        m.rejected_series_limit
-                            .fetch_add(samples.len() as u64, Ordering::Relaxed);
-                        report.rejected_count += samples.len();
-                        if report.rejected.len() < 64 {
-                            report.rejected.push(Rejected {
-                                labels: labels.clone(),
-                                t: samples.first().map_or(0, |x| x.t),
-                                reason,
-                            });
-                        }
-                        continue;
+        let reject = |report: &mut CommitReport, labels: &Labels, t: i64, reason: SampleRejection| {
+            match reason {
+                SampleRejection::OutOfOrder { .. } => &m.rejected_out_of_order,
+                SampleRejection::TooOld { .. } => &m.rejected_too_old,
+                SampleRejection::DuplicateTimestamp { .. } => &m.rejected_duplicate_timestamp,
+                SampleRejection::SeriesLimit { .. } => &m.rejected_series_limit,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            report.rejected_count += 1;
+            if report.rejected.len() < 64 {
+                report.rejected.push(Rejected {
+                    labels: labels.clone(),
+                    t,
+                    reason,
+                });
+            }
+        };
+        let _gate = inner.append_gate.read();
+        let floor = inner.head.floor();
+        let window = inner.opts.ooo_window_ms;
+        // 1. Each entry's series, created if new, unless a limit refuses it.
+        let mut resolved: Vec<Option<Arc<MemSeries>>> = Vec::with_capacity(self.series.len());
+        for (labels, held, lo, hi) in &self.series {
+            if labels.is_empty() {
+                return Err(Error::Invalid("a series needs at least one label".into()));
+            }
+            if held.is_none() {
+                if let Some(reason) = self.db.series_limit_hit(labels) {
+                    for smp in &self.samples[*lo..*hi] {
+                        reject(&mut report, labels, smp.t, reason.clone());
                     }
+                    resolved.push(None);
+                    continue;
                 }
-                loop {
-                    // A held reference skips the lookup unless its series was
-                    // garbage-collected meanwhile.
-                    let (s, created) = match held.take() {
-                        Some(s) => (s, false),
-                        None => inner.head.get_or_create(labels, None),
-                    };
-                    let mut d = s.data.lock();
-                    if d.is_removed() {
-                        continue;
-                    }
+            }
+            let s = match held {
+                Some(s) => s.clone(),
+                None => {
+                    let (s, created) = inner.head.get_or_create(labels, None);
                     if created {
                         report.new_series += 1;
                         m.series_created.fetch_add(1, Ordering::Relaxed);
                     }
-                    if !s.logged.load(Ordering::Acquire) {
-                        new_series.push((s.id, labels.clone()));
-                        logged_now.push(s.clone());
+                    s
+                }
+            };
+            resolved.push(Some(s));
+        }
+        // 2. Lock the distinct series in id order; a series garbage-collected
+        // since it was resolved is looked up (and created) again.
+        let mut distinct: Vec<Arc<MemSeries>>;
+        let mut slot: Vec<usize>;
+        loop {
+            let mut order: Vec<usize> = (0..resolved.len()).filter(|i| resolved[*i].is_some()).collect();
+            order.sort_by_key(|i| resolved[*i].as_ref().map_or(0, |s| s.id));
+            distinct = Vec::with_capacity(order.len());
+            slot = vec![usize::MAX; resolved.len()];
+            for i in order {
+                let Some(s) = resolved[i].as_ref() else { continue };
+                if distinct.last().is_none_or(|d: &Arc<MemSeries>| d.id != s.id) {
+                    distinct.push(s.clone());
+                }
+                slot[i] = distinct.len() - 1;
+            }
+            let removed: Vec<u32> = distinct
+                .iter()
+                .filter(|s| s.data.lock().is_removed())
+                .map(|s| s.id)
+                .collect();
+            if removed.is_empty() {
+                break;
+            }
+            for (i, (labels, _, _, _)) in self.series.iter().enumerate() {
+                if resolved[i].as_ref().is_some_and(|s| removed.contains(&s.id)) {
+                    let (s, created) = inner.head.get_or_create(labels, None);
+                    if created {
+                        report.new_series += 1;
+                        m.series_created.fetch_add(1, Ordering::Relaxed);
                     }
-                    for smp in samples {
-                        match d.append(smp.t, smp.v, floor, window) {
-                            Ok(true) => {
-                                wal_samples.push(WalSample {
-                                    sref: s.id,
-                                    t: smp.t,
-                                    v: smp.v,
-                                });
-                                tmin = tmin.min(smp.t);
-                                tmax = tmax.max(smp.t);
-                            }
-                            Ok(false) => report.duplicates += 1,
-                            Err(reason) => {
-                                match reason {
-                                    SampleRejection::OutOfOrder { .. } => &m.rejected_out_of_order,
-                                    SampleRejection::TooOld { .. } => &m.rejected_too_old,
-                                    SampleRejection::DuplicateTimestamp { .. } => &m.rejected_duplicate_timestamp,
-                                    SampleRejection::SeriesLimit { .. } => &m.rejected_series_limit,
-                                }
-                                .fetch_add(1, Ordering::Relaxed);
-                                report.rejected_count += 1;
-                                if report.rejected.len() < 64 {
-                                    report.rejected.push(Rejected {
-                                        labels: labels.clone(),
-                                        t: smp.t,
-                                        reason,
-                                    });
-                                }
-                            }
-                        }
-                    }
-                    break;
+                    resolved[i] = Some(s);
                 }
             }
         }
+        let mut guards: Vec<_> = distinct.iter().map(|s| s.data.lock()).collect();
+        if guards.iter().any(|g| g.is_removed()) {
+            // Collected between the check and the lock: rare enough to retry whole.
+            drop(guards);
+            drop(_gate);
+            return Err(Error::Invalid("series collected during the commit; retry".into()));
+        }
+        let mut listed = vec![false; distinct.len()];
+        for (i, (labels, _, _, _)) in self.series.iter().enumerate() {
+            let k = slot[i];
+            if k != usize::MAX && !listed[k] && !distinct[k].logged.load(Ordering::Acquire) {
+                listed[k] = true;
+                new_series.push((distinct[k].id, labels.clone()));
+                logged_now.push(distinct[k].clone());
+            }
+        }
+        // 3. Decide every sample. In-order samples are staged against each
+        // series' newest (including what this batch staged before); samples
+        // for the out-of-order window are applied now by the full rules.
+        let mut staged: Vec<(i64, f64)> = guards.iter().map(|g| (g.max_t(), g.last_v())).collect();
+        let mut pending = vec![false; distinct.len()];
+        // (slot, t, v, applied)
+        let mut apply: Vec<(usize, i64, f64, bool)> = Vec::with_capacity(self.len());
+        for (i, (labels, _, lo, hi)) in self.series.iter().enumerate() {
+            let k = slot[i];
+            if k == usize::MAX {
+                continue;
+            }
+            for smp in &self.samples[*lo..*hi] {
+                let (max_t, last_v) = staged[k];
+                let decision = if smp.t < floor {
+                    Err(SampleRejection::TooOld { min_valid: floor })
+                } else if smp.t > max_t {
+                    staged[k] = (smp.t, smp.v);
+                    pending[k] = true;
+                    apply.push((k, smp.t, smp.v, false));
+                    Ok(true)
+                } else if pending[k] && smp.t == max_t {
+                    // A repeat of a sample this batch staged.
+                    if last_v.to_bits() == smp.v.to_bits() {
+                        Ok(false)
+                    } else {
+                        Err(SampleRejection::DuplicateTimestamp { existing: last_v })
+                    }
+                } else if pending[k] && (window == 0 || smp.t < max_t - window) {
+                    Err(SampleRejection::OutOfOrder { newest: max_t })
+                } else {
+                    if pending[k] {
+                        // An out-of-order sample behind ones this batch staged:
+                        // those go into the head first, as they go first in the WAL.
+                        for e in apply.iter_mut().filter(|e| e.0 == k && !e.3) {
+                            let _ = guards[k].append(e.1, e.2, floor, window);
+                            e.3 = true;
+                        }
+                        pending[k] = false;
+                    }
+                    guards[k].append(smp.t, smp.v, floor, window)
+                };
+                match decision {
+                    Ok(true) => {
+                        wal_samples.push(WalSample {
+                            sref: distinct[k].id,
+                            t: smp.t,
+                            v: smp.v,
+                        });
+                        tmin = tmin.min(smp.t);
+                        tmax = tmax.max(smp.t);
+                    }
+                    Ok(false) => report.duplicates += 1,
+                    Err(reason) => reject(&mut report, labels, smp.t, reason),
+                }
+            }
+        }
+        // 4. The WAL, then the head.
         let mut bodies: Vec<Vec<u8>> = Vec::new();
         if !new_series.is_empty() {
             let refs: Vec<(u32, &Labels)> = new_series.iter().map(|(r, l)| (*r, l)).collect();
@@ -763,6 +849,12 @@ impl Appender<'_> {
                 m.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
             }
         }
+        for (k, t, v, _) in apply.into_iter().filter(|e| !e.3) {
+            // Locked since staging, so the in-order rule still holds.
+            let r = guards[k].append(t, v, floor, window);
+            debug_assert!(matches!(r, Ok(true)), "a staged sample was refused: {r:?}");
+        }
+        drop(guards);
         for s in logged_now {
             s.logged.store(true, Ordering::Release);
         }

@@ -141,6 +141,16 @@ impl SeriesData {
         self.removed
     }
 
+    /// Newest sample time, `i64::MIN` when empty.
+    pub fn max_t(&self) -> i64 {
+        self.max_t
+    }
+
+    /// Value of the newest sample.
+    pub fn last_v(&self) -> f64 {
+        self.last_v
+    }
+
     /// Appends with the store's ordering rules: nothing below `floor` (already
     /// persisted), a repeated timestamp only with the identical value, and older
     /// timestamps only within `ooo_window` of the newest.
