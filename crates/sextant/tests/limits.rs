@@ -129,3 +129,142 @@ fn series_explosions_stop_at_the_limits() {
     assert!(refused >= 80.0 + 10.0 + 30.0, "{refused}");
     assert_eq!(get(base, "/-/ready").status, 200);
 }
+
+fn raw_write(base: &str, req: &v1::WriteRequest) -> Resp {
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        &body,
+    )
+}
+
+fn ts(labels: &[(&str, String)], t: i64, v: f64) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: n.to_string(),
+                value: v.clone(),
+            })
+            .collect(),
+        samples: vec![v1::Sample { value: v, timestamp: t }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn hostile_series_are_refused_one_by_one_and_nothing_else_is_lost() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let now = 1000
+        * std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+    let name = |n: &str| ("__name__", n.to_string());
+    let r = raw_write(
+        base,
+        &v1::WriteRequest {
+            timeseries: vec![ts(&[name("kept")], now, 1.0)],
+            metadata: vec![],
+        },
+    );
+    assert_eq!(r.status, 204);
+    let many: Vec<(&str, String)> = std::iter::once(name("many"))
+        .chain((0..200).map(|i| (Box::leak(format!("l{i:03}").into_boxed_str()) as &str, "v".to_string())))
+        .collect();
+    let cases: Vec<(v1::TimeSeries, &str)> = vec![
+        (ts(&many, now, 1.0), "more than the limit"),
+        (
+            ts(&[name("longname"), ("a", "v".repeat(20_000))], now, 1.0),
+            "longer than the limit",
+        ),
+        (
+            ts(
+                &[
+                    name("longlabel"),
+                    (Box::leak("n".repeat(2_000).into_boxed_str()), "v".into()),
+                ],
+                now,
+                1.0,
+            ),
+            "longer than the limit",
+        ),
+        (ts(&[name("future")], now + 3 * 3_600_000, 1.0), "in the future"),
+        (ts(&[name("empty"), ("", "x".into())], now, 1.0), "empty name"),
+    ];
+    for (series, want) in cases {
+        let r = raw_write(
+            base,
+            &v1::WriteRequest {
+                timeseries: vec![series, ts(&[name("kept")], now + 1000, 2.0)],
+                metadata: vec![],
+            },
+        );
+        assert_eq!(r.status, 400, "{want}: {}", r.text());
+        assert!(r.text().contains(want), "{want}: {}", r.text());
+    }
+    // NaN and the infinities are values like any other, stored bit-exactly.
+    for (i, v) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY].into_iter().enumerate() {
+        let r = raw_write(
+            base,
+            &v1::WriteRequest {
+                timeseries: vec![ts(&[name("odd"), ("i", i.to_string())], now, v)],
+                metadata: vec![],
+            },
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let j = get(base, &format!("/api/v1/query?query=odd&time={}", now / 1000)).json();
+    let mut vals: Vec<String> = j["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|x| x["value"][1].as_str().unwrap_or("").to_string())
+        .collect();
+    vals.sort();
+    assert_eq!(vals, vec!["+Inf", "-Inf", "NaN"]);
+    // Invalid UTF-8 in a label value: the request is malformed protobuf.
+    let mut body = v1::WriteRequest {
+        timeseries: vec![ts(&[name("utf"), ("a", "xx".into())], now, 1.0)],
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    let at = body.windows(2).position(|w| w == b"xx").expect("value");
+    body[at] = 0xff;
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[("Content-Type", "application/x-protobuf")],
+        &snap::raw::Encoder::new().compress_vec(&body).expect("snappy"),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().to_lowercase().contains("utf-8") || r.text().contains("protobuf"),
+        "{}",
+        r.text()
+    );
+    // A body over the limit.
+    let big = vec![0u8; 40 << 20];
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[("Content-Type", "application/x-protobuf")],
+        &big,
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    // Everything valid in those batches was kept, and the server answers.
+    let j = get(base, &format!("/api/v1/query?query=kept&time={}", now / 1000 + 1)).json();
+    assert_eq!(j["data"]["result"][0]["value"][1], "2", "{j}");
+    assert_eq!(get(base, "/-/ready").status, 200);
+}
