@@ -1,0 +1,197 @@
+//! The kill harness: a loader sends remote-write batches at a steady rate and
+//! records which were acknowledged; the server is SIGKILLed at random moments
+//! and restarted over the same directory. After every restart each
+//! acknowledged sample is queried back, and no timestamp appears twice.
+//! Iterations: `SEXTANT_KILL_ITERATIONS` (default 6).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use sextant_ingest::remote_write::v1;
+
+const SERIES: usize = 40;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--otlp-grpc-listen",
+            "off",
+        ])
+        .args(["--wal-fsync", "never", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let s = Server(child);
+    let t = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "server did not restart");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s
+}
+
+/// One POST without panicking on a dead server: `Some(status)` or `None`.
+fn post(port: u16, body: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let head = format!(
+        "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).ok()?;
+    c.write_all(body).ok()?;
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).ok()?;
+    let line = String::from_utf8_lossy(&out);
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn batch(t: i64) -> Vec<u8> {
+    let req = v1::WriteRequest {
+        timeseries: (0..SERIES)
+            .map(|i| v1::TimeSeries {
+                labels: vec![
+                    v1::Label {
+                        name: "__name__".into(),
+                        value: "load".into(),
+                    },
+                    v1::Label {
+                        name: "s".into(),
+                        value: format!("{i:02}"),
+                    },
+                ],
+                samples: vec![v1::Sample {
+                    value: t as f64,
+                    timestamp: t,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy")
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_sample() {
+    let iterations: usize = std::env::var("SEXTANT_KILL_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let t0 = 1000
+        * (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+            - 1800);
+    let acked: Arc<Mutex<Vec<i64>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut server = Some(start(dir.path(), port));
+    // The loader: one batch every 2 ms of new timestamps, bounded in count.
+    let loader = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut k = 0i64;
+            while !stop.load(Ordering::Relaxed) && k < 200_000 {
+                let t = t0 + k * 10;
+                if post(port, &batch(t)) == Some(204) {
+                    acked.lock().expect("lock").push(t);
+                }
+                k += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut kills = 0;
+    for _ in 0..iterations {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(150 + rng % 400));
+        if let Some(mut s) = server.take() {
+            let _ = s.0.kill();
+            let _ = s.0.wait();
+            kills += 1;
+        }
+        let before: Vec<i64> = acked.lock().expect("lock").clone();
+        server = Some(start(dir.path(), port));
+        let t = Instant::now();
+        while common::get(&base, "/-/ready").status != 200 {
+            assert!(t.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        check(&base, t0, &before);
+    }
+    stop.store(true, Ordering::Relaxed);
+    loader.join().expect("loader");
+    let all: Vec<i64> = acked.lock().expect("lock").clone();
+    check(&base, t0, &all);
+    eprintln!("{kills} kills, {} batches acknowledged, all present", all.len());
+    assert!(
+        kills >= iterations && all.len() > iterations * 10,
+        "the load was too light to mean anything"
+    );
+}
+
+/// Every acknowledged timestamp is stored for every series, once.
+fn check(base: &str, t0: i64, acked: &[i64]) {
+    let Some(&last) = acked.last() else { return };
+    let range_s = (last - t0) / 1000 + 5;
+    let q = format!("load[{range_s}s]");
+    let j = common::get(
+        base,
+        &format!("/api/v1/query?query={}&time={}", common::enc(&q), last as f64 / 1000.0),
+    )
+    .json();
+    let result = j["data"]["result"].as_array().expect("matrix").clone();
+    assert_eq!(result.len(), SERIES, "{j}");
+    for s in &result {
+        let ts: Vec<i64> = s["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64)
+            .collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "a timestamp stored twice");
+        let set: std::collections::HashSet<i64> = ts.into_iter().collect();
+        let missing: Vec<&i64> = acked.iter().filter(|t| !set.contains(t)).collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged but lost: {:?}",
+            &missing[..missing.len().min(5)]
+        );
+    }
+}
