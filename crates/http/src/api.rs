@@ -200,13 +200,55 @@ async fn query_range_inner(st: &Arc<AppState>, p: &Params) -> Result<Response, A
     let stats = p.get("stats").is_some();
     let limit = p.limit()?;
     parse_query(&q)?;
-    let res = run_query(st, move |st, cancel| {
-        let expr = parse_query(&q)?;
-        engine
-            .range_expr(&*st.db, &expr, &q, start, end, step, Some(cancel))
-            .map_err(ApiError::from)
-    })
-    .await??;
+    // Steps old enough to be frozen come from the range cache; only the rest
+    // is evaluated.
+    let cache = &st.range_cache;
+    let use_cache = !stats && cache.cacheable(&q);
+    let generation = st.db.old_data_changes();
+    let cached = if use_cache {
+        cache.get(&q, start, end, step, generation)
+    } else {
+        None
+    };
+    let eval_start = cached.as_ref().map_or(start, |c| c.upto + step);
+    let mut res = if eval_start > end {
+        sextant_promql::QueryResult {
+            value: sextant_promql::Value::Matrix(Vec::new()),
+            annotations: Default::default(),
+            stats: Default::default(),
+        }
+    } else {
+        let q2 = q.clone();
+        run_query(st, move |st, cancel| {
+            let expr = parse_query(&q2)?;
+            engine
+                .range_expr(&*st.db, &expr, &q2, eval_start, end, step, Some(cancel))
+                .map_err(ApiError::from)
+        })
+        .await??
+    };
+    if let Some(c) = cached {
+        if let sextant_promql::Value::Matrix(m) =
+            std::mem::replace(&mut res.value, sextant_promql::Value::Matrix(Vec::new()))
+        {
+            res.value = sextant_promql::Value::Matrix(crate::range_cache::merge(c.series, m));
+        }
+        for w in c.annotations.warnings {
+            if !res.annotations.warnings.contains(&w) {
+                res.annotations.warnings.push(w);
+            }
+        }
+        for i in c.annotations.infos {
+            if !res.annotations.infos.contains(&i) {
+                res.annotations.infos.push(i);
+            }
+        }
+    }
+    if use_cache {
+        if let sextant_promql::Value::Matrix(m) = &res.value {
+            cache.put(&q, start, end, step, now_ms(), generation, m, &res.annotations);
+        }
+    }
     Ok(json_response(StatusCode::OK, render(&res, stats, limit)))
 }
 
@@ -627,6 +669,11 @@ pub async fn self_metrics(State(st): State<Arc<AppState>>) -> Response {
     body.push_str(&format!(
         "# HELP sextant_remote_write_series_cache_entries Remote-write series known by their encoded labels.\n# TYPE sextant_remote_write_series_cache_entries gauge\nsextant_remote_write_series_cache_entries {}\n",
         st.series_cache.len()
+    ));
+    body.push_str(&format!(
+        "# HELP sextant_range_cache_requests_total Range queries that found frozen steps in the cache, or not.\n# TYPE sextant_range_cache_requests_total counter\nsextant_range_cache_requests_total{{result=\"hit\"}} {}\nsextant_range_cache_requests_total{{result=\"miss\"}} {}\n",
+        st.range_cache.hits.load(Ordering::Relaxed),
+        st.range_cache.misses.load(Ordering::Relaxed)
     ));
     (
         StatusCode::OK,

@@ -13,6 +13,7 @@ pub mod json;
 pub mod metrics;
 pub(crate) mod otlp;
 pub mod params;
+pub mod range_cache;
 mod series_cache;
 mod ui;
 mod write;
@@ -24,7 +25,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use parking_lot::RwLock;
@@ -55,6 +56,8 @@ pub struct ServerConfig {
     pub otlp: sextant_ingest::otlp::OtlpConfig,
     /// Credentials per endpoint class; empty classes are open.
     pub auth: auth::AuthConfig,
+    /// Range-query steps at least this old are cached; `None` disables it.
+    pub query_cache_freshness_ms: Option<i64>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             retention: "15d".into(),
             otlp: sextant_ingest::otlp::OtlpConfig::default(),
             auth: auth::AuthConfig::default(),
+            query_cache_freshness_ms: Some(10 * 60_000),
         }
     }
 }
@@ -87,10 +91,13 @@ pub struct AppState {
     pub otlp_delta: parking_lot::Mutex<sextant_ingest::otlp::DeltaState>,
     /// Series references of remote-write senders, by their encoded labels.
     pub(crate) series_cache: series_cache::SeriesCache,
+    /// Frozen steps of recent range queries.
+    pub range_cache: range_cache::RangeCache,
 }
 
 impl AppState {
     pub fn new(db: Arc<Db>, cfg: ServerConfig) -> Arc<Self> {
+        let range_cache = range_cache::RangeCache::new(cfg.query_cache_freshness_ms, 5_000_000);
         Arc::new(AppState {
             engine: Engine::new(cfg.engine.clone()),
             query_slots: Arc::new(Semaphore::new(cfg.max_concurrent_queries.max(1))),
@@ -102,6 +109,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             otlp_delta: parking_lot::Mutex::new(Default::default()),
             series_cache: series_cache::SeriesCache::new(4 << 20),
+            range_cache,
         })
     }
 
@@ -120,6 +128,25 @@ impl AppState {
             }
         }
     }
+}
+
+/// Refuses a body whose declared length is over the limit before reading any
+/// of it.
+async fn declared_length(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        return (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            [(axum::http::header::CONNECTION, "close")],
+            format!("request body of {n} bytes is over the limit of {limit} bytes (--max-request-bytes)"),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -189,6 +216,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
         .merge(ui::router())
         .with_state(state.clone())
         .merge(extra)
+        .layer(middleware::from_fn_with_state(limit, declared_length))
         .layer(middleware::from_fn_with_state(auth, auth::check))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))

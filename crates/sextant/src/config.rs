@@ -162,6 +162,12 @@ pub struct ServeArgs {
     /// How far back instant selectors look [default: 5m].
     #[arg(long, value_name = "DURATION")]
     pub query_lookback: Option<String>,
+    /// Range-query steps older than this are cached and reused by later
+    /// queries (a live dashboard then evaluates only its newest steps); writes
+    /// of older samples and deletes clear the cache; `off` disables it
+    /// [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    pub query_cache_freshness: Option<String>,
     /// Largest request body, compressed or not, e.g. 32MiB [default: 32MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<String>,
@@ -337,6 +343,7 @@ impl ServeArgs {
             query_timeout: self.query_timeout.or(f.query_timeout),
             query_max_concurrency: self.query_max_concurrency.or(f.query_max_concurrency),
             query_lookback: self.query_lookback.or(f.query_lookback),
+            query_cache_freshness: self.query_cache_freshness.or(f.query_cache_freshness),
             max_request_bytes: self.max_request_bytes.or(f.max_request_bytes),
             max_labels_per_series: self.max_labels_per_series.or(f.max_labels_per_series),
             max_series: self.max_series.or(f.max_series),
@@ -396,6 +403,18 @@ impl ServeArgs {
         }
         if let Some(l) = &self.query_lookback {
             server.engine.lookback_ms = duration_ms(l, "--query-lookback")?;
+        }
+        match self.query_cache_freshness.as_deref() {
+            None => {}
+            Some("off") => server.query_cache_freshness_ms = None,
+            Some(d) => {
+                let ms = duration_ms(d, "--query-cache-freshness (a duration or off)")?;
+                if ms < 60_000 {
+                    bail!("--query-cache-freshness must be at least 1m (or off), got {d:?}");
+                }
+                server.query_cache_freshness_ms = Some(ms);
+                storage.late_write_ms = ms;
+            }
         }
         if let Some(n) = self.query_max_concurrency {
             server.max_concurrent_queries = n.max(1);
@@ -460,6 +479,10 @@ impl ServeArgs {
             (
                 "query.max-concurrency".into(),
                 server.max_concurrent_queries.to_string(),
+            ),
+            (
+                "query.cache-freshness".into(),
+                self.query_cache_freshness.clone().unwrap_or_else(|| "10m".into()),
             ),
             (
                 "query.lookback-delta".into(),

@@ -648,3 +648,86 @@ fn repeat_senders_take_the_cached_path_with_the_same_answers() {
     .json();
     assert_eq!(j["data"]["result"][0]["value"][1], "40", "{j}");
 }
+
+fn cache_hits(base: &str) -> f64 {
+    get(base, "/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("sextant_range_cache_requests_total{result=\"hit\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("cache metric")
+}
+
+#[test]
+fn range_queries_reuse_frozen_steps_and_see_late_writes() {
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let now = now_s();
+    let t0 = now - 3600;
+    // An hour of a counter, written in one late batch (all older than 10 min).
+    let samples: Vec<(i64, f64)> = (0..240).map(|k| ((t0 + k * 15) * 1000, (k * 10) as f64)).collect();
+    let r = write_v1(
+        base,
+        &v1::WriteRequest {
+            timeseries: vec![series(&[("__name__", "c_total"), ("m", "a")], &samples)],
+            metadata: vec![],
+        },
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let q = |start: i64| {
+        get(
+            base,
+            &format!(
+                "/api/v1/query_range?query={}&start={start}&end={}&step=30",
+                enc("sum by (m) (rate(c_total[5m]))"),
+                now
+            ),
+        )
+        .json()
+    };
+    let first = q(t0);
+    let h0 = cache_hits(base);
+    let second = q(t0);
+    assert_eq!(cache_hits(base), h0 + 1.0, "the second query used the cache");
+    assert_eq!(first, second, "the cached answer is the computed one");
+    // A dashboard that moved on by two steps still lines up.
+    let third = q(t0 + 60);
+    assert_eq!(cache_hits(base), h0 + 2.0);
+    let later: Vec<serde_json::Value> = first["data"]["result"][0]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter(|p| p[0].as_f64().unwrap_or(0.0) >= (t0 + 60) as f64)
+        .cloned()
+        .collect();
+    assert_eq!(third["data"]["result"][0]["values"].as_array().expect("values"), &later);
+    // A late write of another series over the same hour: the next answer has it.
+    let r = write_v1(
+        base,
+        &v1::WriteRequest {
+            timeseries: vec![series(&[("__name__", "c_total"), ("m", "b")], &samples)],
+            metadata: vec![],
+        },
+    );
+    assert_eq!(r.status, 204);
+    let after = q(t0);
+    assert_eq!(after["data"]["result"].as_array().map_or(0, |a| a.len()), 2, "{after}");
+    // A delete is seen too.
+    let r = request(
+        base,
+        "POST",
+        &format!("/api/v1/admin/tsdb/delete_series?match[]={}", enc("c_total{m=\"b\"}")),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let q1 = q(t0);
+    let after_delete = q(t0);
+    assert_eq!(q1, after_delete);
+    assert_eq!(
+        after_delete["data"]["result"].as_array().map_or(0, |a| a.len()),
+        1,
+        "{after_delete}"
+    );
+    assert_eq!(after_delete, first);
+}

@@ -44,6 +44,9 @@ pub struct Options {
     pub max_series: Option<u64>,
     /// Most series per metric name in the head. `None`: no limit.
     pub max_series_per_metric: Option<u64>,
+    /// A commit with a sample older than this (relative to the wall clock), or
+    /// a delete, counts as a change to old data in [`Db::old_data_changes`].
+    pub late_write_ms: i64,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             tick: Duration::from_secs(1),
             max_series: None,
             max_series_per_metric: None,
+            late_write_ms: 10 * 60_000,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct Metrics {
     pub rejected_too_old: AtomicU64,
     pub rejected_duplicate_timestamp: AtomicU64,
     pub rejected_series_limit: AtomicU64,
+    /// Commits that wrote samples older than `late_write_ms`, and deletes.
+    pub old_data_changes: AtomicU64,
     pub series_created: AtomicU64,
     pub head_cuts: AtomicU64,
     pub compactions: AtomicU64,
@@ -376,7 +382,14 @@ impl Db {
 
     /// Deletes samples of matching series in `[mint, maxt]` (tombstones; space is
     /// reclaimed by compaction).
+    /// How many times data older than `late_write_ms` may have changed: caches
+    /// of query results over old data compare this before reuse.
+    pub fn old_data_changes(&self) -> u64 {
+        self.inner.metrics.old_data_changes.load(Ordering::Acquire)
+    }
+
     pub fn delete(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<usize> {
+        self.inner.metrics.old_data_changes.fetch_add(1, Ordering::AcqRel);
         self.check_open()?;
         let _m = self.inner.maintenance.lock();
         let mut n = 0;
@@ -829,6 +842,10 @@ impl Appender<'_> {
                 }
             }
         }
+        let late = tmin != i64::MAX && tmin < wall_ms() - inner.opts.late_write_ms;
+        if late {
+            m.old_data_changes.fetch_add(1, Ordering::AcqRel);
+        }
         // 4. The WAL, then the head.
         let mut bodies: Vec<Vec<u8>> = Vec::new();
         if !new_series.is_empty() {
@@ -855,6 +872,10 @@ impl Appender<'_> {
             debug_assert!(matches!(r, Ok(true)), "a staged sample was refused: {r:?}");
         }
         drop(guards);
+        if late {
+            // Again once visible, for a reader that looked in between.
+            m.old_data_changes.fetch_add(1, Ordering::AcqRel);
+        }
         for s in logged_now {
             s.logged.store(true, Ordering::Release);
         }
@@ -876,6 +897,12 @@ impl Appender<'_> {
         }
         Ok(report)
     }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn open_blocks(dir: &Path, blocks_dir: &Path, report: &mut OpenReport) -> Result<Vec<Arc<Block>>> {
