@@ -667,8 +667,9 @@ pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
 pub async fn self_metrics(State(st): State<Arc<AppState>>) -> Response {
     let mut body = crate::metrics::render(&st.metrics, &st.db);
     body.push_str(&format!(
-        "# HELP sextant_remote_write_series_cache_entries Remote-write series known by their encoded labels.\n# TYPE sextant_remote_write_series_cache_entries gauge\nsextant_remote_write_series_cache_entries {}\n",
-        st.series_cache.len()
+        "# HELP sextant_remote_write_series_cache_entries Remote-write series known by their encoded labels.\n# TYPE sextant_remote_write_series_cache_entries gauge\nsextant_remote_write_series_cache_entries {}\n# HELP sextant_remote_write_series_cache_hits_total Remote-write series appended by handle.\n# TYPE sextant_remote_write_series_cache_hits_total counter\nsextant_remote_write_series_cache_hits_total {}\n",
+        st.series_cache.len(),
+        st.series_cache.hits.load(Ordering::Relaxed)
     ));
     body.push_str(&format!(
         "# HELP sextant_range_cache_requests_total Range queries that found frozen steps in the cache, or not.\n# TYPE sextant_range_cache_requests_total counter\nsextant_range_cache_requests_total{{result=\"hit\"}} {}\nsextant_range_cache_requests_total{{result=\"miss\"}} {}\n",

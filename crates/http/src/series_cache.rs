@@ -1,13 +1,15 @@
-//! Series references by the hash of their encoded remote-write labels, so a
-//! sender's known series are appended without decoding a string. Entries are
-//! checked against the series' labels before use; a stale reference (a series
-//! dropped from the head) falls back to the store's label lookup.
+//! Series handles by the hash of their encoded remote-write labels, so a
+//! sender's known series are appended without decoding a string. An entry
+//! keeps the encoded label bytes (a few hundred bytes, compared with one
+//! `memcmp`; a decoded label set would cost three times as much) and a handle
+//! that holds no label set of its own. A stale handle (a series dropped from
+//! the head) is found again by the store.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use parking_lot::Mutex;
-use sextant_storage::SeriesRef;
+use sextant_storage::SeriesHandle;
 
 #[derive(Default)]
 struct Id(u64);
@@ -26,7 +28,7 @@ impl Hasher for Id {
     }
 }
 
-type Shard = HashMap<u64, SeriesRef, BuildHasherDefault<Id>>;
+type Shard = HashMap<u64, (Box<[u8]>, SeriesHandle), BuildHasherDefault<Id>>;
 
 const SHARDS: usize = 32;
 
@@ -34,6 +36,7 @@ const SHARDS: usize = 32;
 pub struct SeriesCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+    pub(crate) hits: std::sync::atomic::AtomicU64,
 }
 
 impl SeriesCache {
@@ -41,6 +44,7 @@ impl SeriesCache {
         SeriesCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: (max_entries / SHARDS).max(16),
+            hits: Default::default(),
         }
     }
 
@@ -48,16 +52,22 @@ impl SeriesCache {
         &self.shards[(key >> 59) as usize % SHARDS]
     }
 
-    pub fn get(&self, key: u64) -> Option<SeriesRef> {
-        self.shard(key).lock().get(&key).cloned()
+    /// The handle of the series whose encoded labels are exactly `raw`.
+    pub fn get(&self, key: u64, raw: &[u8]) -> Option<SeriesHandle> {
+        let s = self.shard(key).lock();
+        let h = s.get(&key).filter(|(b, _)| &b[..] == raw).map(|(_, h)| h.clone());
+        if h.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        h
     }
 
-    pub fn insert(&self, key: u64, r: SeriesRef) {
+    pub fn insert(&self, key: u64, raw: &[u8], h: SeriesHandle) {
         let mut s = self.shard(key).lock();
         if s.len() >= self.per_shard {
             s.clear();
         }
-        s.insert(key, r);
+        s.insert(key, (raw.into(), h));
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -12,7 +12,7 @@ use sextant_ingest::remote_write::{self, Protocol};
 use sextant_ingest::rw_scan;
 use sextant_ingest::{DecodeError, WriteBatch};
 use sextant_model::Sample;
-use sextant_storage::{CommitReport, SampleRejection, SeriesRef};
+use sextant_storage::{CommitReport, SampleRejection, SeriesHandle};
 
 use crate::api::now_ms;
 use crate::AppState;
@@ -73,9 +73,9 @@ fn storage_failure(e: &sextant_storage::Error) -> Response {
 struct Prepared {
     batch: WriteBatch,
     /// Per series of `batch`: its label key, when it should be cached.
-    keys: Vec<Option<u64>>,
+    keys: Vec<Option<(u64, Box<[u8]>)>>,
     /// Known series and their samples' range in `samples`.
-    known: Vec<(SeriesRef, std::ops::Range<usize>)>,
+    known: Vec<(SeriesHandle, std::ops::Range<usize>)>,
     samples: Vec<Sample>,
 }
 
@@ -88,10 +88,8 @@ fn prepare_v1(st: &AppState, raw: &[u8], limits: &sextant_ingest::Limits, now: i
         let samples = &scan.samples[s.samples.clone()];
         if s.plain && !samples.is_empty() {
             let key = rw_scan::label_key(s.labels);
-            if let Some(r) = st.series_cache.get(key) {
-                if rw_scan::labels_match(s.labels, r.labels())
-                    && remote_write::check_samples(samples, limits, now).is_ok()
-                {
+            if let Some(r) = st.series_cache.get(key, s.labels) {
+                if remote_write::check_samples(samples, limits, now).is_ok() {
                     let start = p.samples.len();
                     p.samples.extend_from_slice(samples);
                     p.known.push((r, start..p.samples.len()));
@@ -100,7 +98,8 @@ fn prepare_v1(st: &AppState, raw: &[u8], limits: &sextant_ingest::Limits, now: i
             }
             let before = p.batch.series.len();
             remote_write::decode_v1_series_bytes(s.whole, limits, now, &mut p.batch)?;
-            p.keys.extend((before..p.batch.series.len()).map(|_| Some(key)));
+            p.keys
+                .extend((before..p.batch.series.len()).map(|_| Some((key, Box::from(s.labels)))));
         } else {
             let before = p.batch.series.len();
             remote_write::decode_v1_series_bytes(s.whole, limits, now, &mut p.batch)?;
@@ -196,18 +195,14 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
         }
         let mut app = st2.db.appender();
         for (r, range) in &known {
-            for s in &known_samples[range.clone()] {
-                app.append_ref(r, s.t, s.v);
-            }
+            app.append_handle_slice(r, &known_samples[range.clone()]);
         }
         for ((l, samples), key) in series.into_iter().zip(keys) {
             // A new series of a v1 sender: remember its reference.
-            if let Some(k) = key {
-                if let Ok(r) = st2.db.series_ref(&l) {
-                    for s in &samples {
-                        app.append_ref(&r, s.t, s.v);
-                    }
-                    st2.series_cache.insert(k, r);
+            if let Some((k, raw)) = key {
+                if let Ok(h) = st2.db.series_handle(&l) {
+                    app.append_series(l, samples);
+                    st2.series_cache.insert(k, &raw, h);
                     continue;
                 }
             }

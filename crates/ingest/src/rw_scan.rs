@@ -159,6 +159,35 @@ pub fn label_key(labels: &[u8]) -> u64 {
     (a << 32) | h.finalize() as u64 ^ labels.len() as u64
 }
 
+/// The (name, value) byte pairs of encoded label fields; stops at the first
+/// malformed field (the caller then sees a mismatch).
+pub fn label_pairs(raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut pos = 0;
+    let mut bad = false;
+    std::iter::from_fn(move || {
+        if bad || pos >= raw.len() {
+            return None;
+        }
+        let Ok((1, 2, b, _)) = field(raw, &mut pos) else {
+            bad = true;
+            return Some((&b"\xff"[..], &b"\xff"[..]));
+        };
+        let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+        let mut p = 0;
+        while p < b.len() {
+            match field(b, &mut p) {
+                Ok((1, 2, x, _)) => name = x,
+                Ok((2, 2, x, _)) => value = x,
+                _ => {
+                    bad = true;
+                    return Some((&b"\xff"[..], &b"\xff"[..]));
+                }
+            }
+        }
+        Some((name, value))
+    })
+}
+
 /// Whether encoded label fields spell exactly `labels`, in order.
 pub fn labels_match(raw: &[u8], labels: &Labels) -> bool {
     let mut it = labels.iter();
@@ -265,6 +294,11 @@ mod tests {
             let scan = scan_v1(&buf).expect("scan");
             let la = Labels::from_pairs(a.clone());
             prop_assert!(labels_match(scan.series[0].labels, &la));
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                super::label_pairs(scan.series[0].labels).map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+            let want: Vec<(Vec<u8>, Vec<u8>)> =
+                a.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+            prop_assert_eq!(pairs, want);
             prop_assert_eq!(labels_match(scan.series[1].labels, &la), a == b);
             prop_assert_eq!(label_key(scan.series[0].labels) == label_key(scan.series[1].labels), a == b);
         }

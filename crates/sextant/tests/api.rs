@@ -591,6 +591,15 @@ fn repeat_senders_take_the_cached_path_with_the_same_answers() {
         .and_then(|v| v.parse().ok())
         .expect("cache gauge");
     assert_eq!(cached, 21.0, "one series repeated, twenty new ones");
+    let hits: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sextant_remote_write_series_cache_hits_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("hits");
+    assert_eq!(
+        hits, 19.0,
+        "the repeated series took the cached path after its first write"
+    );
     let q = format!(
         "/api/v1/query_range?query=tokens_total&start={}&end={}&step=15",
         t0 / 1000,

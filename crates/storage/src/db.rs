@@ -134,6 +134,8 @@ struct Inner {
     /// it exclusively for an instant after raising the head floor, so that no
     /// sample below the floor can slip in after the block's data was read.
     append_gate: RwLock<()>,
+    /// The empty label set, shared by appends by handle.
+    no_labels: Labels,
     /// Serialises cut, compaction, retention, delete and flush.
     maintenance: Mutex<()>,
     closed: AtomicBool,
@@ -226,6 +228,7 @@ impl Db {
             wal,
             blocks: RwLock::new(blocks),
             append_gate: RwLock::new(()),
+            no_labels: Labels::empty(),
             maintenance: Mutex::new(()),
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
@@ -276,6 +279,18 @@ impl Db {
     }
 
     /// A batch of samples to commit together.
+    /// A handle on the series with these labels, created if new (subject to
+    /// the series limits).
+    pub fn series_handle(&self, labels: &Labels) -> Result<SeriesHandle> {
+        let r = self.series_ref(labels)?;
+        Ok(SeriesHandle { series: r.series })
+    }
+
+    /// Whether the handle's series has exactly these labels, in order.
+    pub fn handle_matches<'a>(&self, h: &SeriesHandle, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+        self.inner.head.labels_eq_bytes(&h.series, pairs)
+    }
+
     /// For a series not in the head: the limit it would exceed, if any.
     /// Limits are soft under concurrency: writers racing to add the last
     /// series may each add one.
@@ -618,6 +633,14 @@ impl SeriesRef {
     }
 }
 
+/// A series in the head, held without its label set (the head has it): a
+/// cheaper [`SeriesRef`] for callers that keep one per series, such as a
+/// receiver's cache of known senders' series.
+#[derive(Clone)]
+pub struct SeriesHandle {
+    series: Arc<MemSeries>,
+}
+
 /// A batch of samples committed together: one WAL write, one acknowledgement.
 pub struct Appender<'a> {
     db: &'a Db,
@@ -644,6 +667,22 @@ impl Appender<'_> {
         self.samples.push(Sample { t, v });
         self.series
             .push((r.labels.clone(), Some(r.series.clone()), end, end + 1));
+    }
+
+    /// Adds a sample by handle. Its labels come from the head when needed
+    /// (for a rejection message, or to find the series again after the head
+    /// dropped it).
+    pub fn append_handle(&mut self, h: &SeriesHandle, t: Timestamp, v: f64) {
+        self.append_handle_slice(h, &[Sample { t, v }]);
+    }
+
+    /// Adds samples of one series by handle.
+    pub fn append_handle_slice(&mut self, h: &SeriesHandle, samples: &[Sample]) {
+        let start = self.samples.len();
+        self.samples.extend_from_slice(samples);
+        let none = self.db.inner.no_labels.clone();
+        self.series
+            .push((none, Some(h.series.clone()), start, self.samples.len()));
     }
 
     /// Adds samples of one series.
@@ -709,7 +748,7 @@ impl Appender<'_> {
         // 1. Each entry's series, created if new, unless a limit refuses it.
         let mut resolved: Vec<Option<Arc<MemSeries>>> = Vec::with_capacity(self.series.len());
         for (labels, held, lo, hi) in &self.series {
-            if labels.is_empty() {
+            if labels.is_empty() && held.is_none() {
                 return Err(Error::Invalid("a series needs at least one label".into()));
             }
             if held.is_none() {
@@ -740,7 +779,11 @@ impl Appender<'_> {
         let mut slot: Vec<usize>;
         loop {
             let mut order: Vec<usize> = (0..resolved.len()).filter(|i| resolved[*i].is_some()).collect();
-            order.sort_by_key(|i| resolved[*i].as_ref().map_or(0, |s| s.id));
+            let id = |i: &usize| resolved[*i].as_ref().map_or(0, |s| s.id);
+            // Senders usually write series in the order they were created.
+            if !order.windows(2).all(|w| id(&w[0]) <= id(&w[1])) {
+                order.sort_by_key(id);
+            }
             distinct = Vec::with_capacity(order.len());
             slot = vec![usize::MAX; resolved.len()];
             for i in order {
@@ -759,8 +802,14 @@ impl Appender<'_> {
                 break;
             }
             for (i, (labels, _, _, _)) in self.series.iter().enumerate() {
-                if resolved[i].as_ref().is_some_and(|s| removed.contains(&s.id)) {
-                    let (s, created) = inner.head.get_or_create(labels, None);
+                if let Some(old) = resolved[i].as_ref().filter(|s| removed.contains(&s.id)) {
+                    // Entries by handle carry no labels: the head still has them.
+                    let labels = if labels.is_empty() {
+                        inner.head.labels_of(old)
+                    } else {
+                        labels.clone()
+                    };
+                    let (s, created) = inner.head.get_or_create(&labels, None);
                     if created {
                         report.new_series += 1;
                         m.series_created.fetch_add(1, Ordering::Relaxed);
@@ -781,7 +830,12 @@ impl Appender<'_> {
             let k = slot[i];
             if k != usize::MAX && !listed[k] && !distinct[k].logged.load(Ordering::Acquire) {
                 listed[k] = true;
-                new_series.push((distinct[k].id, labels.clone()));
+                let labels = if labels.is_empty() {
+                    inner.head.labels_of(&distinct[k])
+                } else {
+                    labels.clone()
+                };
+                new_series.push((distinct[k].id, labels));
                 logged_now.push(distinct[k].clone());
             }
         }
@@ -838,6 +892,10 @@ impl Appender<'_> {
                         tmax = tmax.max(smp.t);
                     }
                     Ok(false) => report.duplicates += 1,
+                    Err(reason) if labels.is_empty() => {
+                        let l = inner.head.labels_of(&distinct[k]);
+                        reject(&mut report, &l, smp.t, reason)
+                    }
                     Err(reason) => reject(&mut report, labels, smp.t, reason),
                 }
             }

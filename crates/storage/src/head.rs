@@ -502,6 +502,19 @@ impl Head {
     }
 
     /// The labels of a head series.
+    /// Whether the series' labels are exactly `pairs` (name, value), in order.
+    pub fn labels_eq_bytes<'a>(&self, s: &MemSeries, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+        let syms = self.symbols.read();
+        let mut ids = s.labels.chunks_exact(2);
+        for (n, v) in pairs {
+            match ids.next() {
+                Some(p) if syms.strs[p[0] as usize].as_bytes() == n && syms.strs[p[1] as usize].as_bytes() == v => {}
+                _ => return false,
+            }
+        }
+        ids.next().is_none()
+    }
+
     pub fn labels_of(&self, s: &MemSeries) -> Labels {
         let syms = self.symbols.read();
         Labels::from_sorted_unchecked(

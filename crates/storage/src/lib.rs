@@ -19,7 +19,7 @@ pub mod index;
 pub mod querier;
 pub mod wal;
 
-pub use db::{Appender, CommitReport, Db, Metrics, OpenReport, Options, Rejected, SeriesRef, Stats};
+pub use db::{Appender, CommitReport, Db, Metrics, OpenReport, Options, Rejected, SeriesHandle, SeriesRef, Stats};
 pub use error::{Error, Result};
 pub use head::SampleRejection;
 pub use wal::FsyncPolicy;

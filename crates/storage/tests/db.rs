@@ -566,3 +566,33 @@ fn a_batch_out_of_time_order_is_judged_as_if_applied_in_order_and_replays_the_sa
     assert_eq!(samples(&db, &s), vec![8_000, 9_000, 10_000], "the replay agrees");
     assert_eq!(samples(&db, &w), vec![100_000]);
 }
+
+#[test]
+fn appends_by_handle_survive_garbage_collection_and_report_by_name() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let s = l(&[("__name__", "by_handle"), ("gpu", "1")]);
+    let h = db.series_handle(&s).expect("handle");
+    assert!(db.handle_matches(&h, [(&b"__name__"[..], &b"by_handle"[..]), (b"gpu", b"1")].into_iter()));
+    assert!(!db.handle_matches(&h, [(&b"__name__"[..], &b"by_handle"[..])].into_iter()));
+    assert!(!db.handle_matches(&h, [(&b"__name__"[..], &b"by_handle"[..]), (b"gpu", b"2")].into_iter()));
+    let mut app = db.appender();
+    app.append_handle(&h, 1_000, 1.0);
+    assert_eq!(app.commit().expect("commit").appended, 1);
+    // A rejection by handle names the series from the head's labels.
+    let mut app = db.appender();
+    app.append_handle(&h, 500, 1.0);
+    let r = app.commit().expect("commit");
+    assert_eq!(r.rejected_count, 1);
+    assert_eq!(r.rejected[0].labels, s);
+    db.flush().expect("flush");
+    let mut app = db.appender();
+    app.append_handle(&h, 3_000, 3.0);
+    assert_eq!(app.commit().expect("commit").appended, 1);
+    drop(db);
+    let db = Db::open(d.path(), opts()).expect("reopen");
+    let got = db
+        .select(&[Matcher::equal("__name__", "by_handle")], 0, 10_000)
+        .expect("select");
+    assert_eq!(got[0].samples, vec![Sample::new(1_000, 1.0), Sample::new(3_000, 3.0)]);
+}
