@@ -329,10 +329,15 @@ fn decode_v1_series(ts: v1::TimeSeries, limits: &Limits, now_ms: i64, out: &mut 
         });
     }
     let samples: Vec<Sample> = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value)).collect();
+    push_series(pairs, samples, limits, now_ms, out);
+}
+
+/// Validates one decoded series and adds it to `out`, valid or rejected.
+/// The description is built only for a rejected series.
+fn push_series(pairs: Vec<(String, String)>, samples: Vec<Sample>, limits: &Limits, now_ms: i64, out: &mut WriteBatch) {
     if samples.is_empty() {
         return;
     }
-    // The description is built only for a rejected series.
     match check_labels(&pairs, limits).and_then(|_| check_samples(&samples, limits, now_ms)) {
         Ok(()) => {
             out.samples += samples.len();
@@ -416,22 +421,7 @@ pub fn decode_v2(buf: &[u8], limits: &Limits, now_ms: i64) -> Result<WriteBatch,
             }
         }
         let samples: Vec<Sample> = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value)).collect();
-        if samples.is_empty() {
-            continue;
-        }
-        match check_labels(&pairs, limits).and_then(|_| check_samples(&samples, limits, now_ms)) {
-            Ok(()) => {
-                out.samples += samples.len();
-                out.series.push((into_labels(pairs), samples));
-            }
-            Err(reason) => {
-                out.samples_rejected += samples.len();
-                out.invalid.push(SeriesError {
-                    series: describe(&pairs),
-                    reason,
-                });
-            }
-        }
+        push_series(pairs, samples, limits, now_ms, &mut out);
     }
     Ok(out)
 }
