@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{enc, get, post_form, request};
+use common::{enc, get, post_form, request, series, write_v1};
 use prost::Message;
 use sextant_ingest::remote_write::{v1, v2};
 use sextant_model::Labels;
@@ -12,43 +12,6 @@ fn now_s() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64
-}
-
-fn write_v1(base: &str, req: &v1::WriteRequest) -> common::Resp {
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy");
-    request(
-        base,
-        "POST",
-        "/api/v1/write",
-        &[
-            ("Content-Type", "application/x-protobuf"),
-            ("Content-Encoding", "snappy"),
-            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-        ],
-        &body,
-    )
-}
-
-fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
-    v1::TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| v1::Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        samples: samples
-            .iter()
-            .map(|(t, v)| v1::Sample {
-                timestamp: *t,
-                value: *v,
-            })
-            .collect(),
-        ..Default::default()
-    }
 }
 
 fn load_demo(base: &str, t0: i64) {

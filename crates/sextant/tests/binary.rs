@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{enc, get, request};
+use common::{enc, free_port, get, request};
 use prost::Message;
 use sextant_ingest::remote_write::v1;
 
@@ -20,14 +20,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn start(dir: &std::path::Path, log: &std::path::Path) -> Server {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{enc, get, request, Resp};
-use prost::Message;
+use common::{enc, free_port, get, series, write_v1, KillOnDrop, Resp};
 use sextant_ingest::remote_write::v1;
 
 struct Mount(std::path::PathBuf);
@@ -20,51 +19,20 @@ impl Drop for Mount {
     }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn write(base: &str, batch: usize, t: i64) -> Resp {
     // Long label values: each batch takes real room in the WAL.
-    let req = v1::WriteRequest {
-        timeseries: (0..200)
-            .map(|i| v1::TimeSeries {
-                labels: vec![
-                    v1::Label {
-                        name: "__name__".into(),
-                        value: "filler".into(),
-                    },
-                    v1::Label {
-                        name: "id".into(),
-                        value: format!("{batch:06}-{i:04}-{}", "x".repeat(200)),
-                    },
-                ],
-                samples: vec![v1::Sample {
-                    value: batch as f64,
-                    timestamp: t,
-                }],
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy");
-    request(
+    let timeseries = (0..200)
+        .map(|i| {
+            let id = format!("{batch:06}-{i:04}-{}", "x".repeat(200));
+            series(&[("__name__", "filler"), ("id", &id)], &[(t, batch as f64)])
+        })
+        .collect();
+    write_v1(
         base,
-        "POST",
-        "/api/v1/write",
-        &[
-            ("Content-Type", "application/x-protobuf"),
-            ("Content-Encoding", "snappy"),
-        ],
-        &body,
+        &v1::WriteRequest {
+            timeseries,
+            metadata: vec![],
+        },
     )
 }
 
@@ -75,7 +43,7 @@ fn count(base: &str) -> u64 {
         .map_or(0, |v| v.parse().unwrap_or(0))
 }
 
-fn start(dir: &std::path::Path, port: u16) -> Server {
+fn start(dir: &std::path::Path, port: u16) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_sextant"))
         .args([
             "serve",
@@ -90,7 +58,7 @@ fn start(dir: &std::path::Path, port: u16) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let s = Server(child);
+    let s = KillOnDrop(child);
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(t.elapsed() < Duration::from_secs(30), "server did not start");
@@ -120,11 +88,7 @@ fn a_full_disk_refuses_writes_keeps_serving_and_recovers() {
     }
     let _mount = Mount(mnt.clone());
     let data = mnt.join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = start(&data, port);
     let now = 1000

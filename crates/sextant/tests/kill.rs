@@ -6,26 +6,18 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{free_port, series, KillOnDrop};
 use prost::Message;
 use sextant_ingest::remote_write::v1;
 
 const SERIES: usize = 40;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &std::path::Path, port: u16) -> Server {
+fn start(dir: &std::path::Path, port: u16) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_sextant"))
         .args([
             "serve",
@@ -40,7 +32,7 @@ fn start(dir: &std::path::Path, port: u16) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let s = Server(child);
+    let s = KillOnDrop(child);
     let t = Instant::now();
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -70,26 +62,11 @@ fn post(port: u16, body: &[u8]) -> Option<u16> {
 }
 
 fn batch(t: i64) -> Vec<u8> {
+    let timeseries = (0..SERIES)
+        .map(|i| series(&[("__name__", "load"), ("s", &format!("{i:02}"))], &[(t, t as f64)]))
+        .collect();
     let req = v1::WriteRequest {
-        timeseries: (0..SERIES)
-            .map(|i| v1::TimeSeries {
-                labels: vec![
-                    v1::Label {
-                        name: "__name__".into(),
-                        value: "load".into(),
-                    },
-                    v1::Label {
-                        name: "s".into(),
-                        value: format!("{i:02}"),
-                    },
-                ],
-                samples: vec![v1::Sample {
-                    value: t as f64,
-                    timestamp: t,
-                }],
-                ..Default::default()
-            })
-            .collect(),
+        timeseries,
         metadata: vec![],
     };
     snap::raw::Encoder::new()
@@ -104,11 +81,7 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
     let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let t0 = 1000
         * (std::time::SystemTime::now()

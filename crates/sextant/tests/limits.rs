@@ -4,46 +4,21 @@
 
 mod common;
 
-use common::{enc, get, request, Resp};
+use common::{enc, get, request, series, write_v1, Resp};
 use prost::Message;
 use sextant_ingest::remote_write::v1;
 
-fn write(base: &str, series: &[(String, String)], t: i64) -> Resp {
-    let req = v1::WriteRequest {
-        timeseries: series
-            .iter()
-            .map(|(name, id)| v1::TimeSeries {
-                labels: vec![
-                    v1::Label {
-                        name: "__name__".into(),
-                        value: name.clone(),
-                    },
-                    v1::Label {
-                        name: "id".into(),
-                        value: id.clone(),
-                    },
-                ],
-                samples: vec![v1::Sample {
-                    value: 1.0,
-                    timestamp: t,
-                }],
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy");
-    request(
+fn write(base: &str, ids: &[(String, String)], t: i64) -> Resp {
+    let timeseries = ids
+        .iter()
+        .map(|(name, id)| series(&[("__name__", name), ("id", id)], &[(t, 1.0)]))
+        .collect();
+    write_v1(
         base,
-        "POST",
-        "/api/v1/write",
-        &[
-            ("Content-Type", "application/x-protobuf"),
-            ("Content-Encoding", "snappy"),
-        ],
-        &body,
+        &v1::WriteRequest {
+            timeseries,
+            metadata: vec![],
+        },
     )
 }
 
@@ -130,34 +105,10 @@ fn series_explosions_stop_at_the_limits() {
     assert_eq!(get(base, "/-/ready").status, 200);
 }
 
-fn raw_write(base: &str, req: &v1::WriteRequest) -> Resp {
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy");
-    request(
-        base,
-        "POST",
-        "/api/v1/write",
-        &[
-            ("Content-Type", "application/x-protobuf"),
-            ("Content-Encoding", "snappy"),
-        ],
-        &body,
-    )
-}
-
+/// One series with one sample; values are owned so tests can build long ones.
 fn ts(labels: &[(&str, String)], t: i64, v: f64) -> v1::TimeSeries {
-    v1::TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| v1::Label {
-                name: n.to_string(),
-                value: v.clone(),
-            })
-            .collect(),
-        samples: vec![v1::Sample { value: v, timestamp: t }],
-        ..Default::default()
-    }
+    let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    series(&pairs, &[(t, v)])
 }
 
 #[test]
@@ -170,7 +121,7 @@ fn hostile_series_are_refused_one_by_one_and_nothing_else_is_lost() {
             .expect("clock")
             .as_secs() as i64;
     let name = |n: &str| ("__name__", n.to_string());
-    let r = raw_write(
+    let r = write_v1(
         base,
         &v1::WriteRequest {
             timeseries: vec![ts(&[name("kept")], now, 1.0)],
@@ -202,7 +153,7 @@ fn hostile_series_are_refused_one_by_one_and_nothing_else_is_lost() {
         (ts(&[name("empty"), ("", "x".into())], now, 1.0), "empty name"),
     ];
     for (series, want) in cases {
-        let r = raw_write(
+        let r = write_v1(
             base,
             &v1::WriteRequest {
                 timeseries: vec![series, ts(&[name("kept")], now + 1000, 2.0)],
@@ -214,7 +165,7 @@ fn hostile_series_are_refused_one_by_one_and_nothing_else_is_lost() {
     }
     // NaN and the infinities are values like any other, stored bit-exactly.
     for (i, v) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY].into_iter().enumerate() {
-        let r = raw_write(
+        let r = write_v1(
             base,
             &v1::WriteRequest {
                 timeseries: vec![ts(&[name("odd"), ("i", i.to_string())], now, v)],

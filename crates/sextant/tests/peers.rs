@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{enc, get};
+use common::{enc, free_port, get};
 
 fn have(bin: &str) -> bool {
     Command::new(bin)
@@ -33,14 +33,6 @@ fn require(bin: &str) -> bool {
     }
     println!("SKIPPED: {bin} is not on PATH (apt-get install prometheus)");
     false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// A scrape target whose counters grow by a fixed amount per scrape.

@@ -5,6 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use prost::Message;
+use sextant_ingest::remote_write::v1;
+
 pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -101,4 +104,63 @@ pub fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// POSTs a remote-write 1.0 request, snappy-compressed.
+pub fn write_v1(base: &str, req: &v1::WriteRequest) -> Resp {
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+        ],
+        &body,
+    )
+}
+
+/// One remote-write 1.0 series.
+pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: samples
+            .iter()
+            .map(|(t, v)| v1::Sample {
+                timestamp: *t,
+                value: *v,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A port free on 127.0.0.1 at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves
+/// no server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
