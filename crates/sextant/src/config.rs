@@ -200,6 +200,14 @@ pub struct ServeArgs {
     /// `basic_users = { user = "password" }`; a class left out stays open.
     #[arg(long, value_name = "FILE")]
     pub auth_config: Option<PathBuf>,
+    /// Serve HTTPS, and OTLP gRPC over TLS, with this PEM certificate chain
+    /// (needs --tls-key-file). Both files are read again when they change,
+    /// so a renewed certificate needs no restart.
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
     /// Run the synthetic inference fleet and write it into this server through
     /// its own remote-write endpoint.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -355,6 +363,8 @@ impl ServeArgs {
             otlp_scope_labels: self.otlp_scope_labels.or(f.otlp_scope_labels),
             log_level: self.log_level.or(f.log_level),
             auth_config: self.auth_config.or(f.auth_config),
+            tls_cert_file: self.tls_cert_file.or(f.tls_cert_file),
+            tls_key_file: self.tls_key_file.or(f.tls_key_file),
             demo: self.demo.or(f.demo),
             demo_args: self.demo_args.or(f.demo_args),
         })
@@ -515,6 +525,23 @@ impl ServeArgs {
             "otlp.grpc-listen-address".into(),
             otlp_grpc_listen.clone().unwrap_or_else(|| "off".into()),
         ));
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Some(crate::tls::TlsFiles {
+                cert_file: c.clone(),
+                key_file: k.clone(),
+            }),
+            (None, None) => None,
+            _ => bail!("TLS needs both tls_cert_file and tls_key_file"),
+        };
+        for (name, v) in [
+            ("web.tls-cert-file", &self.tls_cert_file),
+            ("web.tls-key-file", &self.tls_key_file),
+        ] {
+            server.flags.push((
+                name.into(),
+                v.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            ));
+        }
         let demo = if self.demo.unwrap_or(false) {
             Some(self.demo_args.resolve()?)
         } else {
@@ -527,6 +554,7 @@ impl ServeArgs {
             storage,
             server,
             demo,
+            tls,
         })
     }
 }

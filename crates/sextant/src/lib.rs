@@ -10,6 +10,7 @@
 pub mod config;
 pub mod demo;
 pub mod memory;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub struct ServeOptions {
     pub server: ServerConfig,
     /// Run the demo fleet into this server.
     pub demo: Option<config::DemoSettings>,
+    /// Serve HTTPS (and gRPC over TLS) with this certificate.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// Opens the store, logging what recovery did.
@@ -80,31 +83,85 @@ pub async fn serve_with(
     extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_full(listener, grpc, db, server, extra, None, shutdown).await
+}
+
+/// Like [`serve_with`], over TLS when `tls` is given (both listeners).
+pub async fn serve_full(
+    listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    db: Arc<Db>,
+    server: ServerConfig,
+    extra: axum::Router,
+    tls: Option<tls::TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_inner(listener, grpc, None, db, server, extra, tls, shutdown).await
+}
+
+/// `internal`, if given, serves the same router in plain HTTP (a loopback
+/// listener for the in-process demo writer when the public one is TLS).
+#[allow(clippy::too_many_arguments)]
+async fn serve_inner(
+    listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    internal: Option<tokio::net::TcpListener>,
+    db: Arc<Db>,
+    server: ServerConfig,
+    extra: axum::Router,
+    tls: Option<tls::TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let acceptors = match &tls {
+        Some(f) => Some((tls::acceptor(f, true)?, tls::acceptor(f, false)?)),
+        None => None,
+    };
     let state = AppState::new(db.clone(), server);
     let app = sextant_http::router_with(state.clone(), extra);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc_task = grpc.map(|l| {
         let mut rx = stop_rx.clone();
         let router = sextant_http::grpc::router(state.clone());
+        let acceptor = acceptors.as_ref().map(|a| a.1.clone());
         tokio::spawn(async move {
-            let r = axum::serve(l, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(target: "sextant", "OTLP gRPC listener failed: {e}");
+            let stop = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            match acceptor {
+                Some(a) => tls::serve(l, a, router, stop).await,
+                None => {
+                    if let Err(e) = axum::serve(l, router).with_graceful_shutdown(stop).await {
+                        tracing::error!(target: "sextant", "OTLP gRPC listener failed: {e}");
+                    }
+                }
             }
         })
     });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
+    let internal_task = internal.map(|l| {
+        let mut rx = stop_rx.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(l, svc).with_graceful_shutdown(stop).await {
+                tracing::error!(target: "sextant", "the demo's loopback listener failed: {e}");
+            }
         })
-        .await
-        .context("serving HTTP")?;
-    if let Some(t) = grpc_task {
+    });
+    let stop = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    match acceptors {
+        Some((a, _)) => tls::serve(listener, a, app, stop).await,
+        None => axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop)
+            .await
+            .context("serving HTTP")?,
+    }
+    for t in grpc_task.into_iter().chain(internal_task) {
         let _ = t.await;
     }
     tracing::info!(target: "sextant", "shutting down: syncing the WAL and stopping background work");
@@ -113,12 +170,17 @@ pub async fn serve_with(
 }
 
 /// Runs the server until SIGINT or SIGTERM.
-pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
+    if let Some(f) = &opts.tls {
+        // Fail before opening the store when the certificate is unusable.
+        tls::load_certified_key(f)?;
+    }
     let db = open_store(&opts.data_dir, opts.storage.clone())?;
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
-    tracing::info!(target: "sextant", "listening on http://{}", listener.local_addr()?);
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
+    tracing::info!(target: "sextant", "listening on {scheme}://{}", listener.local_addr()?);
     let grpc = match &opts.otlp_grpc_listen {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a)
@@ -131,15 +193,60 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let mut extra = axum::Router::new();
     let mut running_demo = None;
+    let mut internal = None;
     if let Some(d) = &opts.demo {
-        let port = listener.local_addr()?.port();
-        let demo = Arc::new(start_demo(d, format!("http://127.0.0.1:{port}/api/v1/write"), 2, &db)?);
+        // The demo writes through the public ingest path. With TLS it uses a
+        // plain-HTTP listener on a loopback port of its own (same router, same
+        // authentication); with write authentication, a random token made at
+        // start that only this process knows.
+        let mut headers = Vec::new();
+        if !opts.server.auth.write.is_empty() {
+            let token = random_token()?;
+            opts.server.auth.write.bearer_tokens.push(token.clone());
+            headers.push(("Authorization".to_string(), format!("Bearer {token}")));
+        }
+        let port = if opts.tls.is_some() {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("binding the demo's loopback listener")?;
+            let port = l.local_addr()?.port();
+            internal = Some(l);
+            port
+        } else {
+            listener.local_addr()?.port()
+        };
+        let demo = Arc::new(start_demo(
+            d,
+            format!("http://127.0.0.1:{port}/api/v1/write"),
+            2,
+            headers,
+            &db,
+        )?);
         extra = demo::router(demo.clone());
         running_demo = Some(demo);
     }
-    let r = serve_with(listener, grpc, db, opts.server, extra, shutdown_signal()).await;
+    let r = serve_inner(
+        listener,
+        grpc,
+        internal,
+        db,
+        opts.server,
+        extra,
+        opts.tls,
+        shutdown_signal(),
+    )
+    .await;
     drop(running_demo);
     r
+}
+
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut b = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom for the demo's write token")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Starts the demo fleet writing to `url`, resuming after what `db` already
@@ -148,6 +255,7 @@ pub fn start_demo(
     d: &config::DemoSettings,
     url: String,
     connections: usize,
+    headers: Vec<(String, String)>,
     db: &Db,
 ) -> anyhow::Result<sextant_fleet::demo::Demo> {
     let now = sextant_fleet::demo::now_ms();
@@ -163,6 +271,7 @@ pub fn start_demo(
         interval_ms: d.interval_ms,
         connections,
         resume_after_ms: (newest > i64::MIN && newest < i64::MAX).then_some(newest),
+        headers,
         ..Default::default()
     };
     let demo = sextant_fleet::demo::Demo::start(cfg, schedule).map_err(|e| anyhow::anyhow!(e))?;
@@ -243,14 +352,33 @@ impl TestServer {
             fsync: sextant_storage::FsyncPolicy::Never,
             ..Options::default()
         };
-        let mut s = Self::launch(dir.path().to_path_buf(), storage, ServerConfig::default(), Some(demo))?;
+        let mut s = Self::launch(
+            dir.path().to_path_buf(),
+            storage,
+            ServerConfig::default(),
+            Some(demo),
+            None,
+        )?;
         s._dir = Some(dir);
         Ok(s)
     }
 
     /// Starts a server over an existing directory (kept when dropped).
     pub fn start_in(data_dir: PathBuf, storage: Options, server: ServerConfig) -> anyhow::Result<TestServer> {
-        Self::launch(data_dir, storage, server, None)
+        Self::launch(data_dir, storage, server, None, None)
+    }
+
+    /// Starts a server that speaks only HTTPS (and gRPC over TLS) with the
+    /// given certificate; [`TestServer::url`] is then `https://127.0.0.1:…`.
+    pub fn start_tls(server: ServerConfig, tls: tls::TlsFiles) -> anyhow::Result<TestServer> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let storage = Options {
+            fsync: sextant_storage::FsyncPolicy::Never,
+            ..Options::default()
+        };
+        let mut s = Self::launch(dir.path().to_path_buf(), storage, server, None, Some(tls))?;
+        s._dir = Some(dir);
+        Ok(s)
     }
 
     fn launch(
@@ -258,13 +386,24 @@ impl TestServer {
         storage: Options,
         server: ServerConfig,
         demo: Option<config::DemoSettings>,
+        tls: Option<tls::TlsFiles>,
     ) -> anyhow::Result<TestServer> {
+        if let Some(f) = &tls {
+            tls::load_certified_key(f)?;
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let db = open_store(&data_dir, storage)?;
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let demo = match demo {
-            Some(d) => Some(Arc::new(start_demo(&d, format!("http://{addr}/api/v1/write"), 2, &db)?)),
+            Some(d) => Some(Arc::new(start_demo(
+                &d,
+                format!("http://{addr}/api/v1/write"),
+                2,
+                Vec::new(),
+                &db,
+            )?)),
             None => None,
         };
         let extra = demo.clone().map(demo::router).unwrap_or_default();
@@ -296,7 +435,7 @@ impl TestServer {
                         }
                     };
                     let grpc = tokio::net::TcpListener::from_std(std_grpc).ok();
-                    if let Err(e) = serve_with(listener, grpc, db2, server, extra, async {
+                    if let Err(e) = serve_full(listener, grpc, db2, server, extra, tls, async {
                         let _ = rx.await;
                     })
                     .await
@@ -306,7 +445,7 @@ impl TestServer {
                 });
             })?;
         Ok(TestServer {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             addr,
             grpc_addr,
             db,
@@ -322,7 +461,7 @@ impl TestServer {
         self.demo.as_ref()
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    /// Base URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS).
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -80,6 +80,15 @@ fn count(base: &str, name: &str, auth: &str) -> usize {
 
 #[test]
 fn each_endpoint_class_needs_its_own_credentials() {
+    each_endpoint_class(false);
+}
+
+#[test]
+fn each_endpoint_class_needs_its_own_credentials_over_tls() {
+    each_endpoint_class(true);
+}
+
+fn each_endpoint_class(tls: bool) {
     let cfg = ServerConfig {
         auth: AuthConfig {
             write: Credentials {
@@ -98,15 +107,26 @@ fn each_endpoint_class_needs_its_own_credentials() {
         flags: vec![("web.auth-config".into(), "/etc/sextant/auth.toml".into())],
         ..ServerConfig::default()
     };
-    let s = sextant::TestServer::start_with(
-        sextant_storage::Options {
-            fsync: sextant_storage::FsyncPolicy::Never,
-            ..Default::default()
-        },
-        cfg,
-    )
+    let s = if tls {
+        sextant::TestServer::start_tls(
+            cfg,
+            sextant::tls::TlsFiles {
+                cert_file: common::tls_dir().join("server.pem"),
+                key_file: common::tls_dir().join("server.key"),
+            },
+        )
+    } else {
+        sextant::TestServer::start_with(
+            sextant_storage::Options {
+                fsync: sextant_storage::FsyncPolicy::Never,
+                ..Default::default()
+            },
+            cfg,
+        )
+    }
     .expect("server");
     let base = s.url();
+    assert_eq!(base.starts_with("https://"), tls);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -192,7 +212,7 @@ fn each_endpoint_class_needs_its_own_credentials() {
     // Health stays open; gRPC writes are refused with UNAUTHENTICATED.
     assert_eq!(request(base, "GET", "/-/healthy", &[], b"").status, 200);
     assert_eq!(request(base, "GET", "/-/ready", &[], b"").status, 200);
-    let grpc = format!("http://{}", s.grpc_addr());
+    let grpc = format!("{}://{}", if tls { "https" } else { "http" }, s.grpc_addr());
     let r = request(
         &grpc,
         "POST",

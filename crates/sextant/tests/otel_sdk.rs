@@ -143,7 +143,12 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-exporter = OTLPMetricExporter(endpoint=sys.argv[1], insecure=True)
+if len(sys.argv) > 2:
+    import grpc
+    creds = grpc.ssl_channel_credentials(root_certificates=open(sys.argv[2], "rb").read())
+    exporter = OTLPMetricExporter(endpoint=sys.argv[1], insecure=False, credentials=creds)
+else:
+    exporter = OTLPMetricExporter(endpoint=sys.argv[1], insecure=True)
 reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3600000)
 provider = MeterProvider(resource=Resource.create({"service.name": "tgi"}), metric_readers=[reader])
 meter = provider.get_meter("sextant-test")
@@ -156,6 +161,15 @@ print("exported", ok)
 
 #[test]
 fn opentelemetry_python_sdk_exports_over_grpc() {
+    grpc_export(false);
+}
+
+#[test]
+fn opentelemetry_python_sdk_exports_over_grpc_with_tls() {
+    grpc_export(true);
+}
+
+fn grpc_export(tls: bool) {
     let Some(py) = python() else {
         if std::env::var_os("CI").is_some() {
             panic!("the OpenTelemetry Python SDK is not installed; .ci/run must create .venv with it");
@@ -174,15 +188,31 @@ fn opentelemetry_python_sdk_exports_over_grpc() {
         println!("SKIPPED: no opentelemetry-exporter-otlp-proto-grpc");
         return;
     }
-    let s = sextant::TestServer::start().expect("server");
+    let tls_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tls");
+    let s = if tls {
+        sextant::TestServer::start_tls(
+            Default::default(),
+            sextant::tls::TlsFiles {
+                cert_file: tls_dir.join("server.pem"),
+                key_file: tls_dir.join("server.key"),
+            },
+        )
+    } else {
+        sextant::TestServer::start()
+    }
+    .expect("server");
     let dir = tempfile::tempdir().expect("dir");
     let script = dir.path().join("export_grpc.py");
     std::fs::write(&script, GRPC_SCRIPT).expect("script");
-    let out = Command::new(&py)
-        .arg(&script)
-        .arg(format!("http://{}", s.grpc_addr()))
-        .output()
-        .expect("run python");
+    let mut cmd = Command::new(&py);
+    cmd.arg(&script);
+    if tls {
+        cmd.arg(format!("https://{}", s.grpc_addr()))
+            .arg(tls_dir.join("ca.pem"));
+    } else {
+        cmd.arg(format!("http://{}", s.grpc_addr()));
+    }
+    let out = cmd.output().expect("run python");
     assert!(
         out.status.success(),
         "SDK script failed: {}\n{}",
