@@ -47,6 +47,22 @@ pub struct BlockMeta {
     pub level: u32,
     pub sources: Vec<String>,
     pub version: u32,
+    /// Sizes of the `index` and `chunks` files, so that a file cut short at a
+    /// page boundary is caught at open.
+    pub index_bytes: u64,
+    pub chunks_bytes: u64,
+    /// CRC-32 (IEEE, 8 hex digits) of the compact JSON of this metadata with
+    /// `checksum` set to the empty string.
+    pub checksum: String,
+}
+
+impl BlockMeta {
+    /// The checksum these values should carry.
+    pub fn expected_checksum(&self) -> String {
+        let mut m = self.clone();
+        m.checksum.clear();
+        format!("{:08x}", crc32fast::hash(&serde_json::to_vec(&m).unwrap_or_default()))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -318,6 +334,7 @@ impl BlockWriter {
             ..
         } = self;
         pages.finish()?;
+        let chunks_bytes = fs::metadata(tmp.join("chunks"))?.len();
         if series.is_empty() {
             fs::remove_dir_all(&tmp)?;
             return Ok(None);
@@ -411,13 +428,14 @@ impl BlockWriter {
             f.write_all(&idx)?;
             f.sync_all()?;
         }
+        let idx_len = idx.len() as u64;
         let (min_time, max_time) = range.unwrap_or((mint, maxt.saturating_add(1)));
         let id = final_dir
             .file_name()
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        let meta = BlockMeta {
+        let mut meta = BlockMeta {
             id,
             min_time,
             max_time,
@@ -425,7 +443,11 @@ impl BlockWriter {
             level,
             sources,
             version: FORMAT_VERSION as u32,
+            index_bytes: idx_len,
+            chunks_bytes,
+            checksum: String::new(),
         };
+        meta.checksum = meta.expected_checksum();
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(format!("BUG: meta encode: {e}")))?;
         {
             let mut f = File::create(tmp.join("meta.json"))?;
@@ -485,6 +507,17 @@ impl Block {
                 format!("unsupported format version {}", meta.version),
             ));
         }
+        let want = meta.expected_checksum();
+        if meta.checksum != want {
+            return Err(corrupt(
+                "block meta",
+                &meta_path,
+                format!(
+                    "checksum mismatch (file says {:?}, contents give {want:?})",
+                    meta.checksum
+                ),
+            ));
+        }
         let ipath = dir.join("index");
         let cpath = dir.join("chunks");
         // SAFETY: block files are immutable once renamed into place; nothing in
@@ -492,6 +525,18 @@ impl Block {
         let index = unsafe { Mmap::map(&File::open(&ipath)?)? };
         // SAFETY: as above.
         let chunks = unsafe { Mmap::map(&File::open(&cpath)?)? };
+        for (what, path, have, want) in [
+            ("index", &ipath, index.len() as u64, meta.index_bytes),
+            ("chunks", &cpath, chunks.len() as u64, meta.chunks_bytes),
+        ] {
+            if have != want {
+                return Err(corrupt(
+                    what,
+                    path,
+                    format!("the file has {have} bytes, the block's meta.json says {want}"),
+                ));
+            }
+        }
         let sections = verify_index(&index, &ipath)?;
         verify_chunks(&chunks, &cpath)?;
         let mut b = Block {

@@ -158,6 +158,9 @@ pub struct OpenReport {
     pub wal: wal::ReplayReport,
     pub replayed_samples: u64,
     pub replayed_series: u64,
+    /// Replayed samples of series whose Series record was lost to damage:
+    /// dropped, since their labels are unknown.
+    pub orphan_samples: u64,
     pub elapsed: Duration,
 }
 
@@ -188,6 +191,7 @@ impl Db {
         let floor = head.floor();
         let mut series_n = 0u64;
         let mut samples_n = 0u64;
+        let mut orphans = 0u64;
         let (wal, wal_report) = Wal::open(&dir.join("wal"), opts.fsync, &mut |rec| match rec {
             Record::Series(ss) => {
                 for (r, ls) in ss {
@@ -207,11 +211,17 @@ impl Db {
                         ser.data.lock().append_replayed(s.t, s.v);
                         head.note_time(s.t);
                         samples_n += 1;
+                    } else {
+                        // Never hand this id to a new series: a later replay
+                        // would give it these samples.
+                        head.reserve_id(s.sref);
+                        orphans += 1;
                     }
                 }
             }
             Record::Tombstones(ts) => {
                 for (r, a, b) in ts {
+                    head.reserve_id(r);
                     head.add_tombstone(r, a, b);
                 }
             }
@@ -219,6 +229,13 @@ impl Db {
         report.wal = wal_report;
         report.replayed_samples = samples_n;
         report.replayed_series = series_n;
+        report.orphan_samples = orphans;
+        if orphans > 0 {
+            tracing::warn!(
+                target: "sextant::storage",
+                "WAL replay dropped {orphans} samples of series whose Series record was damaged"
+            );
+        }
         report.blocks = blocks.len();
         let inner = Arc::new(Inner {
             blocks_dir,

@@ -433,6 +433,11 @@ impl Head {
             .find(|s| self.labels_equal(s, ls))
     }
 
+    /// Makes sure no new series gets `id` (replay saw it referenced).
+    pub fn reserve_id(&self, id: u32) {
+        self.next_id.fetch_max(id.saturating_add(1), Ordering::AcqRel);
+    }
+
     pub fn by_id(&self, id: u32) -> Option<Arc<MemSeries>> {
         self.series.read().get(id as usize).and_then(|s| s.clone())
     }

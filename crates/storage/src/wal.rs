@@ -187,47 +187,115 @@ pub struct ReplayReport {
     pub checkpoint: Option<u64>,
     /// Human-readable descriptions of what was truncated or dropped.
     pub repairs: Vec<String>,
+    /// Damaged records stepped over.
+    pub skipped_records: u64,
+    /// Bytes cut from damaged tails.
+    pub truncated_bytes: u64,
 }
 
-/// Reads the records of one file; stops at the first bad record and returns its
-/// offset (`Some`) so the caller can truncate.
-/// Records read, the first damage found (offset and why), and the file size.
-type FileScan = (u64, Option<(u64, String)>, u64);
+/// What reading one file found.
+#[derive(Debug, Default)]
+struct FileScan {
+    records: u64,
+    size: u64,
+    /// Where the readable part ends and why (the file is cut there).
+    cut: Option<(u64, String)>,
+    /// Damaged records that were stepped over: their frame was whole and a
+    /// good record follows, so only they are lost.
+    skipped: Vec<String>,
+    /// Records whose reserved byte was not zero; their checksum is good, so
+    /// they are kept.
+    odd_reserved: u64,
+}
 
+/// Whether a whole frame with a good checksum starts at `off`.
+fn good_frame_at(data: &[u8], off: usize) -> bool {
+    if data.len().saturating_sub(off) < HEADER_LEN {
+        return false;
+    }
+    let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+    let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
+    len <= MAX_RECORD
+        && data.len() - off - HEADER_LEN >= len
+        && crc32fast::hash(&data[off + HEADER_LEN..off + HEADER_LEN + len]) == crc
+        && decode_record(&data[off + HEADER_LEN..off + HEADER_LEN + len]).is_ok()
+}
+
+/// Reads the records of one file into `f`. A record that fails its checksum
+/// or does not decode is skipped when its frame is whole and a good record
+/// follows it (a flipped bit costs that record alone); otherwise the file's
+/// readable part ends there (a torn or damaged tail).
 fn read_file_records(path: &Path, f: &mut dyn FnMut(Record)) -> io::Result<FileScan> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
+    let mut scan = FileScan {
+        size: data.len() as u64,
+        ..Default::default()
+    };
     let mut off = 0usize;
-    let mut n = 0u64;
     while off < data.len() {
         if data.len() - off < HEADER_LEN {
-            return Ok((n, Some((off as u64, "torn record header".into())), data.len() as u64));
+            scan.cut = Some((off as u64, "torn record header".into()));
+            break;
         }
         let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
         let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
         if len == 0 && crc == 0 && data[off..].iter().all(|b| *b == 0) {
             // Zero padding after a crash while preallocated space was unwritten.
-            return Ok((n, Some((off as u64, "zeroed tail".into())), data.len() as u64));
+            scan.cut = Some((off as u64, "zeroed tail".into()));
+            break;
         }
         if len > MAX_RECORD || data.len() - off - HEADER_LEN < len {
-            return Ok((
-                n,
-                Some((off as u64, format!("torn record of {len} bytes"))),
-                data.len() as u64,
-            ));
+            scan.cut = Some((off as u64, format!("torn record of {len} bytes")));
+            break;
         }
         let body = &data[off + HEADER_LEN..off + HEADER_LEN + len];
-        if crc32fast::hash(body) != crc {
-            return Ok((n, Some((off as u64, "checksum mismatch".into())), data.len() as u64));
+        let next = off + HEADER_LEN + len;
+        let bad = if crc32fast::hash(body) != crc {
+            Some("checksum mismatch")
+        } else {
+            match decode_record(body) {
+                Ok(r) => {
+                    if data[off + 8] != 0 {
+                        scan.odd_reserved += 1;
+                    }
+                    f(r);
+                    None
+                }
+                Err(_) => Some("undecodable record"),
+            }
+        };
+        if let Some(why) = bad {
+            if next < data.len() && good_frame_at(&data, next) {
+                scan.skipped.push(format!(
+                    "record at byte {off} ({len} bytes, {why}) skipped; replay goes on with the next record"
+                ));
+            } else {
+                scan.cut = Some((off as u64, why.into()));
+                break;
+            }
+        } else {
+            scan.records += 1;
         }
-        match decode_record(body) {
-            Ok(r) => f(r),
-            Err(_) => return Ok((n, Some((off as u64, "undecodable record".into())), data.len() as u64)),
-        }
-        n += 1;
-        off += HEADER_LEN + len;
+        off = next;
     }
-    Ok((n, None, data.len() as u64))
+    Ok(scan)
+}
+
+impl ReplayReport {
+    fn note(&mut self, what: &str, path: &Path, scan: &FileScan) {
+        for s in &scan.skipped {
+            self.repairs.push(format!("{what} {}: {s}", path.display()));
+        }
+        if scan.odd_reserved > 0 {
+            self.repairs.push(format!(
+                "{what} {}: {} records with a non-zero reserved byte kept (their checksums are good)",
+                path.display(),
+                scan.odd_reserved
+            ));
+        }
+        self.skipped_records += scan.skipped.len() as u64;
+    }
 }
 
 struct Active {
@@ -253,25 +321,28 @@ impl Wal {
         let cp = latest_checkpoint(dir)?;
         let mut first_seg = 0;
         if let Some((n, path)) = &cp {
-            let (recs, bad, size) = read_file_records(path, apply)?;
-            if let Some((off, why)) = bad {
+            let scan = read_file_records(path, apply)?;
+            report.note("checkpoint", path, &scan);
+            if let Some((off, why)) = &scan.cut {
                 // A checkpoint is written atomically, so damage means the disk lied.
                 report.repairs.push(format!(
-                    "checkpoint {} damaged at byte {off} ({why}); records after it are lost",
-                    path.display()
+                    "checkpoint {} damaged at byte {off} of {} ({why}); the {} bytes after it are lost",
+                    path.display(),
+                    scan.size,
+                    scan.size - off
                 ));
+                report.truncated_bytes += scan.size - off;
             }
-            report.records += recs;
-            report.bytes += size;
+            report.records += scan.records;
+            report.bytes += scan.size;
             report.checkpoint = Some(*n);
             first_seg = n + 1;
         }
         let segs = list_segments(dir)?;
         let mut last_seq = first_seg.saturating_sub(1);
-        let mut broken_at: Option<usize> = None;
         let total = segs.iter().filter(|(n, _)| *n >= first_seg).count();
         let mut done = 0usize;
-        for (i, (n, path)) in segs.iter().enumerate() {
+        for (n, path) in segs.iter() {
             if *n >= first_seg && total > 2 {
                 done += 1;
                 tracing::info!(target: "sextant::wal", "replaying WAL segment {done}/{total} ({})", path.display());
@@ -281,30 +352,25 @@ impl Wal {
                 let _ = fs::remove_file(path);
                 continue;
             }
-            let (recs, bad, size) = read_file_records(path, apply)?;
+            let scan = read_file_records(path, apply)?;
+            report.note("segment", path, &scan);
             report.segments += 1;
-            report.records += recs;
-            report.bytes += size;
+            report.records += scan.records;
+            report.bytes += scan.size;
             last_seq = *n;
-            if let Some((off, why)) = bad {
+            if let Some((off, why)) = &scan.cut {
+                // Later segments stay: each starts at a record boundary, and
+                // replay does not depend on record order.
                 let f = OpenOptions::new().write(true).open(path)?;
-                f.set_len(off)?;
+                f.set_len(*off)?;
                 f.sync_all()?;
                 report.repairs.push(format!(
-                    "segment {} truncated at byte {off} of {size} ({why})",
-                    path.display()
+                    "segment {} truncated at byte {off} of {} ({why}); {} bytes cut",
+                    path.display(),
+                    scan.size,
+                    scan.size - off
                 ));
-                broken_at = Some(i);
-                break;
-            }
-        }
-        if let Some(i) = broken_at {
-            for (_, path) in &segs[i + 1..] {
-                report.repairs.push(format!(
-                    "segment {} dropped: it follows a damaged segment",
-                    path.display()
-                ));
-                fs::remove_file(path)?;
+                report.truncated_bytes += scan.size - off;
             }
         }
         for r in &report.repairs {
@@ -537,7 +603,7 @@ mod tests {
     }
 
     #[test]
-    fn bit_flip_stops_replay_at_the_damaged_record() {
+    fn bit_flip_costs_only_the_damaged_record() {
         let d = tempfile::tempdir().expect("tempdir");
         {
             let (w, _) = Wal::open(d.path(), FsyncPolicy::Never, &mut |_| {}).expect("open");
@@ -551,8 +617,56 @@ mod tests {
         data[rec_len * 4 + 12] ^= 0x10;
         fs::write(&seg, &data).expect("write");
         let (recs, rep) = replay(d.path());
-        assert_eq!(recs.len(), 4);
-        assert!(rep.repairs[0].contains("checksum"), "{:?}", rep.repairs);
+        let ts: Vec<i64> = recs
+            .iter()
+            .flat_map(|r| match r {
+                Record::Samples(s) => s.iter().map(|s| s.t).collect(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(ts, vec![0, 1, 2, 3, 5, 6, 7, 8, 9]);
+        assert_eq!(rep.skipped_records, 1);
+        assert!(
+            rep.repairs[0].contains(&format!("record at byte {}", rec_len * 4)) && rep.repairs[0].contains("checksum"),
+            "{:?}",
+            rep.repairs
+        );
+        // A flip in the length field misaligns the frames: the segment is cut
+        // there, and a later segment still replays.
+        // (Record 4 is still damaged.)
+        let mut data = fs::read(&seg).expect("read");
+        data[rec_len * 6] ^= 0x40;
+        fs::write(&seg, &data).expect("write");
+        let (recs, rep) = replay(d.path());
+        assert_eq!(recs.len(), 5, "{:?}", rep.repairs);
+        assert!(
+            rep.repairs
+                .iter()
+                .any(|r| r.contains(&format!("truncated at byte {}", rec_len * 6))),
+            "{:?}",
+            rep.repairs
+        );
+        assert_eq!(rep.truncated_bytes, (rec_len * 4) as u64);
+    }
+
+    #[test]
+    fn a_damaged_segment_does_not_cost_the_later_ones() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for round in 0..3 {
+            let (w, _) = Wal::open(d.path(), FsyncPolicy::Never, &mut |_| {}).expect("open");
+            for i in 0..5 {
+                w.log(&[&samples_body(1, round * 10 + i, 1.0)]).expect("log");
+            }
+        }
+        // Zero the tail of the first segment, as a lost write would.
+        let seg = d.path().join(segment_name(1));
+        let mut data = fs::read(&seg).expect("read");
+        let n = data.len();
+        data[n - 10..].fill(0);
+        fs::write(&seg, &data).expect("write");
+        let (recs, rep) = replay(d.path());
+        assert_eq!(recs.len(), 14, "{:?}", rep.repairs);
+        assert_eq!(rep.repairs.len(), 1, "{:?}", rep.repairs);
     }
 
     #[test]
