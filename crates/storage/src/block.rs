@@ -27,6 +27,8 @@ pub const TOMBSTONES_MAGIC: u32 = 0x5358_5442; // "SXTB"
 pub const FORMAT_VERSION: u8 = 1;
 const PAGE_TARGET: usize = 64 << 10;
 const PAGE_HEADER: usize = 12;
+/// Largest decoded page: references address bytes inside a page with 24 bits.
+const MAX_PAGE_RAW: usize = 1 << 24;
 const TOC_SECTIONS: usize = 5;
 const TOC_LEN: usize = TOC_SECTIONS * 20 + 8;
 /// Samples per chunk inside a block.
@@ -736,10 +738,10 @@ impl Block {
             return None;
         }
         let table = r.pos();
-        let o = table + k * 4;
-        let off = u32::from_le_bytes(page.get(o..o + 4)?.try_into().ok()?) as usize;
-        let entries = table + count * 4;
-        Some((page.clone(), entries + off))
+        let o = table.checked_add(k.checked_mul(4)?)?;
+        let off = u32::from_le_bytes(page.get(o..o.checked_add(4)?)?.try_into().ok()?) as usize;
+        let entries = table.checked_add(count.checked_mul(4)?)?;
+        Some((page.clone(), entries.checked_add(off)?))
     }
 
     /// Labels of series `id`.
@@ -747,7 +749,8 @@ impl Block {
         let (page, off) = self.series_entry(id)?;
         let mut r = ByteReader::new(page.get(off..)?);
         let n = r.uvarint().ok()? as usize;
-        let mut v = Vec::with_capacity(n);
+        // Each label takes at least two bytes.
+        let mut v = Vec::with_capacity(n.min(r.remaining() / 2));
         for _ in 0..n {
             let name = self.symbol(r.uvarint().ok()? as u32)?;
             let value = self.symbol(r.uvarint().ok()? as u32)?;
@@ -778,6 +781,9 @@ impl Block {
             .chunks
             .get(o + PAGE_HEADER..o + PAGE_HEADER + comp_len)
             .ok_or_else(|| bad("page out of range"))?;
+        if raw_len > MAX_PAGE_RAW {
+            return Err(bad("page larger than 16 MiB"));
+        }
         let page = zstd::bulk::decompress(comp, raw_len).map_err(|_| bad("undecodable page"))?;
         let page = Arc::new(page);
         let mut cache = self.page_cache.lock();
@@ -808,7 +814,7 @@ impl Block {
         let (page, off) = self.series_entry(id).ok_or_else(bad)?;
         let mut r = ByteReader::new(page.get(off..).ok_or_else(bad)?);
         let n = r.uvarint().map_err(|_| bad())?;
-        for _ in 0..n * 2 {
+        for _ in 0..n.saturating_mul(2) {
             r.uvarint().map_err(|_| bad())?;
         }
         let nchunks = r.uvarint().map_err(|_| bad())?;
@@ -872,6 +878,9 @@ impl Block {
         let f = frame as usize;
         let raw_len = u32::from_le_bytes(b.get(f..f + 4)?.try_into().ok()?) as usize;
         let comp_len = u32::from_le_bytes(b.get(f + 4..f + 8)?.try_into().ok()?) as usize;
+        if raw_len > MAX_PAGE_RAW {
+            return None;
+        }
         let page = Arc::new(zstd::bulk::decompress(b.get(f + 8..f + 8 + comp_len)?, raw_len).ok()?);
         let mut c = cache.lock();
         if c.len() >= 1024 {
@@ -1011,6 +1020,13 @@ fn verify_chunks(b: &[u8], path: &Path) -> Result<()> {
         };
         if page_crc(raw_len, comp_len as u32, comp) != crc {
             return Err(corrupt("chunks", path, format!("page checksum mismatch at byte {off}")));
+        }
+        if raw_len as usize > MAX_PAGE_RAW {
+            return Err(corrupt(
+                "chunks",
+                path,
+                format!("page at byte {off} claims {raw_len} bytes decoded"),
+            ));
         }
         off += PAGE_HEADER + comp_len;
     }

@@ -432,8 +432,18 @@ impl SealedChunk {
 #[error("corrupt chunk")]
 pub struct CorruptChunk;
 
+/// Whether a column of `bytes` can hold `n` samples: the first takes 64
+/// bits and every later one at least one. Checked before allocating, so that
+/// a damaged sample count cannot ask for more memory than the column implies.
+fn column_can_hold(bytes: &[u8], n: usize) -> bool {
+    n == 0 || (bytes.len() as u64).saturating_mul(8) >= (n as u64).saturating_add(63)
+}
+
 /// Decodes `n` timestamps.
 pub fn decode_timestamps(ts: &[u8], n: usize, out: &mut Vec<i64>) -> Result<(), CorruptChunk> {
+    if !column_can_hold(ts, n) {
+        return Err(CorruptChunk);
+    }
     let mut r = BitReader::new(ts);
     let mut t = 0i64;
     let mut dt = 0i64;
@@ -497,6 +507,9 @@ impl<'a> IntDecoder<'a> {
 
 /// Decodes `n` values of the given kind.
 pub fn decode_values(vals: &[u8], kind: ValueKind, n: usize, out: &mut Vec<f64>) -> Result<(), CorruptChunk> {
+    if !column_can_hold(vals, n) {
+        return Err(CorruptChunk);
+    }
     out.reserve(n);
     match kind {
         ValueKind::Int => {
@@ -530,6 +543,9 @@ pub fn decode_columns(
     n: usize,
     out: &mut Vec<Sample>,
 ) -> Result<(), CorruptChunk> {
+    if !column_can_hold(ts, n) || !column_can_hold(vals, n) {
+        return Err(CorruptChunk);
+    }
     let start = out.len();
     out.reserve(n);
     out.resize(start + n, Sample { t: 0, v: 0.0 });
@@ -859,5 +875,25 @@ mod tests {
             s.dedup_by_key(|x| x.t);
             check(&s);
         }
+    }
+
+    #[test]
+    fn a_damaged_sample_count_is_refused_before_allocating() {
+        let c = encode(&[Sample { t: 1, v: 2.0 }, Sample { t: 2, v: 3.0 }]);
+        let mut out = Vec::new();
+        assert_eq!(
+            decode_columns(c.ts(), c.kind, c.vals(), 1 << 40, &mut out),
+            Err(CorruptChunk)
+        );
+        assert!(out.capacity() < 1 << 20);
+        let mut ts = Vec::new();
+        assert_eq!(decode_timestamps(c.ts(), usize::MAX, &mut ts), Err(CorruptChunk));
+        let mut vs = Vec::new();
+        assert_eq!(
+            decode_values(c.vals(), c.kind, usize::MAX / 2, &mut vs),
+            Err(CorruptChunk)
+        );
+        assert!(decode_columns(c.ts(), c.kind, c.vals(), 2, &mut out).is_ok());
+        assert_eq!(out.len(), 2);
     }
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in fuzz/ for a set time (default 60 s each), from
+# seeds written by the project's own encoders. A crash, a hang (an input
+# running over 10 s), or memory over 2 GiB (RSS) or a single allocation over
+# 1 GiB fails the run; the input that did it is kept in fuzz/artifacts/<target>/.
+#
+#   bash scripts/fuzz.sh            # 60 s per target
+#   bash scripts/fuzz.sh 600 wal    # one target, 10 minutes
+#
+# Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). libFuzzer's
+# instrumentation needs nightly compiler flags; RUSTC_BOOTSTRAP=1 allows them
+# on the stable toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-60}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(remote_write otlp text_exposition chunk block wal promql)
+fi
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
+export RUSTC_BOOTSTRAP=1
+cargo run --release --quiet -p sextant-benches --bin fuzz_seeds -- fuzz/corpus
+(cd fuzz && cargo fuzz build -O)
+fail=0
+for t in "${targets[@]}"; do
+  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  # Inputs that once crashed or exhausted memory are run again every time.
+  if [ -d "testdata/fuzz/$t" ]; then cp testdata/fuzz/"$t"/* "fuzz/corpus/$t/"; fi
+  log="fuzz/artifacts/$t/run.log"
+  start=$(date +%s)
+  if (cd fuzz && cargo fuzz run -O "$t" "corpus/$t" -- \
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+        -print_final_stats=1 >"artifacts/$t/run.log" 2>&1); then
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo "?")
+    echo "fuzz $t: ok, $runs inputs in $(( $(date +%s) - start )) s, coverage $cov edges"
+  else
+    echo "fuzz $t: FAILED (log: $log)"
+    grep -E "ERROR|panicked|SUMMARY|Test unit written" "$log" | head -20 || true
+    fail=1
+  fi
+done
+exit $fail
