@@ -26,7 +26,9 @@ fail=0
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   # Inputs that once crashed or exhausted memory are run again every time.
-  if [ -d "testdata/fuzz/$t" ]; then cp testdata/fuzz/"$t"/* "fuzz/corpus/$t/"; fi
+  for f in testdata/fuzz/"$t"/*; do
+    if [ -f "$f" ]; then cp "$f" "fuzz/corpus/$t/"; fi
+  done
   log="fuzz/artifacts/$t/run.log"
   start=$(date +%s)
   if (cd fuzz && cargo fuzz run -O "$t" "corpus/$t" -- \

@@ -457,10 +457,12 @@ impl BlockWriter {
             f.sync_all()?;
         }
         fsync_dir(&tmp)?;
+        crate::fsutil::crash_point("block-before-rename");
         fs::rename(&tmp, &final_dir)?;
         if let Some(parent) = final_dir.parent() {
             fsync_dir(parent)?;
         }
+        crate::fsutil::crash_point("block-after-rename");
         Ok(Some(meta))
     }
 }

@@ -990,7 +990,8 @@ fn open_blocks(dir: &Path, blocks_dir: &Path, report: &mut OpenReport) -> Result
             continue;
         }
         if name.ends_with(".tmp") {
-            // An interrupted write: its sources are still in place.
+            // An interrupted write (its sources are still in place) or an
+            // interrupted deletion.
             fs::remove_dir_all(&p)?;
             continue;
         }
@@ -1015,7 +1016,7 @@ fn open_blocks(dir: &Path, blocks_dir: &Path, report: &mut OpenReport) -> Result
         .partition(|b| sources.contains(&b.meta().id) && !b.meta().sources.contains(&b.meta().id));
     for b in dups {
         tracing::info!(target: "sextant::storage", "removing block {} already merged into a compacted block", b.meta().id);
-        fs::remove_dir_all(b.dir())?;
+        crate::fsutil::remove_block_dir(b.dir())?;
     }
     let mut keep = keep;
     keep.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
@@ -1055,6 +1056,7 @@ impl Inner {
             blocks.extend(new_blocks.iter().cloned());
             blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
         }
+        crate::fsutil::crash_point("cut-before-truncate");
         self.head.truncate(cut);
         self.metrics.head_cuts.fetch_add(1, Ordering::Relaxed);
         let closed = self.wal.cut_segment()?;
@@ -1123,8 +1125,10 @@ impl Inner {
                         }
                         bl.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
                     }
+                    crate::fsutil::crash_point("compact-before-delete");
                     for b in &plan.inputs {
-                        fs::remove_dir_all(b.dir())?;
+                        crate::fsutil::remove_block_dir(b.dir())?;
+                        crate::fsutil::crash_point("compact-input-deleted");
                     }
                     fsync_dir(&self.blocks_dir)?;
                     self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
@@ -1183,7 +1187,7 @@ impl Inner {
         };
         for b in removed {
             tracing::info!(target: "sextant::storage", "retention: deleting block {} [{}, {})", b.meta().id, b.meta().min_time, b.meta().max_time);
-            fs::remove_dir_all(b.dir())?;
+            crate::fsutil::remove_block_dir(b.dir())?;
             self.metrics.blocks_deleted_by_retention.fetch_add(1, Ordering::Relaxed);
         }
         fsync_dir(&self.blocks_dir)?;

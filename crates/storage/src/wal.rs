@@ -507,6 +507,7 @@ impl Wal {
         }
         let name = format!("checkpoint.{}", segment_name(upto));
         write_atomic(&self.dir.join(&name), &out)?;
+        crate::fsutil::crash_point("checkpoint-written");
         // Everything the checkpoint covers can go now.
         for e in fs::read_dir(&self.dir)? {
             let e = e?;
@@ -521,6 +522,7 @@ impl Wal {
         for (n, p) in list_segments(&self.dir)? {
             if n <= upto {
                 fs::remove_file(p)?;
+                crate::fsutil::crash_point("checkpoint-segment-deleted");
             }
         }
         fsync_dir(&self.dir)?;
