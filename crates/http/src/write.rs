@@ -82,7 +82,16 @@ struct Prepared {
 /// Scans a 1.0 request; series whose encoded labels are in the cache skip
 /// decoding, the others are decoded and validated in full.
 fn prepare_v1(st: &AppState, raw: &[u8], limits: &sextant_ingest::Limits, now: i64) -> Result<Prepared, DecodeError> {
-    let scan = rw_scan::scan_v1(raw)?;
+    let Ok(scan) = rw_scan::scan_v1(raw) else {
+        // The scan knows only the wire types remote-write senders use; the
+        // full decoder also skips deprecated group fields, and gives the error.
+        let batch = remote_write::decode_v1(raw, limits, now)?;
+        return Ok(Prepared {
+            keys: vec![None; batch.series.len()],
+            batch,
+            ..Default::default()
+        });
+    };
     let mut p = Prepared::default();
     for s in &scan.series {
         let samples = &scan.samples[s.samples.clone()];

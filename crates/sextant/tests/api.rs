@@ -703,3 +703,47 @@ fn range_queries_reuse_frozen_steps_and_see_late_writes() {
     );
     assert_eq!(after_delete, first);
 }
+
+#[test]
+fn remote_write_skips_unknown_fields_of_every_wire_type() {
+    // A 1.0 request with an unknown field 15 as a (deprecated) group, which
+    // any protobuf decoder must skip: the series in it is still stored.
+    let s = sextant::TestServer::start().expect("server");
+    let base = s.url();
+    let t = now_s() * 1000;
+    let req = v1::WriteRequest {
+        timeseries: vec![series(&[("__name__", "with_group_field")], &[(t, 5.0)])],
+        metadata: vec![],
+    };
+    let mut raw = req.encode_to_vec();
+    raw.extend_from_slice(&[0x7b, 0x08, 0x01, 0x7c]);
+    let body = snap::raw::Encoder::new().compress_vec(&raw).expect("snappy");
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let v = get(base, &format!("/api/v1/query?query=with_group_field&time={}", t / 1000)).json();
+    assert_eq!(v["data"]["result"][0]["value"][1], "5", "{v}");
+    // A group left open is malformed: 400, nothing stored.
+    let mut bad = req.encode_to_vec();
+    bad.extend_from_slice(&[0x7b, 0x08, 0x01]);
+    let body = snap::raw::Encoder::new().compress_vec(&bad).expect("snappy");
+    let r = request(
+        base,
+        "POST",
+        "/api/v1/write",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}

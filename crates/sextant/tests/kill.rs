@@ -3,6 +3,11 @@
 //! and restarted over the same directory. After every restart each
 //! acknowledged sample is queried back, and no timestamp appears twice.
 //! Iterations: `SEXTANT_KILL_ITERATIONS` (default 6).
+//!
+//! The server runs with one-minute blocks and each batch one second newer than
+//! the last, so head cuts, WAL checkpoints and compactions happen all through
+//! the load. A second test makes the server stop itself at each named step of
+//! those (`SEXTANT_CRASH_AT`) while the load goes on.
 
 mod common;
 
@@ -18,20 +23,30 @@ use sextant_ingest::remote_write::v1;
 const SERIES: usize = 40;
 
 fn start(dir: &std::path::Path, port: u16) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--otlp-grpc-listen",
-            "off",
-        ])
-        .args(["--wal-fsync", "never", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    start_with(dir, port, None)
+}
+
+fn start_with(dir: &std::path::Path, port: u16, crash_at: Option<&str>) -> KillOnDrop {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--otlp-grpc-listen",
+        "off",
+        "--block-range",
+        "1m",
+        "--retention-time",
+        "0",
+    ])
+    .args(["--wal-fsync", "never", "--data-dir"])
+    .arg(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if let Some(p) = crash_at {
+        cmd.env("SEXTANT_CRASH_AT", p);
+    }
+    let child = cmd.spawn().expect("spawn");
     let s = KillOnDrop(child);
     let t = Instant::now();
     loop {
@@ -74,6 +89,87 @@ fn batch(t: i64) -> Vec<u8> {
         .expect("snappy")
 }
 
+/// Ten days ago, so that a long run of one-second steps stays in the past.
+fn t0() -> i64 {
+    1000 * (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        - 10 * 86_400)
+}
+
+/// The loader: a batch every 2 ms, each one second of sample time after the
+/// last, bounded in count (at most 5 days of sample time).
+fn loader(port: u16, t0: i64, acked: Arc<Mutex<Vec<i64>>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut k = 0i64;
+        while !stop.load(Ordering::Relaxed) && k < 400_000 {
+            let t = t0 + k * 1000;
+            if post(port, &batch(t)) == Some(204) {
+                acked.lock().expect("lock").push(t);
+            }
+            k += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+}
+
+fn wait_ready(base: &str) {
+    let t = Instant::now();
+    while common::get(base, "/-/ready").status != 200 {
+        assert!(t.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_server_stopped_inside_each_step_of_block_writes_and_compaction_loses_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let t0 = t0();
+    let acked: Arc<Mutex<Vec<i64>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = loader(port, t0, acked.clone(), stop.clone());
+    let points = [
+        "block-before-rename",
+        "block-after-rename",
+        "cut-before-truncate",
+        "checkpoint-written",
+        "compact-before-delete",
+        "block-delete-renamed",
+        "compact-input-deleted",
+    ];
+    for point in points {
+        let mut s = start_with(dir.path(), port, Some(point));
+        let t = Instant::now();
+        loop {
+            if let Some(status) = s.0.try_wait().expect("try_wait") {
+                assert!(!status.success(), "{point}: the server exited cleanly");
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "{point}: never reached");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(s);
+        let before: Vec<i64> = acked.lock().expect("lock").clone();
+        let _server = start(dir.path(), port);
+        wait_ready(&base);
+        check(&base, t0, &before);
+        assert!(
+            !dir.path().join("corrupted").exists(),
+            "{point}: a block was quarantined"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("loader");
+    let n = acked.lock().expect("lock").len();
+    eprintln!(
+        "{} crash points under load, {n} batches acknowledged, all present",
+        points.len()
+    );
+}
+
 #[test]
 fn sigkill_under_load_loses_no_acknowledged_sample() {
     let iterations: usize = std::env::var("SEXTANT_KILL_ITERATIONS")
@@ -83,30 +179,11 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let t0 = 1000
-        * (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64
-            - 1800);
+    let t0 = t0();
     let acked: Arc<Mutex<Vec<i64>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut server = Some(start(dir.path(), port));
-    // The loader: one batch every 2 ms of new timestamps, bounded in count.
-    let loader = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut k = 0i64;
-            while !stop.load(Ordering::Relaxed) && k < 200_000 {
-                let t = t0 + k * 10;
-                if post(port, &batch(t)) == Some(204) {
-                    acked.lock().expect("lock").push(t);
-                }
-                k += 1;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let loader = loader(port, t0, acked.clone(), stop.clone());
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut kills = 0;
     for _ in 0..iterations {
@@ -121,11 +198,7 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
         }
         let before: Vec<i64> = acked.lock().expect("lock").clone();
         server = Some(start(dir.path(), port));
-        let t = Instant::now();
-        while common::get(&base, "/-/ready").status != 200 {
-            assert!(t.elapsed() < Duration::from_secs(60));
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_ready(&base);
         check(&base, t0, &before);
     }
     stop.store(true, Ordering::Relaxed);
