@@ -87,6 +87,9 @@ const QUERIES: &[(&str, &str)] = &[
 /// text), its points (time in ms, value).
 type Answer = std::collections::BTreeMap<String, Vec<(i64, f64)>>;
 
+/// Per query, per shape.
+type PerQuery<T> = Vec<Vec<T>>;
+
 fn parse_answer(body: &str) -> Result<Answer, String> {
     let split = body.find("\r\n\r\n").map(|i| i + 4).unwrap_or(0);
     let (head, rest) = body.split_at(split);
@@ -345,7 +348,7 @@ fn main() {
     ];
     // latencies[system][query][shape] = median ms; answers likewise.
     let mut latencies: Vec<(&str, Vec<Vec<f64>>)> = Vec::new();
-    let mut answers: Vec<(&str, Vec<Vec<Result<Answer, String>>>)> = Vec::new();
+    let mut answers: Vec<(&str, PerQuery<Result<Answer, String>>)> = Vec::new();
     let root = tempfile::tempdir().expect("tempdir");
     let mut rows = Vec::new();
     for name in ["sextant", "prometheus", "victoria-metrics"] {
