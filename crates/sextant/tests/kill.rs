@@ -42,21 +42,46 @@ fn start_with(dir: &std::path::Path, port: u16, crash_at: Option<&str>) -> KillO
     .args(["--wal-fsync", "never", "--data-dir"])
     .arg(dir)
     .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    .stderr(std::fs::File::create(log_path(dir)).expect("log"));
     if let Some(p) = crash_at {
         cmd.env("SEXTANT_CRASH_AT", p);
     }
     let child = cmd.spawn().expect("spawn");
-    let s = KillOnDrop(child);
+    let mut s = KillOnDrop(child);
+    if crash_at.is_some() {
+        // It may reach its crash point before it even listens.
+        return s;
+    }
     let t = Instant::now();
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "server did not restart");
+        let exited = s.0.try_wait().ok().flatten();
+        if exited.is_some() || t.elapsed() > Duration::from_secs(60) {
+            panic!(
+                "server did not start ({exited:?}); log: {}",
+                std::fs::read_to_string(log_path(dir)).unwrap_or_default()
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     s
+}
+
+fn log_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("server.log")
+}
+
+/// From the last start's log: (WAL bytes replayed, milliseconds to open the store).
+fn replay_figures(dir: &std::path::Path) -> Option<(u64, u64)> {
+    let log = std::fs::read_to_string(log_path(dir)).ok()?;
+    let line = log.lines().rev().find(|l| l.contains("store open"))?;
+    let field = |name: &str| -> Option<u64> {
+        let at = line.find(&format!("{name}="))? + name.len() + 1;
+        line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    Some((field("wal_bytes")?, field("elapsed_ms")?))
 }
 
 /// One POST without panicking on a dead server: `Some(status)` or `None`.
@@ -76,9 +101,9 @@ fn post(port: u16, body: &[u8]) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn batch(t: i64) -> Vec<u8> {
+fn batch(name: &str, t: i64) -> Vec<u8> {
     let timeseries = (0..SERIES)
-        .map(|i| series(&[("__name__", "load"), ("s", &format!("{i:02}"))], &[(t, t as f64)]))
+        .map(|i| series(&[("__name__", name), ("s", &format!("{i:02}"))], &[(t, t as f64)]))
         .collect();
     let req = v1::WriteRequest {
         timeseries,
@@ -100,12 +125,18 @@ fn t0() -> i64 {
 
 /// The loader: a batch every 2 ms, each one second of sample time after the
 /// last, bounded in count (at most 5 days of sample time).
-fn loader(port: u16, t0: i64, acked: Arc<Mutex<Vec<i64>>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn loader(
+    name: &'static str,
+    port: u16,
+    t0: i64,
+    acked: Arc<Mutex<Vec<i64>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut k = 0i64;
         while !stop.load(Ordering::Relaxed) && k < 400_000 {
             let t = t0 + k * 1000;
-            if post(port, &batch(t)) == Some(204) {
+            if post(port, &batch(name, t)) == Some(204) {
                 acked.lock().expect("lock").push(t);
             }
             k += 1;
@@ -130,7 +161,7 @@ fn the_server_stopped_inside_each_step_of_block_writes_and_compaction_loses_noth
     let t0 = t0();
     let acked: Arc<Mutex<Vec<i64>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let load = loader(port, t0, acked.clone(), stop.clone());
+    let load = loader("crash_load", port, t0, acked.clone(), stop.clone());
     let points = [
         "block-before-rename",
         "block-after-rename",
@@ -155,7 +186,15 @@ fn the_server_stopped_inside_each_step_of_block_writes_and_compaction_loses_noth
         let before: Vec<i64> = acked.lock().expect("lock").clone();
         let _server = start(dir.path(), port);
         wait_ready(&base);
-        check(&base, t0, &before);
+        eprintln!("checking after {point}");
+        if std::env::var_os("KEEP_DIR").is_some() {
+            let _ = std::process::Command::new("cp")
+                .args(["-r"])
+                .arg(dir.path())
+                .arg(format!("/tmp/keep-{point}"))
+                .status();
+        }
+        check(&base, "crash_load", t0, &before);
         assert!(
             !dir.path().join("corrupted").exists(),
             "{point}: a block was quarantined"
@@ -183,9 +222,10 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
     let acked: Arc<Mutex<Vec<i64>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut server = Some(start(dir.path(), port));
-    let loader = loader(port, t0, acked.clone(), stop.clone());
+    let loader = loader("kill_load", port, t0, acked.clone(), stop.clone());
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut kills = 0;
+    let mut replays: Vec<(u64, u64)> = Vec::new();
     for _ in 0..iterations {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -199,13 +239,35 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
         let before: Vec<i64> = acked.lock().expect("lock").clone();
         server = Some(start(dir.path(), port));
         wait_ready(&base);
-        check(&base, t0, &before);
+        if let Some(f) = replay_figures(dir.path()) {
+            replays.push(f);
+        }
+        if std::env::var_os("KEEP_DIR").is_some() {
+            let _ = std::process::Command::new("rm")
+                .args(["-rf", "/tmp/keep-kill"])
+                .status();
+            let _ = std::process::Command::new("cp")
+                .args(["-r"])
+                .arg(dir.path())
+                .arg("/tmp/keep-kill")
+                .status();
+        }
+        check(&base, "kill_load", t0, &before);
     }
     stop.store(true, Ordering::Relaxed);
     loader.join().expect("loader");
     let all: Vec<i64> = acked.lock().expect("lock").clone();
-    check(&base, t0, &all);
+    check(&base, "kill_load", t0, &all);
     eprintln!("{kills} kills, {} batches acknowledged, all present", all.len());
+    assert_eq!(replays.len(), kills, "every restart logs what it replayed");
+    let (bytes, ms) = replays.iter().fold((0, 0), |a, r| (a.0 + r.0, a.1 + r.1));
+    let most = replays.iter().max_by_key(|r| r.0).copied().unwrap_or_default();
+    eprintln!(
+        "restarts: {} KiB of WAL replayed in {ms} ms in all; the largest, {} KiB, opened in {} ms",
+        bytes / 1024,
+        most.0 / 1024,
+        most.1
+    );
     assert!(
         kills >= iterations && all.len() > iterations * 10,
         "the load was too light to mean anything"
@@ -213,10 +275,10 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
 }
 
 /// Every acknowledged timestamp is stored for every series, once.
-fn check(base: &str, t0: i64, acked: &[i64]) {
+fn check(base: &str, name: &str, t0: i64, acked: &[i64]) {
     let Some(&last) = acked.last() else { return };
     let range_s = (last - t0) / 1000 + 5;
-    let q = format!("load[{range_s}s]");
+    let q = format!("{name}[{range_s}s]");
     let j = common::get(
         base,
         &format!("/api/v1/query?query={}&time={}", common::enc(&q), last as f64 / 1000.0),
@@ -236,8 +298,11 @@ fn check(base: &str, t0: i64, acked: &[i64]) {
         let missing: Vec<&i64> = acked.iter().filter(|t| !set.contains(t)).collect();
         assert!(
             missing.is_empty(),
-            "acknowledged but lost: {:?}",
-            &missing[..missing.len().min(5)]
+            "acknowledged but lost: {} of {}, first {:?}, last {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)],
+            missing.last()
         );
     }
 }

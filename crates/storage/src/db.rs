@@ -134,6 +134,11 @@ struct Inner {
     /// it exclusively for an instant after raising the head floor, so that no
     /// sample below the floor can slip in after the block's data was read.
     append_gate: RwLock<()>,
+    /// Held shared by every read for its whole length; a head cut takes it
+    /// exclusively (after its blocks are visible, before the head drops their
+    /// range), so that no read that began before still expects that range in
+    /// the head.
+    read_gate: RwLock<()>,
     /// The empty label set, shared by appends by handle.
     no_labels: Labels,
     /// Serialises cut, compaction, retention, delete and flush.
@@ -187,6 +192,7 @@ impl Db {
         let head = Head::new();
         if let Some(maxt) = blocks.iter().map(|b| b.meta().max_time).max() {
             head.set_floor(maxt);
+            head.set_read_floor(maxt);
         }
         let floor = head.floor();
         let mut series_n = 0u64;
@@ -245,6 +251,7 @@ impl Db {
             wal,
             blocks: RwLock::new(blocks),
             append_gate: RwLock::new(()),
+            read_gate: RwLock::new(()),
             no_labels: Labels::empty(),
             maintenance: Mutex::new(()),
             closed: AtomicBool::new(false),
@@ -367,6 +374,15 @@ impl Db {
         Ok(())
     }
 
+    /// The blocks to read and the head floor that goes with them, taken
+    /// together; the guard keeps the head from dropping that range meanwhile.
+    fn read_view(&self) -> (parking_lot::RwLockReadGuard<'_, ()>, Vec<Arc<Block>>, i64) {
+        let gate = self.inner.read_gate.read();
+        let blocks = self.inner.blocks.read();
+        let floor = self.inner.head.read_floor();
+        (gate, blocks.clone(), floor)
+    }
+
     /// Matching series with their samples in `[mint, maxt]`, merged over head and blocks.
     pub fn select(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
         self.select_limited(ms, mint, maxt, None)
@@ -375,8 +391,8 @@ impl Db {
     /// Like [`Db::select`], failing once more than `limit` samples would load.
     pub fn select_limited(&self, ms: &[Matcher], mint: i64, maxt: i64, limit: Option<usize>) -> Result<Vec<Series>> {
         self.check_open()?;
-        let blocks = self.inner.blocks.read().clone();
-        let head = HeadReader(&self.inner.head);
+        let (_gate, blocks, floor) = self.read_view();
+        let head = HeadReader(&self.inner.head, floor);
         let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
         readers.push(&head);
         querier::select(&readers, ms, mint, maxt, limit)
@@ -385,8 +401,8 @@ impl Db {
     /// Label sets of matching series with data in the range.
     pub fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>> {
         self.check_open()?;
-        let blocks = self.inner.blocks.read().clone();
-        let head = HeadReader(&self.inner.head);
+        let (_gate, blocks, floor) = self.read_view();
+        let head = HeadReader(&self.inner.head, floor);
         let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
         readers.push(&head);
         querier::series_labels(&readers, ms, mint, maxt)
@@ -395,8 +411,8 @@ impl Db {
     /// Label names of matching series (all series when `ms` is empty).
     pub fn label_names(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
         self.check_open()?;
-        let blocks = self.inner.blocks.read().clone();
-        let head = HeadReader(&self.inner.head);
+        let (_gate, blocks, floor) = self.read_view();
+        let head = HeadReader(&self.inner.head, floor);
         let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
         readers.push(&head);
         Ok(querier::label_names(&readers, ms, mint, maxt))
@@ -405,8 +421,8 @@ impl Db {
     /// Values of label `name` over matching series.
     pub fn label_values(&self, name: &str, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
         self.check_open()?;
-        let blocks = self.inner.blocks.read().clone();
-        let head = HeadReader(&self.inner.head);
+        let (_gate, blocks, floor) = self.read_view();
+        let head = HeadReader(&self.inner.head, floor);
         let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
         readers.push(&head);
         Ok(querier::label_values(&readers, name, ms, mint, maxt))
@@ -1055,7 +1071,12 @@ impl Inner {
             let mut blocks = self.blocks.write();
             blocks.extend(new_blocks.iter().cloned());
             blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+            // Under the same lock, so a read sees the new blocks and the new
+            // floor, or neither.
+            self.head.set_read_floor(cut);
         }
+        // Reads that began before now expect the range in the head: let them end.
+        drop(self.read_gate.write());
         crate::fsutil::crash_point("cut-before-truncate");
         self.head.truncate(cut);
         self.metrics.head_cuts.fetch_add(1, Ordering::Relaxed);

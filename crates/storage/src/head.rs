@@ -359,8 +359,12 @@ pub struct Head {
     series: RwLock<Vec<Option<Arc<MemSeries>>>>,
     shards: Vec<RwLock<HashKeyed<Ids>>>,
     next_id: AtomicU32,
-    /// In-order samples below this are in blocks already.
+    /// Appends below this are refused: that range is being or has been
+    /// written to a block.
     floor: AtomicI64,
+    /// Reads below this go to blocks: raised only once the blocks holding
+    /// that range are visible to queries.
+    read_floor: AtomicI64,
     min_t: AtomicI64,
     max_t: AtomicI64,
 }
@@ -380,6 +384,7 @@ impl Head {
             shards: (0..SHARDS).map(|_| RwLock::new(HashKeyed::default())).collect(),
             next_id: AtomicU32::new(1),
             floor: AtomicI64::new(i64::MIN),
+            read_floor: AtomicI64::new(i64::MIN),
             min_t: AtomicI64::new(i64::MAX),
             max_t: AtomicI64::new(i64::MIN),
         }
@@ -391,6 +396,15 @@ impl Head {
 
     pub fn set_floor(&self, f: i64) {
         self.floor.fetch_max(f, Ordering::AcqRel);
+    }
+
+    pub fn read_floor(&self) -> i64 {
+        self.read_floor.load(Ordering::Acquire)
+    }
+
+    /// Raises the read floor (never above the append floor).
+    pub fn set_read_floor(&self, f: i64) {
+        self.read_floor.fetch_max(f.min(self.floor()), Ordering::AcqRel);
     }
 
     pub fn min_time(&self) -> i64 {
@@ -571,6 +585,7 @@ impl Head {
     /// Returns the number of series removed.
     pub fn truncate(&self, cut: i64) -> usize {
         self.set_floor(cut);
+        self.set_read_floor(cut);
         let series: Vec<Arc<MemSeries>> = self.series.read().iter().flatten().cloned().collect();
         let mut removed = 0;
         let mut new_min = i64::MAX;

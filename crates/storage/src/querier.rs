@@ -43,12 +43,14 @@ impl SeriesReader for Block {
     }
 }
 
-/// The head seen through [`SeriesReader`].
-pub struct HeadReader<'a>(pub &'a Head);
+/// The head seen through [`SeriesReader`], from `floor` on (the head's read
+/// floor taken together with the list of blocks the query reads, so that
+/// every range is read from exactly one place).
+pub struct HeadReader<'a>(pub &'a Head, pub i64);
 
 impl SeriesReader for HeadReader<'_> {
     fn bounds(&self) -> (i64, i64) {
-        (self.0.min_time().max(self.0.floor()), self.0.max_time())
+        (self.0.min_time().max(self.1), self.0.max_time())
     }
     fn select_ids(&self, ms: &[Matcher]) -> RoaringBitmap {
         self.0.postings(ms)
@@ -58,7 +60,7 @@ impl SeriesReader for HeadReader<'_> {
     }
     fn samples(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
         if let Some(s) = self.0.by_id(id) {
-            s.data.lock().samples(mint, maxt, self.0.floor(), out);
+            s.data.lock().samples(mint, maxt, self.1, out);
         }
         Ok(())
     }

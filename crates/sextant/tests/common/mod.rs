@@ -194,13 +194,23 @@ pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries
     }
 }
 
-/// A port free on 127.0.0.1 at the time of asking.
+/// A port free on 127.0.0.1 at the time of asking, and never handed to
+/// another test of this process: tests run in parallel, and a server that is
+/// restarted on its port must not find another test's server there.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if !given.contains(&p) {
+            given.push(p);
+            return p;
+        }
+    }
 }
 
 /// A child process killed and reaped when dropped, so a failing test leaves
