@@ -186,14 +186,6 @@ fn the_server_stopped_inside_each_step_of_block_writes_and_compaction_loses_noth
         let before: Vec<i64> = acked.lock().expect("lock").clone();
         let _server = start(dir.path(), port);
         wait_ready(&base);
-        eprintln!("checking after {point}");
-        if std::env::var_os("KEEP_DIR").is_some() {
-            let _ = std::process::Command::new("cp")
-                .args(["-r"])
-                .arg(dir.path())
-                .arg(format!("/tmp/keep-{point}"))
-                .status();
-        }
         check(&base, "crash_load", t0, &before);
         assert!(
             !dir.path().join("corrupted").exists(),
@@ -241,16 +233,6 @@ fn sigkill_under_load_loses_no_acknowledged_sample() {
         wait_ready(&base);
         if let Some(f) = replay_figures(dir.path()) {
             replays.push(f);
-        }
-        if std::env::var_os("KEEP_DIR").is_some() {
-            let _ = std::process::Command::new("rm")
-                .args(["-rf", "/tmp/keep-kill"])
-                .status();
-            let _ = std::process::Command::new("cp")
-                .args(["-r"])
-                .arg(dir.path())
-                .arg("/tmp/keep-kill")
-                .status();
         }
         check(&base, "kill_load", t0, &before);
     }
