@@ -56,23 +56,38 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs blocking work on the blocking pool within the query concurrency limit.
+/// Runs blocking work on the blocking pool within the query concurrency
+/// limit. A request waits for a free slot at most `wait` (its timeout: the
+/// wait counts toward it, as in Prometheus); `f` is told how long it waited.
 async fn run_query<T: Send + 'static>(
     st: &Arc<AppState>,
-    f: impl FnOnce(&AppState, Arc<AtomicBool>) -> T + Send + 'static,
+    wait: Option<std::time::Duration>,
+    f: impl FnOnce(&AppState, Arc<AtomicBool>, std::time::Duration) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    let permit = st
-        .query_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::new(ErrorType::Unavailable, "the server is shutting down"))?;
+    let queued = Instant::now();
+    let acquire = st.query_slots.clone().acquire_owned();
+    let permit = match wait {
+        Some(w) => tokio::time::timeout(w, acquire).await.map_err(|_| {
+            st.metrics.queries_timed_out_in_queue.fetch_add(1, Ordering::Relaxed);
+            ApiError::new(
+                ErrorType::Timeout,
+                format!(
+                    "query timed out in query queue: all {} query slots were busy for {:?} (--query-max-concurrency)",
+                    st.cfg.max_concurrent_queries.max(1),
+                    w
+                ),
+            )
+        })?,
+        None => acquire.await,
+    }
+    .map_err(|_| ApiError::new(ErrorType::Unavailable, "the server is shutting down"))?;
+    let waited = queued.elapsed();
     let cancel = Arc::new(AtomicBool::new(false));
     let mut guard = CancelOnDrop(cancel.clone(), true);
     let st2 = st.clone();
     let r = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        f(&st2, cancel)
+        f(&st2, cancel, waited)
     })
     .await;
     guard.1 = false;
@@ -85,6 +100,13 @@ fn engine_for(st: &AppState, timeout_ms: Option<i64>) -> Engine {
         let t = std::time::Duration::from_millis(t as u64);
         opts.timeout = Some(opts.timeout.map_or(t, |d| d.min(t)));
     }
+    Engine::new(opts)
+}
+
+/// `engine` with `waited` (time spent queued) taken off its timeout.
+fn after_wait(engine: &Engine, waited: std::time::Duration) -> Engine {
+    let mut opts = engine.options().clone();
+    opts.timeout = opts.timeout.map(|t| t.saturating_sub(waited));
     Engine::new(opts)
 }
 
@@ -141,9 +163,10 @@ async fn query_inner(st: &Arc<AppState>, p: &Params) -> Result<Response, ApiErro
     let stats = p.get("stats").is_some();
     let limit = p.limit()?;
     parse_query(&q)?;
-    let res = run_query(st, move |st, cancel| {
+    let wait = engine.options().timeout;
+    let res = run_query(st, wait, move |st, cancel, waited| {
         let expr = parse_query(&q)?;
-        engine
+        after_wait(&engine, waited)
             .instant_expr(&*st.db, &expr, &q, t, Some(cancel))
             .map_err(ApiError::from)
     })
@@ -219,9 +242,10 @@ async fn query_range_inner(st: &Arc<AppState>, p: &Params) -> Result<Response, A
         }
     } else {
         let q2 = q.clone();
-        run_query(st, move |st, cancel| {
+        let wait = engine.options().timeout;
+        run_query(st, wait, move |st, cancel, waited| {
             let expr = parse_query(&q2)?;
-            engine
+            after_wait(&engine, waited)
                 .range_expr(&*st.db, &expr, &q2, eval_start, end, step, Some(cancel))
                 .map_err(ApiError::from)
         })
@@ -302,13 +326,17 @@ pub async fn series(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery, body
         let sets = matchers_of(&p, true)?;
         let (start, end) = time_range(&p)?;
         let limit = p.limit()?;
-        let found = run_query(&st, move |st, _| -> Result<Vec<Labels>, ApiError> {
-            let mut all = BTreeSet::new();
-            for ms in &sets {
-                all.extend(st.db.series(ms, start, end)?);
-            }
-            Ok(all.into_iter().collect())
-        })
+        let found = run_query(
+            &st,
+            st.engine.options().timeout,
+            move |st, _, _| -> Result<Vec<Labels>, ApiError> {
+                let mut all = BTreeSet::new();
+                for ms in &sets {
+                    all.extend(st.db.series(ms, start, end)?);
+                }
+                Ok(all.into_iter().collect())
+            },
+        )
         .await??;
         let mut warnings = Vec::new();
         let mut found = found;
@@ -333,16 +361,20 @@ pub async fn labels(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery, body
         let sets = matchers_of(&p, false)?;
         let (start, end) = time_range(&p)?;
         let limit = p.limit()?;
-        let names = run_query(&st, move |st, _| -> Result<Vec<String>, ApiError> {
-            let mut all = BTreeSet::new();
-            if sets.is_empty() {
-                all.extend(st.db.label_names(&[], start, end)?);
-            }
-            for ms in &sets {
-                all.extend(st.db.label_names(ms, start, end)?);
-            }
-            Ok(all.into_iter().collect())
-        })
+        let names = run_query(
+            &st,
+            st.engine.options().timeout,
+            move |st, _, _| -> Result<Vec<String>, ApiError> {
+                let mut all = BTreeSet::new();
+                if sets.is_empty() {
+                    all.extend(st.db.label_names(&[], start, end)?);
+                }
+                for ms in &sets {
+                    all.extend(st.db.label_names(ms, start, end)?);
+                }
+                Ok(all.into_iter().collect())
+            },
+        )
         .await??;
         Ok(truncated_list(names, limit))
     }
@@ -376,16 +408,20 @@ pub async fn label_values(
         let sets = matchers_of(&p, false)?;
         let (start, end) = time_range(&p)?;
         let limit = p.limit()?;
-        let vals = run_query(&st, move |st, _| -> Result<Vec<String>, ApiError> {
-            let mut all = BTreeSet::new();
-            if sets.is_empty() {
-                all.extend(st.db.label_values(&name, &[], start, end)?);
-            }
-            for ms in &sets {
-                all.extend(st.db.label_values(&name, ms, start, end)?);
-            }
-            Ok(all.into_iter().collect())
-        })
+        let vals = run_query(
+            &st,
+            st.engine.options().timeout,
+            move |st, _, _| -> Result<Vec<String>, ApiError> {
+                let mut all = BTreeSet::new();
+                if sets.is_empty() {
+                    all.extend(st.db.label_values(&name, &[], start, end)?);
+                }
+                for ms in &sets {
+                    all.extend(st.db.label_values(&name, ms, start, end)?);
+                }
+                Ok(all.into_iter().collect())
+            },
+        )
         .await??;
         Ok(truncated_list(vals, limit))
     }
@@ -605,12 +641,16 @@ pub async fn delete_series(State(st): State<Arc<AppState>>, RawQuery(q): RawQuer
     let r: Result<Response, ApiError> = async {
         let sets = matchers_of(&p, true)?;
         let (start, end) = time_range(&p)?;
-        run_query(&st, move |st, _| -> Result<(), ApiError> {
-            for ms in &sets {
-                st.db.delete(ms, start, end)?;
-            }
-            Ok(())
-        })
+        run_query(
+            &st,
+            st.engine.options().timeout,
+            move |st, _, _| -> Result<(), ApiError> {
+                for ms in &sets {
+                    st.db.delete(ms, start, end)?;
+                }
+                Ok(())
+            },
+        )
         .await??;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -619,14 +659,14 @@ pub async fn delete_series(State(st): State<Arc<AppState>>, RawQuery(q): RawQuer
 }
 
 pub async fn clean_tombstones(State(st): State<Arc<AppState>>) -> Response {
-    match run_query(&st, |st, _| st.db.run_maintenance().map_err(ApiError::from)).await {
+    match run_query(&st, None, |st, _, _| st.db.run_maintenance().map_err(ApiError::from)).await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(e)) | Err(e) => e.into_response(),
     }
 }
 
 pub async fn flush(State(st): State<Arc<AppState>>) -> Response {
-    match run_query(&st, |st, _| st.db.flush().map_err(ApiError::from)).await {
+    match run_query(&st, None, |st, _, _| st.db.flush().map_err(ApiError::from)).await {
         Ok(Ok(metas)) => ok_data(serde_json::json!({
             "blocks": metas.iter().map(|m| serde_json::json!({"id": m.id, "minTime": m.min_time, "maxTime": m.max_time, "numSeries": m.stats.num_series, "numSamples": m.stats.num_samples})).collect::<Vec<_>>()
         })),
@@ -641,7 +681,7 @@ pub async fn snapshot(State(st): State<Arc<AppState>>) -> Response {
         (now_ms() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
     );
     let n2 = name.clone();
-    match run_query(&st, move |st, _| {
+    match run_query(&st, st.engine.options().timeout, move |st, _, _| {
         let dir = st.db.dir().join("snapshots").join(&n2);
         st.db.snapshot(&dir).map_err(ApiError::from)
     })

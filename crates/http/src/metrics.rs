@@ -63,6 +63,7 @@ pub struct HttpMetrics {
     pub instant_queries: Histogram,
     pub range_queries: Histogram,
     pub query_errors: AtomicU64,
+    pub queries_timed_out_in_queue: AtomicU64,
     pub write_requests: AtomicU64,
     pub write_samples: AtomicU64,
     pub write_invalid_series: AtomicU64,
@@ -223,6 +224,12 @@ pub fn render(m: &HttpMetrics, db: &Db) -> String {
         "sextant_query_errors_total",
         "Queries that failed.",
         l(&m.query_errors),
+    );
+    counter(
+        &mut out,
+        "sextant_queries_timed_out_in_queue_total",
+        "Requests that found every query slot busy for their whole timeout.",
+        l(&m.queries_timed_out_in_queue),
     );
     let _ = writeln!(out, "# HELP sextant_http_requests_total HTTP requests by handler and status code.\n# TYPE sextant_http_requests_total counter");
     for ((h, c), v) in m.requests.lock().iter() {

@@ -156,7 +156,8 @@ pub struct ServeArgs {
     /// Longest a query may run [default: 2m].
     #[arg(long, value_name = "DURATION")]
     pub query_timeout: Option<String>,
-    /// Queries evaluated at once; others wait [default: 20].
+    /// Queries evaluated at once; others wait for a slot, at most their timeout
+    /// (the wait counts toward it) [default: 20].
     #[arg(long, value_name = "N")]
     pub query_max_concurrency: Option<usize>,
     /// How far back instant selectors look [default: 5m].

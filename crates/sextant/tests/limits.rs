@@ -226,3 +226,60 @@ fn hostile_series_are_refused_one_by_one_and_nothing_else_is_lost() {
     assert_eq!(j["data"]["result"][0]["value"][1], "2", "{j}");
     assert_eq!(get(base, "/-/ready").status, 200);
 }
+
+#[test]
+fn a_query_finding_every_slot_busy_times_out_in_the_queue() {
+    // One query slot. A query that would run for ever holds it until its own
+    // 4 s timeout; a query arriving meanwhile with a 1 s timeout waits for the
+    // slot that long and gets 503 `timeout` naming the limit; after the slot
+    // frees, queries run again.
+    let s = sextant::TestServer::start_with(
+        sextant_storage::Options {
+            fsync: sextant_storage::FsyncPolicy::Never,
+            ..Default::default()
+        },
+        sextant_http::ServerConfig {
+            max_concurrent_queries: 1,
+            ..Default::default()
+        },
+    )
+    .expect("server");
+    let base = s.url().to_string();
+    let slow = {
+        let base = base.clone();
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            let r = get(
+                &base,
+                &format!(
+                    "/api/v1/query?query={}&time=200000&timeout=4s",
+                    enc("max_over_time(max_over_time(vector(1)[1d:1s])[1d:1s])")
+                ),
+            );
+            (r.status, r.text(), t.elapsed())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    let r = get(&base, "/api/v1/query?query=1%2B1&timeout=1s");
+    let waited = t.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "timeout", "{}", r.text());
+    assert!(
+        r.text().contains("query queue") && r.text().contains("--query-max-concurrency"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "gave up after {waited:?}"
+    );
+    let (status, text, took) = slow.join().expect("slow query");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("timeout"), "{text}");
+    assert!(took < std::time::Duration::from_secs(20), "the slow query ran {took:?}");
+    let r = get(&base, "/api/v1/query?query=1%2B1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = get(&base, "/metrics").text();
+    assert!(m.contains("sextant_queries_timed_out_in_queue_total 1"), "{m}");
+}
