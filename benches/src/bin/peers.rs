@@ -10,6 +10,9 @@
 //! ```text
 //! bash benches/peers/run.sh --series 139520 --hours 2
 //! ```
+//!
+//! `--runs N` sets the timed runs per query (5); `--systems sextant,prometheus`
+//! measures only those.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -351,7 +354,11 @@ fn main() {
     let mut answers: Vec<(&str, PerQuery<Result<Answer, String>>)> = Vec::new();
     let root = tempfile::tempdir().expect("tempdir");
     let mut rows = Vec::new();
+    let systems = arg(&args, "--systems").unwrap_or_else(|| "sextant,prometheus,victoria-metrics".into());
     for name in ["sextant", "prometheus", "victoria-metrics"] {
+        if !systems.split(',').any(|s| s == name) {
+            continue;
+        }
         let port = free_port();
         let dir = root.path().join(name);
         std::fs::create_dir_all(&dir).expect("mkdir");

@@ -12,7 +12,7 @@ use sextant_model::{Label, Labels};
 
 use crate::bits::{put_len_prefixed, put_uvarint, put_varint, ByteReader, Truncated};
 use crate::error::{Error, Result};
-use crate::fsutil::{fsync_dir, write_atomic};
+use crate::fsutil::fsync_dir;
 
 /// Segment size after which a new segment is started.
 pub const SEGMENT_SIZE: u64 = 128 << 20;
@@ -208,76 +208,115 @@ struct FileScan {
     odd_reserved: u64,
 }
 
-/// Whether a whole frame with a good checksum starts at `off`.
-fn good_frame_at(data: &[u8], off: usize) -> bool {
-    if data.len().saturating_sub(off) < HEADER_LEN {
-        return false;
-    }
-    let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
-    let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
-    len <= MAX_RECORD
-        && data.len() - off - HEADER_LEN >= len
-        && crc32fast::hash(&data[off + HEADER_LEN..off + HEADER_LEN + len]) == crc
-        && decode_record(&data[off + HEADER_LEN..off + HEADER_LEN + len]).is_ok()
+/// What comes next in a WAL file.
+enum Next {
+    End,
+    /// The readable part ends here, for this reason.
+    Cut(String),
+    Frame {
+        crc: u32,
+        reserved: u8,
+        body: Vec<u8>,
+    },
 }
 
-/// Reads the records of one file into `f`. A record that fails its checksum
-/// or does not decode is skipped when its frame is whole and a good record
-/// follows it (a flipped bit costs that record alone); otherwise the file's
-/// readable part ends there (a torn or damaged tail).
+/// Reads the next frame from `r`, which has `remaining` bytes left.
+fn read_next(r: &mut impl Read, remaining: u64) -> io::Result<Next> {
+    if remaining == 0 {
+        return Ok(Next::End);
+    }
+    if remaining < HEADER_LEN as u64 {
+        return Ok(Next::Cut("torn record header".into()));
+    }
+    let mut h = [0u8; HEADER_LEN];
+    r.read_exact(&mut h)?;
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if len == 0 && crc == 0 {
+        // Zero padding after a crash while preallocated space was unwritten,
+        // or an empty frame, which the writer never makes.
+        let mut rest = remaining - HEADER_LEN as u64;
+        let mut buf = [0u8; 8192];
+        let mut zero = h[8] == 0;
+        while rest > 0 && zero {
+            let n = buf.len().min(rest as usize);
+            r.read_exact(&mut buf[..n])?;
+            zero = buf[..n].iter().all(|b| *b == 0);
+            rest -= n as u64;
+        }
+        return Ok(Next::Cut(
+            if zero { "zeroed tail" } else { "undecodable record" }.into(),
+        ));
+    }
+    if len > MAX_RECORD || remaining - (HEADER_LEN as u64) < len as u64 {
+        return Ok(Next::Cut(format!("torn record of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(Next::Frame {
+        crc,
+        reserved: h[8],
+        body,
+    })
+}
+
+/// A frame's record, or why it is damaged.
+fn check_frame(crc: u32, body: &[u8]) -> std::result::Result<Record, &'static str> {
+    if crc32fast::hash(body) != crc {
+        return Err("checksum mismatch");
+    }
+    decode_record(body).map_err(|_| "undecodable record")
+}
+
+/// Reads the records of one file into `f`, streaming (memory is one record
+/// and one read ahead, whatever the file's size). A record that fails its
+/// checksum or does not decode is skipped when its frame is whole and a good
+/// record follows it (a flipped bit costs that record alone); otherwise the
+/// file's readable part ends there (a torn or damaged tail).
 fn read_file_records(path: &Path, f: &mut dyn FnMut(Record)) -> io::Result<FileScan> {
-    let mut data = Vec::new();
-    File::open(path)?.read_to_end(&mut data)?;
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut r = io::BufReader::with_capacity(1 << 20, file);
     let mut scan = FileScan {
-        size: data.len() as u64,
+        size,
         ..Default::default()
     };
-    let mut off = 0usize;
-    while off < data.len() {
-        if data.len() - off < HEADER_LEN {
-            scan.cut = Some((off as u64, "torn record header".into()));
-            break;
-        }
-        let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
-        let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
-        if len == 0 && crc == 0 && data[off..].iter().all(|b| *b == 0) {
-            // Zero padding after a crash while preallocated space was unwritten.
-            scan.cut = Some((off as u64, "zeroed tail".into()));
-            break;
-        }
-        if len > MAX_RECORD || data.len() - off - HEADER_LEN < len {
-            scan.cut = Some((off as u64, format!("torn record of {len} bytes")));
-            break;
-        }
-        let body = &data[off + HEADER_LEN..off + HEADER_LEN + len];
-        let next = off + HEADER_LEN + len;
-        let bad = if crc32fast::hash(body) != crc {
-            Some("checksum mismatch")
-        } else {
-            match decode_record(body) {
-                Ok(r) => {
-                    if data[off + 8] != 0 {
-                        scan.odd_reserved += 1;
-                    }
-                    f(r);
-                    None
-                }
-                Err(_) => Some("undecodable record"),
+    let mut off = 0u64;
+    let mut pending = read_next(&mut r, size)?;
+    loop {
+        let (crc, reserved, body) = match pending {
+            Next::End => break,
+            Next::Cut(why) => {
+                scan.cut = Some((off, why));
+                break;
             }
+            Next::Frame { crc, reserved, body } => (crc, reserved, body),
         };
-        if let Some(why) = bad {
-            if next < data.len() && good_frame_at(&data, next) {
+        let len = body.len() as u64;
+        let next_off = off + HEADER_LEN as u64 + len;
+        match check_frame(crc, &body) {
+            Ok(rec) => {
+                if reserved != 0 {
+                    scan.odd_reserved += 1;
+                }
+                f(rec);
+                scan.records += 1;
+                pending = read_next(&mut r, size - next_off)?;
+            }
+            Err(why) => {
+                let next = read_next(&mut r, size - next_off)?;
+                let next_good = matches!(&next, Next::Frame { crc, body, .. } if check_frame(*crc, body).is_ok());
+                if !next_good {
+                    scan.cut = Some((off, why.into()));
+                    break;
+                }
                 scan.skipped.push(format!(
                     "record at byte {off} ({len} bytes, {why}) skipped; replay goes on with the next record"
                 ));
-            } else {
-                scan.cut = Some((off as u64, why.into()));
-                break;
+                pending = next;
             }
-        } else {
-            scan.records += 1;
         }
-        off = next;
+        off = next_off;
     }
     Ok(scan)
 }
@@ -474,9 +513,18 @@ impl Wal {
     /// only what `keep` retains, then deletes them. Records are streamed through
     /// `keep`, which may rewrite them; `None` drops a record.
     pub fn checkpoint(&self, upto: u64, keep: &mut dyn FnMut(Record) -> Option<Record>) -> Result<()> {
+        // Streamed to a temporary file record by record: a checkpoint can hold
+        // hours of samples, which must not all sit in memory at once.
+        let name = format!("checkpoint.{}", segment_name(upto));
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let mut failed: Option<io::Error> = None;
         let mut body = Vec::new();
-        let mut out = Vec::new();
-        let mut push = |r: Record, out: &mut Vec<u8>| {
+        let mut framed = Vec::new();
+        let mut push = |r: Record| {
+            if failed.is_some() {
+                return;
+            }
             body.clear();
             match &r {
                 Record::Series(s) => {
@@ -486,12 +534,16 @@ impl Wal {
                 Record::Samples(s) => encode_samples(&mut body, s),
                 Record::Tombstones(t) => encode_tombstones(&mut body, t),
             }
-            frame(&body, out);
+            framed.clear();
+            frame(&body, &mut framed);
+            if let Err(e) = w.write_all(&framed) {
+                failed = Some(e);
+            }
         };
         if let Some((_, p)) = latest_checkpoint(&self.dir)? {
             read_file_records(&p, &mut |r| {
                 if let Some(r) = keep(r) {
-                    push(r, &mut out)
+                    push(r)
                 }
             })?;
         }
@@ -501,12 +553,19 @@ impl Wal {
             }
             read_file_records(&p, &mut |r| {
                 if let Some(r) = keep(r) {
-                    push(r, &mut out)
+                    push(r)
                 }
             })?;
         }
-        let name = format!("checkpoint.{}", segment_name(upto));
-        write_atomic(&self.dir.join(&name), &out)?;
+        if let Some(e) = failed {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let f = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, self.dir.join(&name))?;
+        fsync_dir(&self.dir)?;
         crate::fsutil::crash_point("checkpoint-written");
         // Everything the checkpoint covers can go now.
         for e in fs::read_dir(&self.dir)? {
