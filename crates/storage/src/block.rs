@@ -543,6 +543,12 @@ impl Block {
         }
         let sections = verify_index(&index, &ipath)?;
         verify_chunks(&chunks, &cpath)?;
+        // Verifying touched every page of the chunks file; they are page cache,
+        // not memory this process needs, so they leave its mapping now and
+        // queries fault in only what they read.
+        // SAFETY: a read-only shared file mapping: MADV_DONTNEED only drops
+        // the pages from the mapping, which then reads them from the file again.
+        let _ = unsafe { chunks.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
         let mut b = Block {
             dir: dir.to_path_buf(),
             meta,
