@@ -119,14 +119,15 @@ async fn serve_inner(
     let state = AppState::new(db.clone(), server);
     let app = sextant_http::router_with(state.clone(), extra);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every listener stops when `stop_tx` says so.
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
     let grpc_task = grpc.map(|l| {
-        let mut rx = stop_rx.clone();
+        let stop = until_stopped(stop_rx.clone());
         let router = sextant_http::grpc::router(state.clone());
         let acceptor = acceptors.as_ref().map(|a| a.1.clone());
         tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.wait_for(|v| *v).await;
-            };
             match acceptor {
                 Some(a) => tls::serve(l, a, router, stop).await,
                 None => {
@@ -138,13 +139,9 @@ async fn serve_inner(
         })
     });
     let internal_task = internal.map(|l| {
-        let mut rx = stop_rx.clone();
-        let app = app.clone();
+        let stop = until_stopped(stop_rx.clone());
+        let svc = app.clone().into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.wait_for(|v| *v).await;
-            };
-            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(l, svc).with_graceful_shutdown(stop).await {
                 tracing::error!(target: "sextant", "the demo's loopback listener failed: {e}");
             }

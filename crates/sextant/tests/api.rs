@@ -717,33 +717,13 @@ fn remote_write_skips_unknown_fields_of_every_wire_type() {
     };
     let mut raw = req.encode_to_vec();
     raw.extend_from_slice(&[0x7b, 0x08, 0x01, 0x7c]);
-    let body = snap::raw::Encoder::new().compress_vec(&raw).expect("snappy");
-    let r = request(
-        base,
-        "POST",
-        "/api/v1/write",
-        &[
-            ("Content-Type", "application/x-protobuf"),
-            ("Content-Encoding", "snappy"),
-        ],
-        &body,
-    );
+    let r = common::write_v1_raw(base, &raw);
     assert_eq!(r.status, 204, "{}", r.text());
     let v = get(base, &format!("/api/v1/query?query=with_group_field&time={}", t / 1000)).json();
     assert_eq!(v["data"]["result"][0]["value"][1], "5", "{v}");
     // A group left open is malformed: 400, nothing stored.
     let mut bad = req.encode_to_vec();
     bad.extend_from_slice(&[0x7b, 0x08, 0x01]);
-    let body = snap::raw::Encoder::new().compress_vec(&bad).expect("snappy");
-    let r = request(
-        base,
-        "POST",
-        "/api/v1/write",
-        &[
-            ("Content-Type", "application/x-protobuf"),
-            ("Content-Encoding", "snappy"),
-        ],
-        &body,
-    );
+    let r = common::write_v1_raw(base, &bad);
     assert_eq!(r.status, 400, "{}", r.text());
 }

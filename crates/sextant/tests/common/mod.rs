@@ -157,9 +157,12 @@ pub fn enc(s: &str) -> String {
 
 /// POSTs a remote-write 1.0 request, snappy-compressed.
 pub fn write_v1(base: &str, req: &v1::WriteRequest) -> Resp {
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy");
+    write_v1_raw(base, &req.encode_to_vec())
+}
+
+/// POSTs already-encoded remote-write 1.0 protobuf bytes, snappy-compressed.
+pub fn write_v1_raw(base: &str, protobuf: &[u8]) -> Resp {
+    let body = snap::raw::Encoder::new().compress_vec(protobuf).expect("snappy");
     request(
         base,
         "POST",
