@@ -134,11 +134,12 @@ struct Inner {
     /// it exclusively for an instant after raising the head floor, so that no
     /// sample below the floor can slip in after the block's data was read.
     append_gate: RwLock<()>,
-    /// Held shared by every read for its whole length; a head cut takes it
-    /// exclusively (after its blocks are visible, before the head drops their
-    /// range), so that no read that began before still expects that range in
-    /// the head.
-    read_gate: RwLock<()>,
+    /// A token every read holds for its whole length, taken with its view of
+    /// the blocks. A head cut swaps in a new token together with its new blocks
+    /// and, before the head drops their range, waits until no read holds the
+    /// old one: reads that began before still expect that range in the head.
+    /// Reads that begin meanwhile take the new token and are never held up.
+    read_epoch: Mutex<Arc<()>>,
     /// The empty label set, shared by appends by handle.
     no_labels: Labels,
     /// Serialises cut, compaction, retention, delete and flush.
@@ -251,7 +252,7 @@ impl Db {
             wal,
             blocks: RwLock::new(blocks),
             append_gate: RwLock::new(()),
-            read_gate: RwLock::new(()),
+            read_epoch: Mutex::new(Arc::new(())),
             no_labels: Labels::empty(),
             maintenance: Mutex::new(()),
             closed: AtomicBool::new(false),
@@ -375,12 +376,12 @@ impl Db {
     }
 
     /// The blocks to read and the head floor that goes with them, taken
-    /// together; the guard keeps the head from dropping that range meanwhile.
-    fn read_view(&self) -> (parking_lot::RwLockReadGuard<'_, ()>, Vec<Arc<Block>>, i64) {
-        let gate = self.inner.read_gate.read();
+    /// together; the token keeps the head from dropping that range meanwhile.
+    fn read_view(&self) -> (Arc<()>, Vec<Arc<Block>>, i64) {
         let blocks = self.inner.blocks.read();
         let floor = self.inner.head.read_floor();
-        (gate, blocks.clone(), floor)
+        let token = self.inner.read_epoch.lock().clone();
+        (token, blocks.clone(), floor)
     }
 
     /// Matching series with their samples in `[mint, maxt]`, merged over head and blocks.
@@ -1067,16 +1068,19 @@ impl Inner {
             Ok(meta)
         };
         write(&mut samples_of)?;
-        {
+        let old_epoch = {
             let mut blocks = self.blocks.write();
             blocks.extend(new_blocks.iter().cloned());
             blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
             // Under the same lock, so a read sees the new blocks and the new
             // floor, or neither.
             self.head.set_read_floor(cut);
+            std::mem::replace(&mut *self.read_epoch.lock(), Arc::new(()))
+        };
+        // Reads that began before expect the range in the head: let them end.
+        while Arc::strong_count(&old_epoch) > 1 {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        // Reads that began before now expect the range in the head: let them end.
-        drop(self.read_gate.write());
         crate::fsutil::crash_point("cut-before-truncate");
         self.head.truncate(cut);
         self.metrics.head_cuts.fetch_add(1, Ordering::Relaxed);
