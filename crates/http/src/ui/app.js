@@ -20,6 +20,7 @@ const state = {
   live: true,
   filters: { endpoint: '', inference_component: '', model_name: '' },
   inflight: false,
+  pending: null,
   demo: null,
 };
 
@@ -563,7 +564,12 @@ async function refreshFindings() {
 }
 
 async function refresh(rebuild) {
-  if (state.inflight) return;
+  if (state.inflight) {
+    // A view switch or filter change during a refresh runs right after it,
+    // so that the newest request wins (and a rebuild is never lost).
+    state.pending = { rebuild: Boolean(rebuild) || Boolean(state.pending && state.pending.rebuild) };
+    return;
+  }
   state.inflight = true;
   timing.queries = 0;
   timing.slowest = 0;
@@ -577,6 +583,11 @@ async function refresh(rebuild) {
     }
   } finally {
     state.inflight = false;
+  }
+  if (state.pending) {
+    const next = state.pending;
+    state.pending = null;
+    return refresh(next.rebuild);
   }
   document.getElementById('status').textContent =
     `Updated ${new Date().toLocaleTimeString()} · ${timing.queries} queries in ${Math.round(performance.now() - t0)} ms · slowest ${Math.round(timing.slowest)} ms`;
