@@ -85,3 +85,17 @@ pub fn rss_bytes() -> u64 {
         .map(|p| p * 4096)
         .unwrap_or(0)
 }
+
+/// The value after `--name` on the command line, if given.
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// `--series N` from the command line, or `default`.
+pub fn series_arg(default: usize) -> usize {
+    arg("--series").and_then(|s| s.parse().ok()).unwrap_or(default)
+}

@@ -6,13 +6,7 @@
 use sextant_benches::{bench_options, fleet, load};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--series")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
+    let n = sextant_benches::series_arg(20_000);
     let f = fleet(n);
     let dir = tempfile::tempdir().expect("tempdir");
     let db = sextant_storage::Db::open(dir.path(), bench_options()).expect("open");

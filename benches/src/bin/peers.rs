@@ -21,15 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use sextant_benches::arg;
 use sextant_fleet::Fleet;
 use sextant_ingest::remote_write::v1;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 /// The dashboard: the vLLM example dashboard's panels (latency quantiles
 /// from `_bucket` rates, token rates, running and waiting requests, KV-cache
@@ -276,10 +270,9 @@ fn wait_ready(p: &Peer, path: &str) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = arg(&args, "--series").and_then(|s| s.parse().ok()).unwrap_or(139_520);
-    let hours: i64 = arg(&args, "--hours").and_then(|s| s.parse().ok()).unwrap_or(2);
-    let sextant_bin = arg(&args, "--sextant").unwrap_or_else(|| "target/release/sextant".into());
+    let n = sextant_benches::series_arg(139_520);
+    let hours: i64 = arg("--hours").and_then(|s| s.parse().ok()).unwrap_or(2);
+    let sextant_bin = arg("--sextant").unwrap_or_else(|| "target/release/sextant".into());
     let fleet = sextant_benches::fleet(n);
     let steps = (hours * 240) as usize;
     let t0 = 1_764_547_200_000i64;
@@ -328,7 +321,7 @@ fn main() {
         bodies.len(),
         started.elapsed().as_secs_f64()
     );
-    let runs: usize = arg(&args, "--runs").and_then(|s| s.parse().ok()).unwrap_or(5);
+    let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(5);
     // Evaluation times fall halfway between samples. Sextant follows current
     // Prometheus, whose range and lookback windows are left-open; Prometheus
     // 2.42's are left-closed. The two agree wherever no sample sits exactly on
@@ -354,7 +347,7 @@ fn main() {
     let mut answers: Vec<(&str, PerQuery<Result<Answer, String>>)> = Vec::new();
     let root = tempfile::tempdir().expect("tempdir");
     let mut rows = Vec::new();
-    let systems = arg(&args, "--systems").unwrap_or_else(|| "sextant,prometheus,victoria-metrics".into());
+    let systems = arg("--systems").unwrap_or_else(|| "sextant,prometheus,victoria-metrics".into());
     for name in ["sextant", "prometheus", "victoria-metrics"] {
         if !systems.split(',').any(|s| s == name) {
             continue;

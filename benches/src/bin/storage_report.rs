@@ -9,13 +9,7 @@ use std::time::Instant;
 use sextant_benches::{bench_options, fleet, load_timed, load_timed_by_ref, rss_bytes};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--series")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(139_520);
+    let n = sextant_benches::series_arg(139_520);
     let steps = 480; // 2 h at 15 s
     let f = fleet(n);
     let series = f.series.len();
