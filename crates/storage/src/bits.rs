@@ -102,7 +102,7 @@ impl<'a> BitReader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn refill(&mut self) {
         if self.pos + 8 <= self.buf.len() {
             let mut w = [0u8; 8];
@@ -146,11 +146,16 @@ impl<'a> BitReader<'a> {
             return Some(0);
         }
         if n > 56 {
-            let hi = self.read_bits(n - 32)?;
-            let lo = self.read_bits(32)?;
+            let hi = self.read_short(n as u32 - 32)?;
+            let lo = self.read_short(32)?;
             return Some((hi << 32) | lo);
         }
-        let n = n as u32;
+        self.read_short(n as u32)
+    }
+
+    /// Reads `1 <= n <= 56` bits.
+    #[inline(always)]
+    fn read_short(&mut self, n: u32) -> Option<u64> {
         if self.nbits < n {
             self.refill();
             if self.nbits < n {
@@ -194,21 +199,13 @@ impl<'a> BitReader<'a> {
         self.nbits -= n;
     }
 
-    /// Consumes a run of zero bits, at most `max`, and returns its length (0
-    /// when the next bit is a one or the input has ended).
+    /// Drops `n < 64` bits that [`BitReader::peek`] or
+    /// [`BitReader::window`] showed.
     #[inline(always)]
-    pub fn zero_run(&mut self, max: u32) -> u32 {
-        if self.nbits < 32 {
-            self.refill();
-        }
-        let z = self.acc.leading_zeros().min(self.nbits).min(max);
-        if z >= 64 {
-            self.acc = 0;
-        } else {
-            self.acc <<= z;
-        }
-        self.nbits -= z;
-        z
+    pub fn skip_short(&mut self, n: u32) {
+        debug_assert!(n < 64 && n <= self.nbits);
+        self.acc <<= n & 63;
+        self.nbits -= n;
     }
 
     /// Counts leading one bits up to `max` and consumes them, plus the zero
