@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sextant_model::Sample;
-use sextant_storage::chunkenc::{decode_columns, decode_timestamps, decode_values, encode, ValueKind};
+use sextant_storage::chunkenc::{decode_columns, decode_range, encode, ValueKind};
 
 fn kind(b: u8) -> ValueKind {
     match b % 11 {
@@ -22,12 +22,13 @@ fuzz_target!(|data: &[u8]| {
     let k = kind(data[2]);
     let split = (data[3] as usize).min(data.len() - 4);
     let (ts, vals) = data[4..].split_at(split);
-    let mut t = Vec::new();
-    let _ = decode_timestamps(ts, n, &mut t);
-    let mut v = Vec::new();
-    let _ = decode_values(vals, k, n, &mut v);
     let mut out = Vec::new();
     let _ = decode_columns(ts, k, vals, n, &mut out);
+    let mut part = Vec::new();
+    let lo = i64::from(data[2]) << 40;
+    if decode_range(ts, k, vals, n, (lo, lo + (1 << 44)), &mut part).is_ok() {
+        assert!(part.iter().all(|s| s.t >= lo && s.t <= lo + (1 << 44)));
+    }
 
     // Round trip: 16 bytes a sample, timestamps made increasing.
     let mut samples = Vec::new();
@@ -50,4 +51,11 @@ fuzz_target!(|data: &[u8]| {
     for (a, b) in back.iter().zip(&samples) {
         assert_eq!((a.t, a.v.to_bits()), (b.t, b.v.to_bits()));
     }
+    // A range from the middle of the run to its middle holds exactly the
+    // samples the run has there.
+    let (a, b) = (samples[samples.len() / 3].t, samples[samples.len() * 2 / 3].t);
+    let mut mid = Vec::new();
+    c.decode_range(a, b, &mut mid).expect("a chunk the encoder wrote decodes");
+    let want: Vec<_> = samples.iter().filter(|s| s.t >= a && s.t <= b).map(|s| (s.t, s.v.to_bits())).collect();
+    assert_eq!(mid.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>(), want);
 });

@@ -40,13 +40,18 @@ pub enum ReadError {
 pub struct SelectHints {
     /// At most this many samples in total may be returned; exceeding it is an error.
     pub sample_limit: Option<usize>,
+    /// The caller does not need the series sorted by labels (the query
+    /// engine, which groups by hash and sorts its own output), so the store
+    /// may skip that sort.
+    pub any_order: bool,
 }
 
 /// The read interface the query engine needs. Time ranges are inclusive
 /// milliseconds `[mint, maxt]`.
 pub trait Queryable: Send + Sync {
     /// Every series matching all `matchers` that has at least one sample in
-    /// `[mint, maxt]`, with exactly its samples in that range, sorted by labels.
+    /// `[mint, maxt]`, with exactly its samples in that range, sorted by labels
+    /// unless `hints.any_order`.
     fn select(
         &self,
         matchers: &[Matcher],

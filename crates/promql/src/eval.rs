@@ -237,6 +237,7 @@ impl<'a> Evaluator<'a> {
                 maxt,
                 SelectHints {
                     sample_limit: Some(remaining.saturating_add(1)),
+                    any_order: true,
                 },
             )
             .map_err(read_err)?;

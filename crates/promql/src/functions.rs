@@ -732,6 +732,8 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
                             _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
                             _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
                         }
+                        // Equal values by labels, whatever order the store gave.
+                        .then_with(|| a.labels.cmp(&b.labels))
                     });
                 }
                 _ => {

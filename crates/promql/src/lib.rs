@@ -289,7 +289,7 @@ impl Engine {
         let value = if is_range {
             to_matrix(&ev, val)?
         } else {
-            to_instant(start, val)?
+            to_instant(start, val, orders_its_output(expr))?
         };
         Ok(QueryResult {
             value,
@@ -321,7 +321,25 @@ fn final_labels(s: &SSeries) -> Labels {
     }
 }
 
-fn to_instant(t: i64, v: Val) -> Result<Value, Error> {
+/// Whether the query's outermost operation puts its result in an order of
+/// its own (the sort functions, `topk`, `bottomk`), which an instant
+/// query's answer keeps; other answers are sorted by labels.
+fn orders_its_output(e: &Expr) -> bool {
+    match e {
+        Expr::Paren(p) => orders_its_output(&p.expr),
+        Expr::Call(c) => matches!(
+            c.func.name,
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc"
+        ),
+        Expr::Aggregate(a) => matches!(
+            a.op.id(),
+            promql_parser::parser::token::T_TOPK | promql_parser::parser::token::T_BOTTOMK
+        ),
+        _ => false,
+    }
+}
+
+fn to_instant(t: i64, v: Val, keep_order: bool) -> Result<Value, Error> {
     Ok(match v {
         Val::Scalar(s) => Value::Scalar {
             t,
@@ -339,6 +357,10 @@ fn to_instant(t: i64, v: Val) -> Result<Value, Error> {
                 if let Some(p) = s.points.first() {
                     out.push(Sample { labels: l, t, v: p.v });
                 }
+            }
+            if !keep_order {
+                // The store hands series over in no particular order.
+                out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
             }
             Value::Vector(out)
         }

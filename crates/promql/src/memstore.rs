@@ -73,7 +73,12 @@ impl MemStore {
 
 impl Queryable for MemStore {
     fn select(&self, ms: &[Matcher], mint: i64, maxt: i64, hints: SelectHints) -> Result<Vec<Series>, ReadError> {
-        let out = self.matching(ms, mint, maxt);
+        let mut out = self.matching(ms, mint, maxt);
+        if hints.any_order {
+            // An order unrelated to labels, as a real store's may be, so that
+            // tests show the engine does not lean on sorted input.
+            out.sort_by_key(|s| s.labels.hash64());
+        }
         if let Some(limit) = hints.sample_limit {
             if out.iter().map(|s| s.samples.len()).sum::<usize>() > limit {
                 return Err(ReadError::TooManySamples { limit });

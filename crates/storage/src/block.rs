@@ -827,8 +827,6 @@ impl Block {
         }
         let nchunks = r.uvarint().map_err(|_| bad())?;
         let start = out.len();
-        let mut ts = Vec::new();
-        let mut vs = Vec::new();
         for _ in 0..nchunks {
             let cmin = r.varint().map_err(|_| bad())?;
             let cmax = cmin.wrapping_add(r.uvarint().map_err(|_| bad())? as i64);
@@ -841,17 +839,9 @@ impl Block {
             }
             let (tp, to, tl) = self.column(ts_ref)?;
             let (vp, vo, vl) = self.column(val_ref)?;
-            ts.clear();
-            vs.clear();
             let cc = |_| corrupt("chunk", &self.dir.join("chunks"), format!("series {id}"));
-            chunkenc::decode_timestamps(&tp[to..to + tl], cn, &mut ts).map_err(cc)?;
-            chunkenc::decode_values(&vp[vo..vo + vl], kind, cn, &mut vs).map_err(cc)?;
-            out.extend(
-                ts.iter()
-                    .zip(vs.iter())
-                    .filter(|(t, _)| **t >= mint && **t <= maxt)
-                    .map(|(t, v)| Sample { t: *t, v: *v }),
-            );
+            let (tcol, vcol) = (&tp[to..to + tl], &vp[vo..vo + vl]);
+            chunkenc::decode_range(tcol, kind, vcol, cn, (mint, maxt), out).map_err(cc)?;
         }
         if let Some(tomb) = self.tombstones.read().get(&id) {
             let tail = out.split_off(start);

@@ -237,19 +237,14 @@ impl ChunkAppender {
     /// decimal scale that holds every value, or as floats.
     fn widen_and_append(&mut self, v: f64) {
         let n = self.n as usize;
-        let mut old = Vec::with_capacity(n + 1);
-        let mut it = IntDecoder::new(self.vals.bytes(), n);
         let cur = match self.kind {
             ValueKind::Decimal(k) => k,
             _ => 0,
         };
-        while let Some(m) = it.next_value() {
-            old.push(if cur == 0 {
-                m as f64
-            } else {
-                m as f64 / POW10[cur as usize]
-            });
-        }
+        // The column is this appender's own, so it decodes.
+        let mut ints = vec![Sample { t: 0, v: 0.0 }; n];
+        let _ = decode_dod(self.vals.bytes(), &INT_WIDTHS, n, &mut Ints(&mut ints));
+        let mut old: Vec<f64> = ints.iter().map(|s| s.v / POW10[cur as usize]).collect();
         old.push(v);
         let start = min_scale(v).map(|k| k.max(cur.max(1)));
         let scale = start
@@ -379,6 +374,18 @@ impl ChunkAppender {
     pub fn decode_into(&self, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
         decode_columns(self.ts.bytes(), self.kind, self.vals.bytes(), self.n as usize, out)
     }
+
+    /// Appends the samples in `[mint, maxt]` to `out`.
+    pub fn decode_range(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
+        decode_range(
+            self.ts.bytes(),
+            self.kind,
+            self.vals.bytes(),
+            self.n as usize,
+            (mint, maxt),
+            out,
+        )
+    }
 }
 
 /// An immutable chunk: its two columns (in one allocation) and its time range.
@@ -422,6 +429,11 @@ impl SealedChunk {
         decode_columns(self.ts(), self.kind, self.vals(), self.n as usize, out)
     }
 
+    /// Appends the samples in `[mint, maxt]` to `out`.
+    pub fn decode_range(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
+        decode_range(self.ts(), self.kind, self.vals(), self.n as usize, (mint, maxt), out)
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.data.len()
     }
@@ -439,98 +451,25 @@ fn column_can_hold(bytes: &[u8], n: usize) -> bool {
     n == 0 || (bytes.len() as u64).saturating_mul(8) >= (n as u64).saturating_add(63)
 }
 
-/// Decodes `n` timestamps.
-pub fn decode_timestamps(ts: &[u8], n: usize, out: &mut Vec<i64>) -> Result<(), CorruptChunk> {
-    if !column_can_hold(ts, n) {
-        return Err(CorruptChunk);
-    }
-    let mut r = BitReader::new(ts);
-    let mut t = 0i64;
-    let mut dt = 0i64;
-    out.reserve(n);
-    for i in 0..n {
-        match i {
-            0 => t = r.read_bits(64).ok_or(CorruptChunk)? as i64,
-            1 => {
-                dt = read_bucketed(&mut r, &TS_WIDTHS).ok_or(CorruptChunk)?;
-                t = t.wrapping_add(dt);
-            }
-            _ => {
-                dt = dt.wrapping_add(read_bucketed(&mut r, &TS_WIDTHS).ok_or(CorruptChunk)?);
-                t = t.wrapping_add(dt);
-            }
-        }
-        out.push(t);
-    }
-    Ok(())
-}
-
-struct IntDecoder<'a> {
-    r: BitReader<'a>,
-    i: usize,
+/// Decodes a chunk straight into `out`, keeping only the samples in `range`
+/// (inclusive): the ones outside are cut off in place, so a chunk wholly
+/// inside is never copied.
+pub fn decode_range(
+    ts: &[u8],
+    kind: ValueKind,
+    vals: &[u8],
     n: usize,
-    v: i64,
-    d: i64,
-}
-
-impl<'a> IntDecoder<'a> {
-    fn new(b: &'a [u8], n: usize) -> Self {
-        IntDecoder {
-            r: BitReader::new(b),
-            i: 0,
-            n,
-            v: 0,
-            d: 0,
-        }
-    }
-
-    #[inline(always)]
-    fn next_value(&mut self) -> Option<i64> {
-        if self.i >= self.n {
-            return None;
-        }
-        match self.i {
-            0 => self.v = self.r.read_bits(64)? as i64,
-            1 => {
-                self.d = read_bucketed(&mut self.r, &INT_WIDTHS)?;
-                self.v = self.v.wrapping_add(self.d);
-            }
-            _ => {
-                self.d = self.d.wrapping_add(read_bucketed(&mut self.r, &INT_WIDTHS)?);
-                self.v = self.v.wrapping_add(self.d);
-            }
-        }
-        self.i += 1;
-        Some(self.v)
-    }
-}
-
-/// Decodes `n` values of the given kind.
-pub fn decode_values(vals: &[u8], kind: ValueKind, n: usize, out: &mut Vec<f64>) -> Result<(), CorruptChunk> {
-    if !column_can_hold(vals, n) {
-        return Err(CorruptChunk);
-    }
-    out.reserve(n);
-    match kind {
-        ValueKind::Int => {
-            let mut d = IntDecoder::new(vals, n);
-            for _ in 0..n {
-                out.push(d.next_value().ok_or(CorruptChunk)? as f64);
-            }
-        }
-        ValueKind::Decimal(k) => {
-            let p = POW10[k as usize];
-            let mut d = IntDecoder::new(vals, n);
-            for _ in 0..n {
-                out.push(d.next_value().ok_or(CorruptChunk)? as f64 / p);
-            }
-        }
-        ValueKind::Float => {
-            let mut d = FloatDecoder::new(vals);
-            for _ in 0..n {
-                out.push(d.next_value().ok_or(CorruptChunk)?);
-            }
-        }
+    range: (i64, i64),
+    out: &mut Vec<Sample>,
+) -> Result<(), CorruptChunk> {
+    let start = out.len();
+    decode_columns(ts, kind, vals, n, out)?;
+    let got = &out[start..];
+    if got.first().is_some_and(|s| s.t < range.0) || got.last().is_some_and(|s| s.t > range.1) {
+        let a = got.partition_point(|s| s.t < range.0);
+        let b = got.partition_point(|s| s.t <= range.1);
+        out.truncate(start + b);
+        out.drain(start..start + a);
     }
     Ok(())
 }
@@ -933,6 +872,29 @@ mod tests {
     }
 
     #[test]
+    fn a_range_decode_keeps_exactly_the_samples_inside() {
+        let s: Vec<Sample> = (0..240i64)
+            .map(|i| Sample::new(1_000 + i * 15, (i * i) as f64))
+            .collect();
+        let c = encode(&s);
+        for (lo, hi) in [
+            (0, 10_000),
+            (1_000, 4_585),
+            (1_001, 4_584),
+            (2_000, 2_000),
+            (2_005, 2_010),
+            (5_000, 9_000),
+        ] {
+            let mut out = vec![Sample::new(-1, 0.0)];
+            c.decode_range(lo, hi, &mut out).unwrap();
+            let want: Vec<Sample> = std::iter::once(Sample::new(-1, 0.0))
+                .chain(s.iter().copied().filter(|x| x.t >= lo && x.t <= hi))
+                .collect();
+            assert_eq!(out, want, "range {lo}..={hi}");
+        }
+    }
+
+    #[test]
     fn a_cut_column_is_refused_without_panicking() {
         let mut s = Vec::new();
         let mut v = 0i64;
@@ -966,13 +928,12 @@ mod tests {
             Err(CorruptChunk)
         );
         assert!(out.capacity() < 1 << 20);
-        let mut ts = Vec::new();
-        assert_eq!(decode_timestamps(c.ts(), usize::MAX, &mut ts), Err(CorruptChunk));
-        let mut vs = Vec::new();
+        let mut big = Vec::new();
         assert_eq!(
-            decode_values(c.vals(), c.kind, usize::MAX / 2, &mut vs),
+            decode_columns(c.ts(), c.kind, c.vals(), usize::MAX / 2, &mut big),
             Err(CorruptChunk)
         );
+        assert_eq!(big.capacity(), 0);
         assert!(decode_columns(c.ts(), c.kind, c.vals(), 2, &mut out).is_ok());
         assert_eq!(out.len(), 2);
     }

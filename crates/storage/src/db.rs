@@ -391,12 +391,25 @@ impl Db {
 
     /// Like [`Db::select`], failing once more than `limit` samples would load.
     pub fn select_limited(&self, ms: &[Matcher], mint: i64, maxt: i64, limit: Option<usize>) -> Result<Vec<Series>> {
+        self.select_with(ms, mint, maxt, limit, true)
+    }
+
+    /// Like [`Db::select_limited`]; with `sorted` false the series come in
+    /// the order the store meets them.
+    pub fn select_with(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: Option<usize>,
+        sorted: bool,
+    ) -> Result<Vec<Series>> {
         self.check_open()?;
         let (_gate, blocks, floor) = self.read_view();
         let head = HeadReader(&self.inner.head, floor);
         let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
         readers.push(&head);
-        querier::select(&readers, ms, mint, maxt, limit)
+        querier::select(&readers, ms, mint, maxt, limit, sorted)
     }
 
     /// Label sets of matching series with data in the range.
@@ -633,7 +646,7 @@ impl Drop for Db {
 
 impl sextant_model::Queryable for Db {
     fn select(&self, ms: &[Matcher], mint: i64, maxt: i64, hints: SelectHints) -> Result<Vec<Series>, ReadError> {
-        self.select_limited(ms, mint, maxt, hints.sample_limit)
+        self.select_with(ms, mint, maxt, hints.sample_limit, !hints.any_order)
             .map_err(read_err)
     }
     fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>, ReadError> {

@@ -215,19 +215,15 @@ impl SeriesData {
     pub fn samples(&self, mint: i64, maxt: i64, floor: i64, out: &mut Vec<Sample>) {
         let lo = mint.max(floor);
         let start = out.len();
-        let mut buf = Vec::new();
         if lo <= maxt {
+            // A chunk that fails to decode is left out (head chunks are
+            // built in memory by this process, so that means a bug, not
+            // damage on disk).
             for c in self.sealed.iter().filter(|c| c.maxt >= lo && c.mint <= maxt) {
-                buf.clear();
-                if c.decode_into(&mut buf).is_ok() {
-                    out.extend(buf.iter().filter(|s| s.t >= lo && s.t <= maxt));
-                }
+                let _ = c.decode_range(lo, maxt, out);
             }
             if !self.open.is_empty() && self.open.maxt() >= lo && self.open.mint() <= maxt {
-                buf.clear();
-                if self.open.decode_into(&mut buf).is_ok() {
-                    out.extend(buf.iter().filter(|s| s.t >= lo && s.t <= maxt));
-                }
+                let _ = self.open.decode_range(lo, maxt, out);
             }
         }
         let ooo: Vec<Sample> = self

@@ -96,16 +96,18 @@ impl SeriesReader for HeadReader<'_> {
     }
 }
 
-/// Selects and merges matching series from every reader whose bounds overlap.
+/// Selects and merges matching series from every reader whose bounds
+/// overlap; sorted by labels when `sorted`, else in first-seen order.
 pub fn select(
     readers: &[&dyn SeriesReader],
     ms: &[Matcher],
     mint: i64,
     maxt: i64,
     limit: Option<usize>,
+    sorted: bool,
 ) -> Result<Vec<Series>> {
     // Series in first-seen order, indexed by labels (whose hash is cached);
-    // sorted by labels once at the end.
+    // sorted by labels once at the end if asked.
     let mut out: Vec<Series> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut total = 0usize;
@@ -155,7 +157,9 @@ pub fn select(
             }
         }
     }
-    out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+    if sorted {
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+    }
     Ok(out)
 }
 
