@@ -40,20 +40,34 @@ impl BitWriter {
         }
     }
 
-    /// Writes the low `n` bits of `v`, most significant first (`n <= 64`).
+    /// Writes the low `n` bits of `v`, most significant first (`n <= 64`):
+    /// the free bits of the last byte, then whole bytes, then the rest.
     #[inline]
     pub fn write_bits(&mut self, v: u64, mut n: u8) {
-        while n > 0 {
-            if self.free == 0 {
-                self.new_byte();
-            }
+        if n == 0 {
+            return;
+        }
+        let v = if n >= 64 { v } else { v & ((1u64 << n) - 1) };
+        if self.free > 0 {
             let take = n.min(self.free);
-            let shift = n - take;
-            let chunk = ((v >> shift) & ((1u64 << take) - 1)) as u8;
+            n -= take;
             self.free -= take;
+            let chunk = ((v >> n) as u8) & (((1u16 << take) - 1) as u8);
             let last = self.buf.len() - 1;
             self.buf[last] |= chunk << self.free;
-            n -= take;
+        }
+        while n >= 8 {
+            n -= 8;
+            self.new_byte();
+            let last = self.buf.len() - 1;
+            self.buf[last] = (v >> n) as u8;
+            self.free = 0;
+        }
+        if n > 0 {
+            self.new_byte();
+            self.free = 8 - n;
+            let last = self.buf.len() - 1;
+            self.buf[last] = ((v as u8) & ((1u8 << n) - 1)) << self.free;
         }
     }
 

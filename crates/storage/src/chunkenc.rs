@@ -79,11 +79,13 @@ fn min_scale(v: f64) -> Option<u8> {
 /// because its sign would be lost.
 #[inline]
 pub fn as_exact_int(v: f64) -> Option<i64> {
-    if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 && !(v == 0.0 && v.is_sign_negative()) {
-        Some(v as i64)
-    } else {
-        None
+    // Below 2^53 the cast truncates exactly, so it round-trips only for
+    // integers (a cast and a compare, where `fract` is a library call).
+    if v.is_nan() || v.abs() >= 9_007_199_254_740_992.0 {
+        return None;
     }
+    let i = v as i64;
+    (i as f64 == v && !(i == 0 && v.is_sign_negative())).then_some(i)
 }
 
 // Bucketed signed integer codes: a unary prefix selects the width.
@@ -105,18 +107,19 @@ fn write_bucketed(w: &mut BitWriter, v: i64, widths: &[u8; 4]) {
         w.write_bit(false);
         return;
     }
-    for (i, &bits) in widths.iter().enumerate() {
+    for (i, &bits) in widths[..3].iter().enumerate() {
         if fits(v, bits) {
-            // Prefix: i+1 ones, then a zero unless this is the last bucket.
-            w.write_bits((1u64 << (i + 1)) - 1, (i + 1) as u8);
-            if i + 1 < widths.len() {
-                w.write_bit(false);
-            }
-            let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
-            w.write_bits(v as u64 & mask, bits);
+            // Prefix: i+1 ones and a zero; with the field at most 4 + 24
+            // bits, written at once.
+            let prefix = ((1u64 << (i + 1)) - 1) << 1;
+            let field = v as u64 & ((1u64 << bits) - 1);
+            w.write_bits(prefix << bits | field, i as u8 + 2 + bits);
             return;
         }
     }
+    // The last bucket: four ones, then all 64 bits.
+    w.write_bits(0b1111, 4);
+    w.write_bits(v as u64, widths[3]);
 }
 
 #[inline(always)]
