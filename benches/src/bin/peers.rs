@@ -288,8 +288,8 @@ fn main() {
                     .labels
                     .iter()
                     .map(|l| v1::Label {
-                        name: l.name.clone(),
-                        value: l.value.clone(),
+                        name: l.name.to_string(),
+                        value: l.value.to_string(),
                     })
                     .collect();
                 let smp: Vec<v1::Sample> = (s0..(s0 + 40).min(steps))

@@ -315,7 +315,7 @@ fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
 fn labels_json(l: &Labels) -> serde_json::Value {
     serde_json::Value::Object(
         l.iter()
-            .map(|x| (x.name.clone(), serde_json::Value::String(x.value.clone())))
+            .map(|x| (x.name.to_string(), serde_json::Value::String(x.value.to_string())))
             .collect(),
     )
 }

@@ -589,7 +589,7 @@ pub fn translate(
                             let n = sanitize_label(&kv.key, t);
                             // Attributes that collide after sanitisation are joined with ';'.
                             if let Some(e) = v.iter_mut().find(|l| l.name == n) {
-                                e.value = format!("{};{val}", e.value);
+                                e.value = format!("{};{val}", e.value).into();
                             } else {
                                 v.push(Label::new(n, val));
                             }
@@ -605,7 +605,8 @@ pub fn translate(
                         v.retain(|l| l.name != METRIC_NAME);
                         v.push(Label::new(METRIC_NAME, name));
                         let pairs: Vec<(String, String)> = {
-                            let mut p: Vec<(String, String)> = v.into_iter().map(|l| (l.name, l.value)).collect();
+                            let mut p: Vec<(String, String)> =
+                                v.into_iter().map(|l| (l.name.into(), l.value.into())).collect();
                             p.sort();
                             p
                         };

@@ -198,7 +198,7 @@ pub fn validate_labels(pairs: Vec<(String, String)>, limits: &Limits) -> Result<
 }
 
 fn into_labels(pairs: Vec<(String, String)>) -> Labels {
-    Labels::from_sorted_unchecked(pairs.into_iter().map(|(n, v)| Label { name: n, value: v }).collect())
+    Labels::from_sorted_unchecked(pairs.into_iter().map(|(n, v)| Label::new(n, v)).collect())
 }
 
 /// Checks one series' labels: present, within limits, sorted, unique, named.

@@ -4,15 +4,142 @@ use std::sync::Arc;
 /// The label that holds a series' metric name.
 pub const METRIC_NAME: &str = "__name__";
 
+/// An immutable string that is cheap to clone (shared storage): label names
+/// and values, which the store interns, so that handing a label set to a
+/// query costs reference counts rather than an allocation per string.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Str(Arc<str>);
+
+impl Str {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Str {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Str {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Str {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Str {
+    fn default() -> Self {
+        Str::from("")
+    }
+}
+
+impl From<&str> for Str {
+    fn from(s: &str) -> Self {
+        Str(Arc::from(s))
+    }
+}
+
+impl From<String> for Str {
+    fn from(s: String) -> Self {
+        Str(Arc::from(s))
+    }
+}
+
+impl From<&String> for Str {
+    fn from(s: &String) -> Self {
+        Str(Arc::from(s.as_str()))
+    }
+}
+
+impl From<Arc<str>> for Str {
+    fn from(s: Arc<str>) -> Self {
+        Str(s)
+    }
+}
+
+impl From<&Arc<str>> for Str {
+    fn from(s: &Arc<str>) -> Self {
+        Str(s.clone())
+    }
+}
+
+impl From<&Str> for Str {
+    fn from(s: &Str) -> Self {
+        s.clone()
+    }
+}
+
+impl From<Str> for String {
+    fn from(s: Str) -> Self {
+        s.0.to_string()
+    }
+}
+
+impl PartialEq<str> for Str {
+    fn eq(&self, o: &str) -> bool {
+        &*self.0 == o
+    }
+}
+
+impl PartialEq<&str> for Str {
+    fn eq(&self, o: &&str) -> bool {
+        &*self.0 == *o
+    }
+}
+
+impl PartialEq<String> for Str {
+    fn eq(&self, o: &String) -> bool {
+        &*self.0 == o.as_str()
+    }
+}
+
+impl PartialEq<Str> for str {
+    fn eq(&self, o: &Str) -> bool {
+        self == &*o.0
+    }
+}
+
+impl PartialEq<Str> for &str {
+    fn eq(&self, o: &Str) -> bool {
+        *self == &*o.0
+    }
+}
+
+impl PartialEq<Str> for String {
+    fn eq(&self, o: &Str) -> bool {
+        self.as_str() == &*o.0
+    }
+}
+
+impl fmt::Display for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
 /// One name/value pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
-    pub name: String,
-    pub value: String,
+    pub name: Str,
+    pub value: Str,
 }
 
 impl Label {
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Str>, value: impl Into<Str>) -> Self {
         Label {
             name: name.into(),
             value: value.into(),
@@ -105,7 +232,7 @@ impl Labels {
 
     /// Builds a label set from pairs in any order; empty values are dropped and
     /// a repeated name keeps its last value.
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+    pub fn from_pairs<N: Into<Str>, V: Into<Str>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
         let v: Vec<Label> = pairs.into_iter().map(|(n, v)| Label::new(n, v)).collect();
         Self::from_vec(v)
     }
@@ -176,7 +303,7 @@ impl Labels {
             self.0
                 .labels
                 .iter()
-                .filter(|l| names.contains(&l.name))
+                .filter(|l| names.iter().any(|n| *n == l.name))
                 .cloned()
                 .collect(),
         )
@@ -188,7 +315,7 @@ impl Labels {
             self.0
                 .labels
                 .iter()
-                .filter(|l| !names.contains(&l.name))
+                .filter(|l| !names.iter().any(|n| *n == l.name))
                 .cloned()
                 .collect(),
         )

@@ -537,7 +537,7 @@ impl<'a> Evaluator<'a> {
                     _ => &[],
                 };
                 for lb in l.iter() {
-                    if lb.name == METRIC_NAME || ignored.contains(&lb.name) {
+                    if lb.name == METRIC_NAME || ignored.iter().any(|n| *n == lb.name) {
                         continue;
                     }
                     s.push_str(&lb.name);

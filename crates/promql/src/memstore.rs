@@ -90,7 +90,7 @@ impl Queryable for MemStore {
     fn label_names(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, ReadError> {
         let mut set = BTreeSet::new();
         for s in self.matching(ms, mint, maxt) {
-            set.extend(s.labels.iter().map(|l| l.name.clone()));
+            set.extend(s.labels.iter().map(|l| l.name.to_string()));
         }
         Ok(set.into_iter().collect())
     }

@@ -13,7 +13,7 @@ use memmap2::Mmap;
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use sextant_model::{Label, Labels, Matcher, Sample};
+use sextant_model::{Label, Labels, Matcher, Sample, Str};
 
 use crate::bits::{put_len_prefixed, put_uvarint, put_varint, ByteReader};
 use crate::chunkenc::{self, ValueKind};
@@ -476,6 +476,9 @@ pub struct Block {
     sections: [(usize, usize); TOC_SECTIONS],
     /// Byte offset of each symbol in the symbols section.
     sym_offsets: Vec<u32>,
+    /// Each symbol as a shared string, made the first time a label set
+    /// needs it, so label sets read from the block share their strings.
+    sym_strs: Vec<std::sync::OnceLock<Str>>,
     /// name symbol → sorted `(value symbol, postings offset, postings length)`.
     ptable: HashMap<u32, Vec<(u32, u64, u32)>>,
     page_cache: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
@@ -556,6 +559,7 @@ impl Block {
             chunks,
             sections,
             sym_offsets: Vec::new(),
+            sym_strs: Vec::new(),
             ptable: HashMap::new(),
             page_cache: Mutex::new(HashMap::new()),
             series_pages: Mutex::new(HashMap::new()),
@@ -612,6 +616,7 @@ impl Block {
         if n_series > 0 && table.first().map(|t| t.0) != Some(0) {
             return Err(crate::bits::Truncated);
         }
+        self.sym_strs = (0..offs.len()).map(|_| std::sync::OnceLock::new()).collect();
         self.sym_offsets = offs;
         self.ptable = pt;
         self.series_table = table;
@@ -711,6 +716,15 @@ impl Block {
         r.str().ok()
     }
 
+    fn shared_symbol(&self, id: u32) -> Option<Str> {
+        let cell = self.sym_strs.get(id as usize)?;
+        if let Some(s) = cell.get() {
+            return Some(s.clone());
+        }
+        let s = Str::from(self.symbol(id)?);
+        Some(cell.get_or_init(|| s).clone())
+    }
+
     fn symbol_id(&self, s: &str) -> Option<u32> {
         let (mut lo, mut hi) = (0usize, self.sym_offsets.len());
         while lo < hi {
@@ -760,9 +774,9 @@ impl Block {
         // Each label takes at least two bytes.
         let mut v = Vec::with_capacity(n.min(r.remaining() / 2));
         for _ in 0..n {
-            let name = self.symbol(r.uvarint().ok()? as u32)?;
-            let value = self.symbol(r.uvarint().ok()? as u32)?;
-            v.push(Label::new(name, value));
+            let name = self.shared_symbol(r.uvarint().ok()? as u32)?;
+            let value = self.shared_symbol(r.uvarint().ok()? as u32)?;
+            v.push(Label { name, value });
         }
         Some(Labels::from_sorted_unchecked(v))
     }

@@ -535,7 +535,7 @@ impl Head {
         Labels::from_sorted_unchecked(
             s.labels
                 .chunks_exact(2)
-                .map(|p| Label::new(&*syms.strs[p[0] as usize], &*syms.strs[p[1] as usize]))
+                .map(|p| Label::new(&syms.strs[p[0] as usize], &syms.strs[p[1] as usize]))
                 .collect(),
         )
     }

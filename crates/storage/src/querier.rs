@@ -71,7 +71,7 @@ impl SeriesReader for HeadReader<'_> {
                 let mut names = std::collections::BTreeSet::new();
                 for id in ids {
                     if let Some(l) = self.labels(id) {
-                        names.extend(l.iter().map(|l| l.name.clone()));
+                        names.extend(l.iter().map(|l| l.name.to_string()));
                     }
                 }
                 names.into_iter().collect()

@@ -96,9 +96,9 @@ pub fn decode_record(b: &[u8]) -> std::result::Result<Record, Truncated> {
                 }
                 let mut ls = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let name = r.str()?.to_string();
-                    let value = r.str()?.to_string();
-                    ls.push(Label { name, value });
+                    let name = r.str()?;
+                    let value = r.str()?;
+                    ls.push(Label::new(name, value));
                 }
                 out.push((sref, Labels::from_vec(ls)));
             }
