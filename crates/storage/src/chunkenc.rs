@@ -617,7 +617,9 @@ fn decode_dod(col: &[u8], widths: &[u8; 4], n: usize, out: &mut impl DodSink) ->
             r.skip_short(len);
             d = d.wrapping_add(field & (top as i64).wrapping_neg());
         } else {
-            // No leading one only when the input has ended.
+            // A code of the second or third bucket from the buffer. A code
+            // of the widest bucket, or any code within seven bits of the
+            // end of the input (`k` wraps for a `0`), takes the general path.
             let k = (!acc).leading_zeros().wrapping_sub(1);
             match widths[..3].get(k as usize) {
                 Some(&w) if k + 2 + w as u32 <= nbits => {
