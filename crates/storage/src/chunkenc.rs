@@ -468,6 +468,12 @@ pub fn decode_range(
     let start = out.len();
     decode_columns(ts, kind, vals, n, out)?;
     let got = &out[start..];
+    // Timestamps a writer stored always increase; bytes that decode to any
+    // other order are damaged, and the cut below would keep the wrong ones.
+    if got.windows(2).any(|w| w[0].t >= w[1].t) {
+        out.truncate(start);
+        return Err(CorruptChunk);
+    }
     if got.first().is_some_and(|s| s.t < range.0) || got.last().is_some_and(|s| s.t > range.1) {
         let a = got.partition_point(|s| s.t < range.0);
         let b = got.partition_point(|s| s.t <= range.1);
@@ -897,6 +903,21 @@ mod tests {
                 .collect();
             assert_eq!(out, want, "range {lo}..={hi}");
         }
+    }
+
+    #[test]
+    fn timestamps_out_of_order_are_refused_by_a_range_decode() {
+        let a = encode(&[Sample::new(100, 1.0), Sample::new(200, 2.0), Sample::new(300, 3.0)]);
+        let b = encode(&[Sample::new(100, 1.0), Sample::new(50, 2.0), Sample::new(300, 3.0)]);
+        // Same values, the second timestamp column from a (damaged) backwards run.
+        let mut out = vec![Sample::new(-1, 0.0)];
+        assert_eq!(
+            decode_range(b.ts(), a.kind, a.vals(), 3, (0, 250), &mut out),
+            Err(CorruptChunk)
+        );
+        assert_eq!(out.len(), 1);
+        decode_range(a.ts(), a.kind, a.vals(), 3, (0, 250), &mut out).unwrap();
+        assert_eq!(out[1..], [Sample::new(100, 1.0), Sample::new(200, 2.0)]);
     }
 
     #[test]
