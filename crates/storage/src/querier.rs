@@ -133,9 +133,16 @@ pub fn select(
                     return Err(Error::TooManySamples { limit: l });
                 }
             }
-            // The next series likely has as many samples: size its buffer so.
-            let next = Vec::with_capacity(buf.len());
-            let samples = std::mem::replace(&mut buf, next);
+            // Whole chunks are decoded into `buf` and cut to the range, so it
+            // can be far larger than what is kept (an instant query keeps
+            // minutes of an hour-long chunk): then the series gets an exact
+            // copy and `buf` is reused; otherwise it takes `buf` itself.
+            let samples = if buf.len() * 2 < buf.capacity() {
+                buf.as_slice().to_vec()
+            } else {
+                let next = Vec::with_capacity(buf.len());
+                std::mem::replace(&mut buf, next)
+            };
             if first && readers.len() == 1 {
                 out.push(Series { labels, samples });
                 continue;
