@@ -151,28 +151,41 @@ impl Label {
 ///
 /// The invariant is kept by the constructors, so two equal label sets always
 /// compare, hash and print the same. Cloning is cheap (shared storage), and
-/// the 64-bit hash is computed once, when the set is built.
+/// the 64-bit hash is computed once, the first time it is needed (most label
+/// sets a query reads are never hashed).
 #[derive(Clone)]
 pub struct Labels(Arc<Inner>);
 
 struct Inner {
-    hash: u64,
+    /// The hash, or 0 before it is first computed (a hash of 0 is kept as 1).
+    hash: std::sync::atomic::AtomicU64,
     labels: Box<[Label]>,
 }
 
 impl Labels {
     fn new_inner(v: Vec<Label>) -> Labels {
-        let hash = hash_of(&v);
         Labels(Arc::new(Inner {
-            hash,
+            hash: std::sync::atomic::AtomicU64::new(0),
             labels: v.into_boxed_slice(),
         }))
+    }
+
+    fn hash_cached(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = self.0.hash.load(Relaxed);
+        if h != 0 {
+            return h;
+        }
+        // Racing threads compute the same value; either store is right.
+        let h = hash_of(&self.0.labels).max(1);
+        self.0.hash.store(h, Relaxed);
+        h
     }
 }
 
 impl PartialEq for Labels {
     fn eq(&self, o: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &o.0) || (self.0.hash == o.0.hash && self.0.labels == o.0.labels)
+        Arc::ptr_eq(&self.0, &o.0) || (self.hash_cached() == o.hash_cached() && self.0.labels == o.0.labels)
     }
 }
 
@@ -192,7 +205,7 @@ impl Ord for Labels {
 
 impl std::hash::Hash for Labels {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_u64(self.0.hash);
+        h.write_u64(self.hash_cached());
     }
 }
 
@@ -332,9 +345,9 @@ impl Labels {
         self.0.labels.to_vec()
     }
 
-    /// A stable 64-bit hash of the label set, computed at construction.
+    /// A stable 64-bit hash of the label set (computed on first use).
     pub fn hash64(&self) -> u64 {
-        self.0.hash
+        self.hash_cached()
     }
 }
 
