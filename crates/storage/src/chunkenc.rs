@@ -552,13 +552,12 @@ impl DodSink for Times<'_> {
         self.0[i].t = v;
     }
     #[inline(always)]
-    fn run(&mut self, i: usize, z: usize, v: i64, d: i64) -> i64 {
-        // Each from the start rather than from the previous, so that the
-        // stores do not wait on one another.
-        for (k, s) in self.0[i..i + z].iter_mut().enumerate() {
-            s.t = v.wrapping_add(d.wrapping_mul(k as i64 + 1));
+    fn run(&mut self, i: usize, z: usize, mut v: i64, d: i64) -> i64 {
+        for s in &mut self.0[i..i + z] {
+            v = v.wrapping_add(d);
+            s.t = v;
         }
-        v.wrapping_add(d.wrapping_mul(z as i64))
+        v
     }
 }
 
