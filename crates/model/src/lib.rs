@@ -46,6 +46,24 @@ pub struct SelectHints {
     pub any_order: bool,
 }
 
+/// Turns one series' samples (in time order, stale markers included) into
+/// what the caller keeps, appended to the second argument; returns `false` to
+/// stop the read (the caller knows why, for example its deadline passed).
+/// Called from several threads at once.
+pub type SampleMap<'a> = dyn Fn(&[Sample], &mut Vec<Sample>) -> bool + Sync + 'a;
+
+/// What [`Queryable::select_map`] gives back.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    /// Each matching series whose mapped output is not empty, with that
+    /// output as its samples.
+    pub series: Vec<Series>,
+    /// Samples read from the store (before mapping), for the caller's limits.
+    pub samples_read: usize,
+    /// The map asked to stop, so `series` may be incomplete.
+    pub stopped: bool,
+}
+
 /// The read interface the query engine needs. Time ranges are inclusive
 /// milliseconds `[mint, maxt]`.
 pub trait Queryable: Send + Sync {
@@ -59,6 +77,40 @@ pub trait Queryable: Send + Sync {
         maxt: Timestamp,
         hints: SelectHints,
     ) -> Result<Vec<Series>, ReadError>;
+
+    /// Like [`select`](Self::select) in any order, but each series' samples
+    /// go through `map` as they are read and only its output is kept, so a
+    /// caller that reduces samples (a window function) never holds them all.
+    /// `hints.sample_limit` bounds the samples read.
+    fn select_map(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        hints: SelectHints,
+        map: &SampleMap<'_>,
+    ) -> Result<Mapped, ReadError> {
+        let hints = SelectHints {
+            any_order: true,
+            ..hints
+        };
+        let mut out = Mapped::default();
+        for s in self.select(matchers, mint, maxt, hints)? {
+            out.samples_read += s.samples.len();
+            let mut kept = Vec::new();
+            if !map(&s.samples, &mut kept) {
+                out.stopped = true;
+                break;
+            }
+            if !kept.is_empty() {
+                out.series.push(Series {
+                    labels: s.labels,
+                    samples: kept,
+                });
+            }
+        }
+        Ok(out)
+    }
 
     /// Label sets of matching series with data in `[mint, maxt]`, sorted.
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, ReadError> {

@@ -72,6 +72,18 @@ pub(crate) struct RangeInput {
     pub refs: Vec<i64>,
 }
 
+/// A range-vector argument of a window function: evaluated already (a
+/// subquery), or a plain matrix selector, read series by series through the
+/// window function so that its samples are never all in memory.
+pub(crate) enum RangeArg<'e> {
+    Ready(RangeInput),
+    Matrix {
+        vs: &'e VectorSelector,
+        range: i64,
+        refs: Vec<i64>,
+    },
+}
+
 pub(crate) struct Evaluator<'a> {
     pub q: &'a dyn Queryable,
     pub start: i64,
@@ -247,6 +259,34 @@ impl<'a> Evaluator<'a> {
         Ok(series)
     }
 
+    /// Reads the series of `vs` with data in `[mint, maxt]`, each through
+    /// `map` (see [`Queryable::select_map`]).
+    pub fn select_map(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        map: &sextant_model::SampleMap<'_>,
+    ) -> Result<Vec<sextant_model::Series>, Error> {
+        self.check()?;
+        let ms = convert_matchers(vs)?;
+        let remaining = self.limits.max_samples.saturating_sub(self.loaded.get());
+        let hints = SelectHints {
+            sample_limit: Some(remaining.saturating_add(1)),
+            any_order: true,
+        };
+        let mapped = self.q.select_map(&ms, mint, maxt, hints, map).map_err(read_err)?;
+        self.series_loaded.set(self.series_loaded.get() + mapped.series.len());
+        self.count_samples(mapped.samples_read)?;
+        if mapped.stopped {
+            // The maps stop only when the query's deadline or cancellation
+            // says so.
+            self.check()?;
+            return Err(Error::exec("BUG: a series read stopped without a reason"));
+        }
+        Ok(mapped.series)
+    }
+
     pub fn eval(&self, e: &Expr) -> Result<Val, Error> {
         self.check()?;
         match e {
@@ -290,12 +330,15 @@ impl<'a> Evaluator<'a> {
         let refs = self.refs(&vs.at, &vs.offset);
         let lo = refs.iter().copied().min().unwrap_or(self.start);
         let hi = refs.iter().copied().max().unwrap_or(self.end);
-        let raw = self.select(vs, lo - self.lookback + 1, hi)?;
-        let mut out = Vec::with_capacity(raw.len());
-        for s in raw {
-            let mut points = Vec::new();
+        let (start, step, lookback, limits) = (self.start, self.step, self.lookback, self.limits);
+        // Each series is reduced to its points as it is read, so the samples
+        // of every series are never in memory at once.
+        let map = |smp: &[sextant_model::Sample], points: &mut Vec<sextant_model::Sample>| -> bool {
+            if limits.check().is_err() {
+                return false;
+            }
+            points.reserve(refs.len().min(smp.len()));
             let mut i = 0usize;
-            let smp = &s.samples;
             // Reference times never decrease (constant under `@`), so one cursor suffices.
             for (k, &r) in refs.iter().enumerate() {
                 while i < smp.len() && smp[i].t <= r {
@@ -305,23 +348,24 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 let last = smp[i - 1];
-                if last.t <= r - self.lookback || is_stale_nan(last.v) {
+                if last.t <= r - lookback || is_stale_nan(last.v) {
                     continue;
                 }
-                points.push(Point {
-                    t: if keep_ts { last.t } else { self.ts(k) },
-                    v: last.v,
-                });
+                let t = if keep_ts { last.t } else { start + k as i64 * step };
+                points.push(sextant_model::Sample { t, v: last.v });
             }
-            if !points.is_empty() {
-                out.push(SSeries {
-                    labels: s.labels,
-                    drop_name: false,
-                    points,
-                });
-            }
-        }
-        Ok(out)
+            true
+        };
+        let raw = self.select_map(vs, lo - lookback + 1, hi, &map)?;
+        Ok(raw
+            .into_iter()
+            .map(|s| SSeries {
+                labels: s.labels,
+                drop_name: false,
+                // Same layout, so this reuses the vector in place.
+                points: s.samples.into_iter().map(|p| Point { t: p.t, v: p.v }).collect(),
+            })
+            .collect())
     }
 
     pub fn range_input_matrix(&self, ms: &MatrixSelector) -> Result<RangeInput, Error> {
@@ -336,9 +380,10 @@ impl<'a> Evaluator<'a> {
             .map(|s| SSeries {
                 labels: s.labels,
                 drop_name: false,
+                // Same layout, so this reuses the sample vector in place.
                 points: s
                     .samples
-                    .iter()
+                    .into_iter()
                     .filter(|p| !is_stale_nan(p.v))
                     .map(|p| Point { t: p.t, v: p.v })
                     .collect(),
@@ -393,12 +438,17 @@ impl<'a> Evaluator<'a> {
         Ok(RangeInput { series, range, refs })
     }
 
-    /// A range-vector argument: a matrix selector or subquery (through parens).
-    pub fn range_input(&self, e: &Expr) -> Result<RangeInput, Error> {
+    /// A window function's range-vector argument: a matrix selector is left
+    /// to be read through the function, a subquery is evaluated.
+    pub fn range_arg<'e>(&self, e: &'e Expr) -> Result<RangeArg<'e>, Error> {
         match e {
-            Expr::MatrixSelector(ms) => self.range_input_matrix(ms),
-            Expr::Subquery(sq) => self.range_input_subquery(sq),
-            Expr::Paren(p) => self.range_input(&p.expr),
+            Expr::MatrixSelector(ms) => Ok(RangeArg::Matrix {
+                vs: &ms.vs,
+                range: ms_of(&ms.range),
+                refs: self.refs(&ms.vs.at, &ms.vs.offset),
+            }),
+            Expr::Subquery(sq) => Ok(RangeArg::Ready(self.range_input_subquery(sq)?)),
+            Expr::Paren(p) => self.range_arg(&p.expr),
             _ => Err(Error::exec("expected a range vector argument")),
         }
     }

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use promql_parser::parser::{Call, Expr};
-use sextant_model::{Labels, MatchOp, METRIC_NAME};
+use sextant_model::{is_stale_nan, Labels, MatchOp, Sample, METRIC_NAME};
 
-use crate::eval::{convert_matchers, Evaluator, RangeInput, SSeries, Val};
+use crate::eval::{convert_matchers, Evaluator, RangeArg, RangeInput, SSeries, Val};
 use crate::histogram::{bucket_fraction, bucket_quantile, Bucket};
 use crate::value::{Error, Point};
 
@@ -84,9 +84,105 @@ pub(crate) struct Win {
 /// A function of one window's points, the window, and the step index.
 type WindowFn<'a> = dyn Fn(&[Point], &Win, usize) -> Option<f64> + Sync + 'a;
 
-/// Applies `f` to each series' window at every step in one pass per series;
-/// large inputs are split across the machine's cores.
+/// Applies `f` to the window of `pts` ending at each of `refs`, in one pass,
+/// handing each result to `emit` with its step's time.
+#[allow(clippy::too_many_arguments)]
+fn windows_of(
+    pts: &[Point],
+    refs: &[i64],
+    range: i64,
+    start: i64,
+    step: i64,
+    f: &WindowFn<'_>,
+    mut emit: impl FnMut(i64, f64),
+) {
+    let (mut lo, mut hi) = (0usize, 0usize);
+    let monotonic = pts.windows(2).all(|p| p[1].v >= p[0].v);
+    for (k, &r) in refs.iter().enumerate() {
+        let wstart = r - range;
+        while hi < pts.len() && pts[hi].t <= r {
+            hi += 1;
+        }
+        while lo < hi && pts[lo].t <= wstart {
+            lo += 1;
+        }
+        if lo >= hi {
+            continue;
+        }
+        let t = start + k as i64 * step;
+        let w = Win {
+            start: wstart,
+            end: r,
+            range,
+            t,
+            monotonic,
+        };
+        if let Some(v) = f(&pts[lo..hi], &w, k) {
+            emit(t, v);
+        }
+    }
+}
+
+thread_local! {
+    /// A reader thread's points of the series it is windowing.
+    static POINTS: std::cell::RefCell<Vec<Point>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Applies `f` to each series' window at every step in one pass per series.
+/// A matrix selector is read series by series straight through `f`, on
+/// several threads for large selections; an evaluated input is split across
+/// the machine's cores when large.
 fn over_windows(
+    ev: &Evaluator<'_>,
+    input: &RangeArg<'_>,
+    drop_name: bool,
+    f: &WindowFn<'_>,
+) -> Result<Vec<SSeries>, Error> {
+    match input {
+        RangeArg::Ready(r) => over_evaluated(ev, r, drop_name, f),
+        RangeArg::Matrix { vs, range, refs } => {
+            let (start, step, limits, range) = (ev.start, ev.step, ev.limits, *range);
+            let lo = refs.iter().copied().min().unwrap_or(ev.start);
+            let hi = refs.iter().copied().max().unwrap_or(ev.end);
+            let map = |samples: &[Sample], out: &mut Vec<Sample>| -> bool {
+                if limits.check().is_err() {
+                    return false;
+                }
+                POINTS.with(|cell| {
+                    let mut pts = cell.borrow_mut();
+                    pts.clear();
+                    pts.extend(
+                        samples
+                            .iter()
+                            .filter(|s| !is_stale_nan(s.v))
+                            .map(|s| Point { t: s.t, v: s.v }),
+                    );
+                    out.reserve(refs.len().min(pts.len()));
+                    windows_of(&pts, refs, range, start, step, f, |t, v| out.push(Sample { t, v }));
+                    // A thread of the runtime's pool keeps this buffer; do not
+                    // let one huge series pin its memory.
+                    if pts.capacity() > 1 << 16 {
+                        *pts = Vec::new();
+                    }
+                });
+                true
+            };
+            let series = ev.select_map(vs, lo - range + 1, hi, &map)?;
+            Ok(series
+                .into_iter()
+                .map(|s| SSeries {
+                    labels: s.labels,
+                    drop_name,
+                    // Same layout, so this reuses the vector in place.
+                    points: s.samples.into_iter().map(|x| Point { t: x.t, v: x.v }).collect(),
+                })
+                .collect())
+        }
+    }
+}
+
+/// [`over_windows`] of series already in memory.
+fn over_evaluated(
     ev: &Evaluator<'_>,
     input: &RangeInput,
     drop_name: bool,
@@ -97,33 +193,10 @@ fn over_windows(
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             limits.check()?;
-            let (mut lo, mut hi) = (0usize, 0usize);
-            let mut points = Vec::new();
-            let pts = &s.points;
-            let monotonic = pts.windows(2).all(|p| p[1].v >= p[0].v);
-            for (k, &r) in input.refs.iter().enumerate() {
-                let wstart = r - input.range;
-                while hi < pts.len() && pts[hi].t <= r {
-                    hi += 1;
-                }
-                while lo < hi && pts[lo].t <= wstart {
-                    lo += 1;
-                }
-                if lo >= hi {
-                    continue;
-                }
-                let t = start + k as i64 * step;
-                let w = Win {
-                    start: wstart,
-                    end: r,
-                    range: input.range,
-                    t,
-                    monotonic,
-                };
-                if let Some(v) = f(&pts[lo..hi], &w, k) {
-                    points.push(Point { t, v });
-                }
-            }
+            let mut points = Vec::with_capacity(input.refs.len().min(s.points.len()));
+            windows_of(&s.points, &input.refs, input.range, start, step, f, |t, v| {
+                points.push(Point { t, v })
+            });
             if !points.is_empty() {
                 out.push(SSeries {
                     labels: s.labels.clone(),
@@ -647,7 +720,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
             Ok(absent_result(ev, &v, arg(c, 0)?))
         }
         "absent_over_time" => {
-            let input = ev.range_input(arg(c, 0)?)?;
+            let input = ev.range_arg(arg(c, 0)?)?;
             let present = over_windows(ev, &input, false, &|_, _, _| Some(1.0))?;
             Ok(absent_result(ev, &present, arg(c, 0)?))
         }
@@ -945,7 +1018,7 @@ fn window_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
     for i in &params {
         scalars.push(ev.eval_scalar_arg(arg(c, *i)?)?);
     }
-    let input = ev.range_input(arg(c, range_arg)?)?;
+    let input = ev.range_arg(arg(c, range_arg)?)?;
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     let drop = !keep_name;
     let out = match name {

@@ -412,6 +412,24 @@ impl Db {
         querier::select(&readers, ms, mint, maxt, limit, sorted)
     }
 
+    /// Matching series in any order, each series' samples passed through
+    /// `map` as they are read (see [`querier::select_map`]).
+    pub fn select_map(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: Option<usize>,
+        map: &sextant_model::SampleMap<'_>,
+    ) -> Result<sextant_model::Mapped> {
+        self.check_open()?;
+        let (_gate, blocks, floor) = self.read_view();
+        let head = HeadReader(&self.inner.head, floor);
+        let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
+        readers.push(&head);
+        querier::select_map(&readers, ms, mint, maxt, limit, map)
+    }
+
     /// Label sets of matching series with data in the range.
     pub fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>> {
         self.check_open()?;
@@ -648,6 +666,16 @@ impl sextant_model::Queryable for Db {
     fn select(&self, ms: &[Matcher], mint: i64, maxt: i64, hints: SelectHints) -> Result<Vec<Series>, ReadError> {
         self.select_with(ms, mint, maxt, hints.sample_limit, !hints.any_order)
             .map_err(read_err)
+    }
+    fn select_map(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+        map: &sextant_model::SampleMap<'_>,
+    ) -> Result<sextant_model::Mapped, ReadError> {
+        Db::select_map(self, ms, mint, maxt, hints.sample_limit, map).map_err(read_err)
     }
     fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>, ReadError> {
         Db::series(self, ms, mint, maxt).map_err(read_err)

@@ -2,17 +2,18 @@
 //! makes a series spanning several of them read as one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
-use sextant_model::{Labels, Matcher, Sample, Series};
+use sextant_model::{Labels, Mapped, Matcher, Sample, SampleMap, Series};
 
 use crate::block::Block;
 use crate::error::{Error, Result};
 use crate::head::{merge_sorted, Head};
 
 /// What a query needs from any part of the store.
-pub trait SeriesReader {
+pub trait SeriesReader: Sync {
     /// Inclusive time bounds of the data this reader may hold.
     fn bounds(&self) -> (i64, i64);
     fn select_ids(&self, ms: &[Matcher]) -> RoaringBitmap;
@@ -96,8 +97,214 @@ impl SeriesReader for HeadReader<'_> {
     }
 }
 
+/// Series ids of one reader at or above which `select` reads them on several
+/// threads (below it, starting threads costs more than it saves).
+const PARALLEL_SELECT_MIN: usize = 2048;
+
+/// Reads the samples and labels of `ids` from `r`, in order; `total` counts
+/// samples across every thread so the limit holds for the whole query.
+fn read_series(
+    r: &dyn SeriesReader,
+    ids: &[u32],
+    mint: i64,
+    maxt: i64,
+    limit: Option<usize>,
+    total: &AtomicUsize,
+) -> Result<Vec<Series>> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut buf: Vec<Sample> = Vec::new();
+    for &id in ids {
+        buf.clear();
+        r.samples(id, mint, maxt, &mut buf)?;
+        if buf.is_empty() {
+            continue;
+        }
+        let Some(labels) = r.labels(id) else { continue };
+        count_read(total, buf.len(), limit)?;
+        // Whole chunks are decoded into `buf` and cut to the range, so it
+        // can be far larger than what is kept (an instant query keeps
+        // minutes of an hour-long chunk): then the series gets an exact
+        // copy and `buf` is reused; otherwise it takes `buf` itself, and the
+        // next buffer starts as large, so it rarely grows.
+        let samples = if buf.len() * 2 < buf.capacity() {
+            buf.as_slice().to_vec()
+        } else {
+            let next = Vec::with_capacity(buf.capacity());
+            std::mem::replace(&mut buf, next)
+        };
+        out.push(Series { labels, samples });
+    }
+    Ok(out)
+}
+
+/// Runs `work` over `0..n` split into one contiguous part per core (a
+/// single part when `n` is small), and concatenates the results in order.
+fn in_parallel<T: Send>(n: usize, work: impl Fn(std::ops::Range<usize>) -> Result<Vec<T>> + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism()
+        .map(|x| x.get())
+        .unwrap_or(1)
+        .min(8);
+    if threads < 2 || n < PARALLEL_SELECT_MIN {
+        return work(0..n);
+    }
+    let part = n.div_ceil(threads);
+    let work = &work;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..n)
+            .step_by(part)
+            .map(|lo| sc.spawn(move || work(lo..(lo + part).min(n))))
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(v)) => out.extend(v),
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    })
+}
+
+/// [`read_series`] split across the machine's cores when there are many ids.
+fn read_series_parallel(
+    r: &dyn SeriesReader,
+    ids: &[u32],
+    mint: i64,
+    maxt: i64,
+    limit: Option<usize>,
+    total: &AtomicUsize,
+) -> Result<Vec<Series>> {
+    in_parallel(ids.len(), |part| read_series(r, &ids[part], mint, maxt, limit, total))
+}
+
+/// Counts `n` samples read against the query's `limit`.
+fn count_read(total: &AtomicUsize, n: usize, limit: Option<usize>) -> Result<()> {
+    let seen = total.fetch_add(n, Ordering::Relaxed) + n;
+    match limit {
+        Some(l) if seen > l => Err(Error::TooManySamples { limit: l }),
+        _ => Ok(()),
+    }
+}
+
+/// Like [`select`] in any order, with each series' samples passed through
+/// `map` as soon as they are read and only its output kept: a series is
+/// decoded into a buffer that is reused for the next, so the samples of all
+/// series are never in memory at once. A series spanning several readers is
+/// merged before it is mapped.
+pub fn select_map(
+    readers: &[&dyn SeriesReader],
+    ms: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    limit: Option<usize>,
+    map: &SampleMap<'_>,
+) -> Result<Mapped> {
+    let overlapping: Vec<&dyn SeriesReader> = readers
+        .iter()
+        .copied()
+        .filter(|r| {
+            let (lo, hi) = r.bounds();
+            hi >= mint && lo <= maxt
+        })
+        .collect();
+    let total = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    // Maps one series' samples; `Some` when it produced output.
+    let map_one = |buf: &[Sample], labels: &dyn Fn() -> Option<Labels>| -> Result<Option<Series>> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        count_read(&total, buf.len(), limit)?;
+        let mut kept = Vec::new();
+        if !map(buf, &mut kept) {
+            stop.store(true, Ordering::Relaxed);
+            return Ok(None);
+        }
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        Ok(labels().map(|labels| Series { labels, samples: kept }))
+    };
+    let series = match overlapping.as_slice() {
+        [] => Vec::new(),
+        [r] => {
+            let ids: Vec<u32> = r.select_ids(ms).iter().collect();
+            in_parallel(ids.len(), |part| {
+                let mut buf = Vec::new();
+                let mut out = Vec::new();
+                for &id in &ids[part] {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    buf.clear();
+                    r.samples(id, mint, maxt, &mut buf)?;
+                    out.extend(map_one(&buf, &|| r.labels(id))?);
+                }
+                Ok(out)
+            })?
+        }
+        _ => {
+            // Each distinct label set and where its parts are, in first-seen
+            // order; then every series is read whole and mapped.
+            let mut groups: Vec<(Labels, Vec<(usize, u32)>)> = Vec::new();
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            for (k, r) in overlapping.iter().enumerate() {
+                for id in &r.select_ids(ms) {
+                    let Some(labels) = r.labels(id) else { continue };
+                    match index.get(&labels) {
+                        Some(&i) => groups[i].1.push((k, id)),
+                        None => {
+                            index.insert(labels.clone(), groups.len());
+                            groups.push((labels, vec![(k, id)]));
+                        }
+                    }
+                }
+            }
+            drop(index);
+            in_parallel(groups.len(), |part| {
+                let (mut buf, mut piece, mut merged) = (Vec::new(), Vec::new(), Vec::new());
+                let mut out = Vec::new();
+                for (labels, parts) in &groups[part] {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    buf.clear();
+                    for &(k, id) in parts {
+                        piece.clear();
+                        overlapping[k].samples(id, mint, maxt, &mut piece)?;
+                        if piece.is_empty() {
+                            continue;
+                        }
+                        if buf.last().is_none_or(|last: &Sample| last.t < piece[0].t) {
+                            buf.extend_from_slice(&piece);
+                        } else {
+                            merged.clear();
+                            merge_sorted(&buf, &piece, &mut merged);
+                            std::mem::swap(&mut buf, &mut merged);
+                        }
+                    }
+                    out.extend(map_one(&buf, &|| Some(labels.clone()))?);
+                }
+                Ok(out)
+            })?
+        }
+    };
+    Ok(Mapped {
+        series,
+        samples_read: total.into_inner(),
+        stopped: stop.into_inner(),
+    })
+}
+
 /// Selects and merges matching series from every reader whose bounds
-/// overlap; sorted by labels when `sorted`, else in first-seen order.
+/// overlap; sorted by labels when `sorted`, else in first-seen order. A
+/// reader with many matching series is read on several threads; the order
+/// of its series is then still its id order.
 pub fn select(
     readers: &[&dyn SeriesReader],
     ms: &[Matcher],
@@ -110,55 +317,41 @@ pub fn select(
     // sorted by labels once at the end if asked.
     let mut out: Vec<Series> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut total = 0usize;
-    let mut buf: Vec<Sample> = Vec::new();
-    let mut contributing = 0;
-    for r in readers {
-        let (lo, hi) = r.bounds();
-        if hi < mint || lo > maxt {
-            continue;
+    let total = AtomicUsize::new(0);
+    let overlapping: Vec<&dyn SeriesReader> = readers
+        .iter()
+        .copied()
+        .filter(|r| {
+            let (lo, hi) = r.bounds();
+            hi >= mint && lo <= maxt
+        })
+        .collect();
+    let single = overlapping.len() == 1;
+    for (k, r) in overlapping.iter().enumerate() {
+        let ids: Vec<u32> = r.select_ids(ms).iter().collect();
+        let read = read_series_parallel(*r, &ids, mint, maxt, limit, &total)?;
+        if single {
+            out = read;
+            break;
         }
-        let first = contributing == 0;
-        contributing += 1;
-        for id in &r.select_ids(ms) {
-            buf.clear();
-            r.samples(id, mint, maxt, &mut buf)?;
-            if buf.is_empty() {
+        for s in read {
+            if k == 0 {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
                 continue;
             }
-            let Some(labels) = r.labels(id) else { continue };
-            total += buf.len();
-            if let Some(l) = limit {
-                if total > l {
-                    return Err(Error::TooManySamples { limit: l });
-                }
-            }
-            // Whole chunks are decoded into `buf` and cut to the range, so it
-            // can be far larger than what is kept (an instant query keeps
-            // minutes of an hour-long chunk): then the series gets an exact
-            // copy and `buf` is reused; otherwise it takes `buf` itself.
-            let samples = if buf.len() * 2 < buf.capacity() {
-                buf.as_slice().to_vec()
-            } else {
-                let next = Vec::with_capacity(buf.len());
-                std::mem::replace(&mut buf, next)
-            };
-            if first && readers.len() == 1 {
-                out.push(Series { labels, samples });
-                continue;
-            }
-            match index.get(&labels) {
+            match index.get(&s.labels) {
                 None => {
-                    index.insert(labels.clone(), out.len());
-                    out.push(Series { labels, samples });
+                    index.insert(s.labels.clone(), out.len());
+                    out.push(s);
                 }
                 Some(&i) => {
                     let e = &mut out[i].samples;
-                    if e.last().is_some_and(|last| last.t < samples[0].t) {
-                        e.extend_from_slice(&samples);
+                    if e.last().is_some_and(|last| last.t < s.samples[0].t) {
+                        e.extend_from_slice(&s.samples);
                     } else {
                         let old = std::mem::take(e);
-                        merge_sorted(&old, &samples, e);
+                        merge_sorted(&old, &s.samples, e);
                     }
                 }
             }

@@ -57,6 +57,30 @@ fn check(db: &Db, model: &Model, ms: &[Matcher], mint: i64, maxt: i64) {
     for (g, w) in got.iter().zip(want.iter()) {
         assert_eq!(g, w, "for {ms:?} in [{mint}, {maxt}]");
     }
+    // The same series through select_map, which reads each series whole
+    // (merged across head and blocks) and keeps only what the map returns:
+    // here every sample, and the count as one more sample.
+    let map = |s: &[Sample], out: &mut Vec<Sample>| {
+        out.extend_from_slice(s);
+        out.push(Sample::new(i64::MAX, s.len() as f64));
+        true
+    };
+    let mapped = db.select_map(ms, mint, maxt, None, &map).expect("select_map");
+    assert!(!mapped.stopped);
+    let mut got: Vec<(Labels, Vec<Sample>)> = mapped.series.into_iter().map(|s| (s.labels, s.samples)).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "select_map series count for {ms:?} in [{mint}, {maxt}]"
+    );
+    let read: usize = want.iter().map(|(_, s)| s.len()).sum();
+    assert_eq!(mapped.samples_read, read, "samples read for {ms:?}");
+    for (g, w) in got.iter().zip(want.iter()) {
+        let mut w = w.clone();
+        w.1.push(Sample::new(i64::MAX, w.1.len() as f64));
+        assert_eq!(*g, w, "select_map for {ms:?} in [{mint}, {maxt}]");
+    }
 }
 
 fn random_matchers(r: &mut Rng) -> Vec<Matcher> {
@@ -654,4 +678,59 @@ fn reads_during_head_cuts_and_compactions_see_every_sample() {
     assert!(db.blocks().len() > 1, "the head was cut");
     assert!(compactions() >= 3, "blocks were compacted");
     assert!(reads > 100, "{reads} reads");
+}
+
+#[test]
+fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
+    // Enough series that the read is split across threads, with each series
+    // in a block and in the head, so every part merges its pieces.
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let hour = 3_600_000;
+    let series: Vec<Labels> = (0..6000)
+        .map(|i| l(&[("__name__", "m"), ("i", &format!("{i}"))]))
+        .collect();
+    let write = |from: i64, to: i64| {
+        let mut t = from;
+        while t < to {
+            let mut app = db.appender();
+            for (i, ls) in series.iter().enumerate() {
+                app.append(ls, t, (i as i64 * 1000 + t / 60_000) as f64);
+            }
+            app.commit().expect("commit");
+            t += 60_000;
+        }
+    };
+    write(0, 2 * hour);
+    db.flush().expect("flush");
+    write(2 * hour, 3 * hour);
+    assert!(!db.blocks().is_empty());
+    // Sum of each series' values and its sample count.
+    let map = |s: &[Sample], out: &mut Vec<Sample>| {
+        assert!(s.windows(2).all(|w| w[0].t < w[1].t), "samples in time order");
+        out.push(Sample::new(s.len() as i64, s.iter().map(|x| x.v).sum()));
+        true
+    };
+    let (mint, maxt) = (hour + 30 * 60_000, 2 * hour + 30 * 60_000);
+    let m = db.select_map(&[], mint, maxt, None, &map).expect("select_map");
+    assert!(!m.stopped);
+    assert_eq!(m.series.len(), series.len());
+    assert_eq!(m.samples_read, series.len() * 61);
+    let mut seen = std::collections::HashSet::new();
+    for s in &m.series {
+        let i: i64 = s.labels.get("i").parse().expect("i");
+        assert!(seen.insert(i), "series {i} once");
+        let want: f64 = (90..=150).map(|minute| (i * 1000 + minute) as f64).sum();
+        assert_eq!(s.samples, vec![Sample::new(61, want)], "series {i}");
+    }
+    // The sample limit holds across threads, and names itself.
+    let err = db.select_map(&[], mint, maxt, Some(10_000), &map).expect_err("limit");
+    assert!(matches!(err, Error::TooManySamples { limit: 10_000 }), "{err}");
+    // A map that asks to stop ends the read early and says so.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let stop = |_: &[Sample], _: &mut Vec<Sample>| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10;
+    let m = db.select_map(&[], mint, maxt, None, &stop).expect("select_map");
+    assert!(m.stopped);
+    assert!(m.series.is_empty());
+    assert!(calls.into_inner() < series.len());
 }
