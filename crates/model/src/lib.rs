@@ -44,6 +44,10 @@ pub struct SelectHints {
     /// engine, which groups by hash and sorts its own output), so the store
     /// may skip that sort.
     pub any_order: bool,
+    /// `select_map` only: the map reads just each series' last sample in the
+    /// range (an instant selector at one time), so the store may hand it that
+    /// sample alone.
+    pub last_only: bool,
 }
 
 /// Turns one series' samples (in time order, stale markers included) into
@@ -96,9 +100,13 @@ pub trait Queryable: Send + Sync {
         };
         let mut out = Mapped::default();
         for s in self.select(matchers, mint, maxt, hints)? {
-            out.samples_read += s.samples.len();
+            let samples = match (hints.last_only, s.samples.last()) {
+                (true, Some(last)) => std::slice::from_ref(last),
+                _ => &s.samples[..],
+            };
+            out.samples_read += samples.len();
             let mut kept = Vec::new();
-            if !map(&s.samples, &mut kept) {
+            if !map(samples, &mut kept) {
                 out.stopped = true;
                 break;
             }

@@ -250,6 +250,7 @@ impl<'a> Evaluator<'a> {
                 SelectHints {
                     sample_limit: Some(remaining.saturating_add(1)),
                     any_order: true,
+                    last_only: false,
                 },
             )
             .map_err(read_err)?;
@@ -266,6 +267,7 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         mint: i64,
         maxt: i64,
+        last_only: bool,
         map: &sextant_model::SampleMap<'_>,
     ) -> Result<Vec<sextant_model::Series>, Error> {
         self.check()?;
@@ -274,6 +276,7 @@ impl<'a> Evaluator<'a> {
         let hints = SelectHints {
             sample_limit: Some(remaining.saturating_add(1)),
             any_order: true,
+            last_only,
         };
         let mapped = self.q.select_map(&ms, mint, maxt, hints, map).map_err(read_err)?;
         self.series_loaded.set(self.series_loaded.get() + mapped.series.len());
@@ -356,7 +359,9 @@ impl<'a> Evaluator<'a> {
             }
             true
         };
-        let raw = self.select_map(vs, lo - lookback + 1, hi, &map)?;
+        // At a single time only the last sample counts.
+        let last_only = refs.iter().all(|r| *r == hi);
+        let raw = self.select_map(vs, lo - lookback + 1, hi, last_only, &map)?;
         Ok(raw
             .into_iter()
             .map(|s| SSeries {

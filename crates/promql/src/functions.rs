@@ -167,7 +167,7 @@ fn over_windows(
                 });
                 true
             };
-            let series = ev.select_map(vs, lo - range + 1, hi, &map)?;
+            let series = ev.select_map(vs, lo - range + 1, hi, false, &map)?;
             Ok(series
                 .into_iter()
                 .map(|s| SSeries {

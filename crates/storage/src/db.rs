@@ -419,7 +419,7 @@ impl Db {
         ms: &[Matcher],
         mint: i64,
         maxt: i64,
-        limit: Option<usize>,
+        hints: SelectHints,
         map: &sextant_model::SampleMap<'_>,
     ) -> Result<sextant_model::Mapped> {
         self.check_open()?;
@@ -427,7 +427,7 @@ impl Db {
         let head = HeadReader(&self.inner.head, floor);
         let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
         readers.push(&head);
-        querier::select_map(&readers, ms, mint, maxt, limit, map)
+        querier::select_map(&readers, ms, mint, maxt, hints.sample_limit, hints.last_only, map)
     }
 
     /// Label sets of matching series with data in the range.
@@ -675,7 +675,7 @@ impl sextant_model::Queryable for Db {
         hints: SelectHints,
         map: &sextant_model::SampleMap<'_>,
     ) -> Result<sextant_model::Mapped, ReadError> {
-        Db::select_map(self, ms, mint, maxt, hints.sample_limit, map).map_err(read_err)
+        Db::select_map(self, ms, mint, maxt, hints, map).map_err(read_err)
     }
     fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>, ReadError> {
         Db::series(self, ms, mint, maxt).map_err(read_err)

@@ -246,6 +246,28 @@ impl SeriesData {
         }
     }
 
+    /// Appends the last sample in `[mint, maxt]` at or after `floor`, without
+    /// decoding when it is the newest sample (an instant query at or after
+    /// the series' latest write).
+    pub fn last_sample(&self, mint: i64, maxt: i64, floor: i64, out: &mut Vec<Sample>) {
+        let lo = mint.max(floor);
+        // Out-of-order samples are all older than the newest in-order one, so
+        // only deletions can hide it.
+        let newest_in_open = !self.open.is_empty() && self.open.maxt() == self.max_t;
+        if newest_in_open && self.tombstones().is_empty() && self.max_t >= lo && self.max_t <= maxt {
+            out.push(Sample {
+                t: self.max_t,
+                v: self.last_v,
+            });
+            return;
+        }
+        let start = out.len();
+        self.samples(mint, maxt, floor, out);
+        if out.len() > start + 1 {
+            out.drain(start..out.len() - 1);
+        }
+    }
+
     pub fn min_time(&self) -> Option<i64> {
         let a = self
             .sealed

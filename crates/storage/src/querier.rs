@@ -19,6 +19,15 @@ pub trait SeriesReader: Sync {
     fn select_ids(&self, ms: &[Matcher]) -> RoaringBitmap;
     fn labels(&self, id: u32) -> Option<Labels>;
     fn samples(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()>;
+    /// Only the last of [`samples`](Self::samples).
+    fn last_sample(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
+        let start = out.len();
+        self.samples(id, mint, maxt, out)?;
+        if out.len() > start + 1 {
+            out.drain(start..out.len() - 1);
+        }
+        Ok(())
+    }
     fn label_names(&self, ids: Option<&RoaringBitmap>) -> Vec<String>;
     fn label_values(&self, name: &str, ids: Option<&RoaringBitmap>) -> Vec<String>;
 }
@@ -62,6 +71,12 @@ impl SeriesReader for HeadReader<'_> {
     fn samples(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
         if let Some(s) = self.0.by_id(id) {
             s.data.lock().samples(mint, maxt, self.1, out);
+        }
+        Ok(())
+    }
+    fn last_sample(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
+        if let Some(s) = self.0.by_id(id) {
+            s.data.lock().last_sample(mint, maxt, self.1, out);
         }
         Ok(())
     }
@@ -195,13 +210,15 @@ fn count_read(total: &AtomicUsize, n: usize, limit: Option<usize>) -> Result<()>
 /// `map` as soon as they are read and only its output kept: a series is
 /// decoded into a buffer that is reused for the next, so the samples of all
 /// series are never in memory at once. A series spanning several readers is
-/// merged before it is mapped.
+/// merged before it is mapped. With `last_only`, the map is given each
+/// series' last sample in the range alone.
 pub fn select_map(
     readers: &[&dyn SeriesReader],
     ms: &[Matcher],
     mint: i64,
     maxt: i64,
     limit: Option<usize>,
+    last_only: bool,
     map: &SampleMap<'_>,
 ) -> Result<Mapped> {
     let overlapping: Vec<&dyn SeriesReader> = readers
@@ -242,7 +259,11 @@ pub fn select_map(
                         break;
                     }
                     buf.clear();
-                    r.samples(id, mint, maxt, &mut buf)?;
+                    if last_only {
+                        r.last_sample(id, mint, maxt, &mut buf)?;
+                    } else {
+                        r.samples(id, mint, maxt, &mut buf)?;
+                    }
                     out.extend(map_one(&buf, &|| r.labels(id))?);
                 }
                 Ok(out)
@@ -287,6 +308,9 @@ pub fn select_map(
                             merge_sorted(&buf, &piece, &mut merged);
                             std::mem::swap(&mut buf, &mut merged);
                         }
+                    }
+                    if last_only && buf.len() > 1 {
+                        buf.drain(..buf.len() - 1);
                     }
                     out.extend(map_one(&buf, &|| Some(labels.clone()))?);
                 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use sextant_model::{Labels, MatchOp, Matcher, Sample, STALE_NAN};
+use sextant_model::{Labels, MatchOp, Matcher, Sample, SelectHints, STALE_NAN};
 use sextant_storage::{Db, Error, FsyncPolicy, Options, SampleRejection};
 
 fn opts() -> Options {
@@ -65,7 +65,9 @@ fn check(db: &Db, model: &Model, ms: &[Matcher], mint: i64, maxt: i64) {
         out.push(Sample::new(i64::MAX, s.len() as f64));
         true
     };
-    let mapped = db.select_map(ms, mint, maxt, None, &map).expect("select_map");
+    let mapped = db
+        .select_map(ms, mint, maxt, SelectHints::default(), &map)
+        .expect("select_map");
     assert!(!mapped.stopped);
     let mut got: Vec<(Labels, Vec<Sample>)> = mapped.series.into_iter().map(|s| (s.labels, s.samples)).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
@@ -80,6 +82,41 @@ fn check(db: &Db, model: &Model, ms: &[Matcher], mint: i64, maxt: i64) {
         let mut w = w.clone();
         w.1.push(Sample::new(i64::MAX, w.1.len() as f64));
         assert_eq!(*g, w, "select_map for {ms:?} in [{mint}, {maxt}]");
+    }
+    // Asking for the last sample only hands the map exactly that sample,
+    // bit for bit (stale markers included), whether it is the series' newest
+    // or lies in a block or a sealed chunk.
+    let last = SelectHints {
+        last_only: true,
+        ..SelectHints::default()
+    };
+    let copy = |s: &[Sample], out: &mut Vec<Sample>| {
+        out.extend_from_slice(s);
+        true
+    };
+    let mapped = db.select_map(ms, mint, maxt, last, &copy).expect("select_map last");
+    let mut got: Vec<(Labels, Vec<Sample>)> = mapped.series.into_iter().map(|s| (s.labels, s.samples)).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "last-only series count for {ms:?} in [{mint}, {maxt}]"
+    );
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert_eq!(g.0, w.0);
+        assert_eq!(
+            g.1,
+            vec![*w.1.last().expect("non-empty")],
+            "last sample of {} in [{mint}, {maxt}]",
+            w.0
+        );
+    }
+}
+
+fn limit(n: usize) -> SelectHints {
+    SelectHints {
+        sample_limit: Some(n),
+        ..SelectHints::default()
     }
 }
 
@@ -290,6 +327,22 @@ fn delete_hides_samples_in_head_and_blocks_and_persists() {
             .len(),
         10
     );
+    // A deletion that covers the newest sample hides it from a last-sample
+    // read too.
+    db.delete(&[Matcher::equal("__name__", "a")], 17_000, 30_000)
+        .expect("delete newest");
+    let last = SelectHints {
+        last_only: true,
+        ..SelectHints::default()
+    };
+    let copy = |s: &[Sample], out: &mut Vec<Sample>| {
+        out.extend_from_slice(s);
+        true
+    };
+    let m = db
+        .select_map(&[Matcher::equal("__name__", "a")], 0, 100_000, last, &copy)
+        .expect("select_map");
+    assert_eq!(m.series[0].samples, vec![Sample::new(16_000, 16.0)]);
 }
 
 #[test]
@@ -712,7 +765,9 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
         true
     };
     let (mint, maxt) = (hour + 30 * 60_000, 2 * hour + 30 * 60_000);
-    let m = db.select_map(&[], mint, maxt, None, &map).expect("select_map");
+    let m = db
+        .select_map(&[], mint, maxt, SelectHints::default(), &map)
+        .expect("select_map");
     assert!(!m.stopped);
     assert_eq!(m.series.len(), series.len());
     assert_eq!(m.samples_read, series.len() * 61);
@@ -724,12 +779,14 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
         assert_eq!(s.samples, vec![Sample::new(61, want)], "series {i}");
     }
     // The sample limit holds across threads, and names itself.
-    let err = db.select_map(&[], mint, maxt, Some(10_000), &map).expect_err("limit");
+    let err = db.select_map(&[], mint, maxt, limit(10_000), &map).expect_err("limit");
     assert!(matches!(err, Error::TooManySamples { limit: 10_000 }), "{err}");
     // A map that asks to stop ends the read early and says so.
     let calls = std::sync::atomic::AtomicUsize::new(0);
     let stop = |_: &[Sample], _: &mut Vec<Sample>| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10;
-    let m = db.select_map(&[], mint, maxt, None, &stop).expect("select_map");
+    let m = db
+        .select_map(&[], mint, maxt, SelectHints::default(), &stop)
+        .expect("select_map");
     assert!(m.stopped);
     assert!(m.series.is_empty());
     assert!(calls.into_inner() < series.len());
