@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::{AtModifier, Expr};
-use sextant_model::{is_stale_nan, Label, Labels, Sample as MSample, STALE_NAN};
+use sextant_model::{is_stale_nan, Label, Labels, Queryable, Sample as MSample, STALE_NAN};
 
 use crate::{Engine, EngineOptions, Error, MemStore, Value};
 
@@ -443,8 +443,15 @@ impl Script {
 
     /// Runs the script against a fresh in-memory store, one outcome per eval.
     pub fn run(&self, opts: &EngineOptions) -> Vec<EvalOutcome> {
+        self.run_on(opts, &MemStore::new())
+    }
+
+    /// Runs the script against `store` (emptied first), one outcome per
+    /// eval; an eval after a load the store refused fails, naming it.
+    pub fn run_on(&self, opts: &EngineOptions, store: &dyn ScriptStore) -> Vec<EvalOutcome> {
         let engine = Engine::new(opts.clone());
-        let store = MemStore::new();
+        store.clear();
+        let mut refused: Option<String> = None;
         let mut out = Vec::new();
         let mut hist: Vec<Labels> = Vec::new();
         for c in &self.cmds {
@@ -452,16 +459,20 @@ impl Script {
                 Cmd::Clear => {
                     store.clear();
                     hist.clear();
+                    refused = None;
                 }
                 Cmd::Load { series, histograms } => {
                     for (l, s) in series {
-                        store.add(l.clone(), s);
+                        if let Err(e) = store.add(l.clone(), s) {
+                            refused.get_or_insert(format!("the store refused a load of {l}: {e}"));
+                        }
                     }
                     hist.extend(histograms.iter().cloned());
                 }
                 Cmd::Eval(e) => {
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_eval(&engine, &store, e)));
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_eval(&engine, store, e)));
                     let error = match r {
+                        _ if refused.is_some() => refused.clone(),
                         Ok(Ok(())) => None,
                         Ok(Err(m)) if touches(&e.expr, &hist) => Some(format!("selects native histogram data: {m}")),
                         Ok(Err(m)) => Some(m),
@@ -476,6 +487,66 @@ impl Script {
             }
         }
         out
+    }
+}
+
+/// The test scripts to run, each with its display prefix: Prometheus's
+/// (from `SEXTANT_PROMQL_TESTDATA`, by default `../shared/conformance/promql`
+/// beside the checkout) and the project's own in `testdata/promql/`.
+pub fn script_files() -> Vec<(String, std::path::PathBuf)> {
+    let upstream = std::env::var_os("SEXTANT_PROMQL_TESTDATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/conformance/promql"));
+    let mut files: Vec<(String, std::path::PathBuf)> =
+        scripts_in(&upstream).into_iter().map(|p| (String::new(), p)).collect();
+    files.extend(
+        scripts_in(&repo_root().join("testdata/promql"))
+            .into_iter()
+            .map(|p| ("sextant/".to_string(), p)),
+    );
+    assert!(
+        files.len() > 20,
+        "expected the upstream PromQL scripts in {} (set SEXTANT_PROMQL_TESTDATA)",
+        upstream.display()
+    );
+    files
+}
+
+/// The checkout's top directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scripts_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot read PromQL test scripts in {}: {e} (set SEXTANT_PROMQL_TESTDATA)",
+                dir.display()
+            )
+        })
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "test"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A store the test scripts can load and clear.
+pub trait ScriptStore: Queryable {
+    /// Adds the samples of one series (in time order).
+    fn add(&self, labels: Labels, samples: &[MSample]) -> Result<(), String>;
+    /// Removes everything.
+    fn clear(&self);
+}
+
+impl ScriptStore for MemStore {
+    fn add(&self, labels: Labels, samples: &[MSample]) -> Result<(), String> {
+        MemStore::add(self, labels, samples);
+        Ok(())
+    }
+    fn clear(&self) {
+        MemStore::clear(self)
     }
 }
 
@@ -857,7 +928,7 @@ fn to_systime(ms: i64) -> SystemTime {
     }
 }
 
-fn run_eval(engine: &Engine, store: &MemStore, cmd: &EvalCmd) -> Result<(), String> {
+fn run_eval(engine: &Engine, store: &dyn Queryable, cmd: &EvalCmd) -> Result<(), String> {
     let parsed = match crate::parse(&cmd.expr) {
         Ok(e) => e,
         Err(e) => {

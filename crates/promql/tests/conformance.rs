@@ -6,29 +6,9 @@
 //! `SEXTANT_PROMQL_WRITE_KNOWN=1` rewrites the list from the current results.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use sextant_promql::promqltest::Script;
+use sextant_promql::promqltest::{repo_root, script_files, Script};
 use sextant_promql::EngineOptions;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn scripts(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot read PromQL test scripts in {}: {e} (set SEXTANT_PROMQL_TESTDATA)",
-                dir.display()
-            )
-        })
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "test"))
-        .collect();
-    v.sort();
-    v
-}
 
 fn reason_for(file: &str, err: &str) -> String {
     let class = if err.contains("native histogram") || file.starts_with("native_histograms") {
@@ -55,10 +35,7 @@ fn reason_for(file: &str, err: &str) -> String {
 
 #[test]
 fn promql_conformance() {
-    let upstream = std::env::var_os("SEXTANT_PROMQL_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/conformance/promql"));
-    let ours = root().join("testdata/promql");
+    let ours = repo_root().join("testdata/promql");
     let known_path = ours.join("known-failures.txt");
     let known_text = std::fs::read_to_string(&known_path).unwrap_or_default();
     let mut known: BTreeMap<String, String> = BTreeMap::new();
@@ -74,14 +51,7 @@ fn promql_conformance() {
     let mut passed = 0usize;
     let mut failed = 0usize;
     let mut failures: BTreeMap<String, String> = BTreeMap::new();
-    let mut files: Vec<(String, PathBuf)> = scripts(&upstream).into_iter().map(|p| (String::new(), p)).collect();
-    files.extend(scripts(&ours).into_iter().map(|p| ("sextant/".to_string(), p)));
-    assert!(
-        files.len() > 20,
-        "expected the upstream PromQL scripts in {}",
-        upstream.display()
-    );
-    for (prefix, path) in &files {
+    for (prefix, path) in &script_files() {
         let name = format!(
             "{prefix}{}",
             path.file_name().and_then(|s| s.to_str()).unwrap_or_default()

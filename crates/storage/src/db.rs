@@ -1023,7 +1023,12 @@ impl Appender<'_> {
         m.commits.fetch_add(1, Ordering::Relaxed);
         m.commit_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if inner.head.max_time() - inner.head.min_time().max(inner.head.floor()) > inner.opts.block_range_ms * 3 / 2 {
+        if inner
+            .head
+            .max_time()
+            .saturating_sub(inner.head.min_time().max(inner.head.floor()))
+            > inner.opts.block_range_ms * 3 / 2
+        {
             let (mu, cv) = &inner.wake;
             let _g = mu.lock();
             cv.notify_all();

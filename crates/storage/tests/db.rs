@@ -791,3 +791,22 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
     assert!(m.series.is_empty());
     assert!(calls.into_inner() < series.len());
 }
+
+#[test]
+fn samples_at_the_ends_of_time_are_stored_and_read() {
+    // The head's time span is computed from its extremes; samples near
+    // i64::MIN and i64::MAX once overflowed that subtraction.
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let a = l(&[("__name__", "a")]);
+    let b = l(&[("__name__", "b")]);
+    let mut app = db.appender();
+    app.append(&a, i64::MIN + 1, 1.0);
+    app.append(&b, i64::MAX - 1, 2.0);
+    let rep = app.commit().expect("commit");
+    assert_eq!(rep.rejected_count, 0);
+    let got = db.select(&[], i64::MIN, i64::MAX).expect("select");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].samples, vec![Sample::new(i64::MIN + 1, 1.0)]);
+    assert_eq!(got[1].samples, vec![Sample::new(i64::MAX - 1, 2.0)]);
+}
