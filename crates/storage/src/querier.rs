@@ -116,6 +116,18 @@ impl SeriesReader for HeadReader<'_> {
 /// threads (below it, starting threads costs more than it saves).
 const PARALLEL_SELECT_MIN: usize = 2048;
 
+/// The readers whose bounds overlap `[mint, maxt]`, in order.
+fn overlapping<'a>(readers: &[&'a dyn SeriesReader], mint: i64, maxt: i64) -> Vec<&'a dyn SeriesReader> {
+    readers
+        .iter()
+        .copied()
+        .filter(|r| {
+            let (lo, hi) = r.bounds();
+            hi >= mint && lo <= maxt
+        })
+        .collect()
+}
+
 /// Reads the samples and labels of `ids` from `r`, in order; `total` counts
 /// samples across every thread so the limit holds for the whole query.
 fn read_series(
@@ -185,18 +197,6 @@ fn in_parallel<T: Send>(n: usize, work: impl Fn(std::ops::Range<usize>) -> Resul
     })
 }
 
-/// [`read_series`] split across the machine's cores when there are many ids.
-fn read_series_parallel(
-    r: &dyn SeriesReader,
-    ids: &[u32],
-    mint: i64,
-    maxt: i64,
-    limit: Option<usize>,
-    total: &AtomicUsize,
-) -> Result<Vec<Series>> {
-    in_parallel(ids.len(), |part| read_series(r, &ids[part], mint, maxt, limit, total))
-}
-
 /// Counts `n` samples read against the query's `limit`.
 fn count_read(total: &AtomicUsize, n: usize, limit: Option<usize>) -> Result<()> {
     let seen = total.fetch_add(n, Ordering::Relaxed) + n;
@@ -221,14 +221,7 @@ pub fn select_map(
     last_only: bool,
     map: &SampleMap<'_>,
 ) -> Result<Mapped> {
-    let overlapping: Vec<&dyn SeriesReader> = readers
-        .iter()
-        .copied()
-        .filter(|r| {
-            let (lo, hi) = r.bounds();
-            hi >= mint && lo <= maxt
-        })
-        .collect();
+    let overlapping = overlapping(readers, mint, maxt);
     let total = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     // Maps one series' samples; `Some` when it produced output.
@@ -342,18 +335,11 @@ pub fn select(
     let mut out: Vec<Series> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let total = AtomicUsize::new(0);
-    let overlapping: Vec<&dyn SeriesReader> = readers
-        .iter()
-        .copied()
-        .filter(|r| {
-            let (lo, hi) = r.bounds();
-            hi >= mint && lo <= maxt
-        })
-        .collect();
+    let overlapping = overlapping(readers, mint, maxt);
     let single = overlapping.len() == 1;
     for (k, r) in overlapping.iter().enumerate() {
         let ids: Vec<u32> = r.select_ids(ms).iter().collect();
-        let read = read_series_parallel(*r, &ids, mint, maxt, limit, &total)?;
+        let read = in_parallel(ids.len(), |part| read_series(*r, &ids[part], mint, maxt, limit, &total))?;
         if single {
             out = read;
             break;

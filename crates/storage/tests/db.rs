@@ -86,14 +86,7 @@ fn check(db: &Db, model: &Model, ms: &[Matcher], mint: i64, maxt: i64) {
     // Asking for the last sample only hands the map exactly that sample,
     // bit for bit (stale markers included), whether it is the series' newest
     // or lies in a block or a sealed chunk.
-    let last = SelectHints {
-        last_only: true,
-        ..SelectHints::default()
-    };
-    let copy = |s: &[Sample], out: &mut Vec<Sample>| {
-        out.extend_from_slice(s);
-        true
-    };
+    let (last, copy) = (last_only(), copy_all);
     let mapped = db.select_map(ms, mint, maxt, last, &copy).expect("select_map last");
     let mut got: Vec<(Labels, Vec<Sample>)> = mapped.series.into_iter().map(|s| (s.labels, s.samples)).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
@@ -111,6 +104,20 @@ fn check(db: &Db, model: &Model, ms: &[Matcher], mint: i64, maxt: i64) {
             w.0
         );
     }
+}
+
+/// Hints asking for each series' last sample only.
+fn last_only() -> SelectHints {
+    SelectHints {
+        last_only: true,
+        ..SelectHints::default()
+    }
+}
+
+/// A map that keeps every sample it is given.
+fn copy_all(s: &[Sample], out: &mut Vec<Sample>) -> bool {
+    out.extend_from_slice(s);
+    true
 }
 
 fn limit(n: usize) -> SelectHints {
@@ -331,14 +338,7 @@ fn delete_hides_samples_in_head_and_blocks_and_persists() {
     // read too.
     db.delete(&[Matcher::equal("__name__", "a")], 17_000, 30_000)
         .expect("delete newest");
-    let last = SelectHints {
-        last_only: true,
-        ..SelectHints::default()
-    };
-    let copy = |s: &[Sample], out: &mut Vec<Sample>| {
-        out.extend_from_slice(s);
-        true
-    };
+    let (last, copy) = (last_only(), copy_all);
     let m = db
         .select_map(&[Matcher::equal("__name__", "a")], 0, 100_000, last, &copy)
         .expect("select_map");
