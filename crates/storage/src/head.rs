@@ -263,9 +263,7 @@ impl SeriesData {
         }
         let start = out.len();
         self.samples(mint, maxt, floor, out);
-        if out.len() > start + 1 {
-            out.drain(start..out.len() - 1);
-        }
+        keep_last(out, start);
     }
 
     pub fn min_time(&self) -> Option<i64> {
@@ -304,6 +302,13 @@ impl SeriesData {
         }
         let open_live = !self.open.is_empty() && self.open.maxt() >= cut;
         !self.sealed.is_empty() || !self.ooo().is_empty() || open_live
+    }
+}
+
+/// Keeps only the last of the samples from `start` on.
+pub fn keep_last(out: &mut Vec<Sample>, start: usize) {
+    if out.len() > start + 1 {
+        out.drain(start..out.len() - 1);
     }
 }
 

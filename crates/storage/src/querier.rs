@@ -10,7 +10,7 @@ use sextant_model::{Labels, Mapped, Matcher, Sample, SampleMap, Series};
 
 use crate::block::Block;
 use crate::error::{Error, Result};
-use crate::head::{merge_sorted, Head};
+use crate::head::{keep_last, merge_sorted, Head};
 
 /// What a query needs from any part of the store.
 pub trait SeriesReader: Sync {
@@ -23,9 +23,7 @@ pub trait SeriesReader: Sync {
     fn last_sample(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
         let start = out.len();
         self.samples(id, mint, maxt, out)?;
-        if out.len() > start + 1 {
-            out.drain(start..out.len() - 1);
-        }
+        keep_last(out, start);
         Ok(())
     }
     fn label_names(&self, ids: Option<&RoaringBitmap>) -> Vec<String>;
@@ -302,8 +300,8 @@ pub fn select_map(
                             std::mem::swap(&mut buf, &mut merged);
                         }
                     }
-                    if last_only && buf.len() > 1 {
-                        buf.drain(..buf.len() - 1);
+                    if last_only {
+                        keep_last(&mut buf, 0);
                     }
                     out.extend(map_one(&buf, &|| Some(labels.clone()))?);
                 }

@@ -6,12 +6,10 @@
 //! blocks, reduced as they are read, last samples taken from the head) must
 //! not change a single answer.
 
-use std::collections::BTreeMap;
-
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use sextant_model::{Labels, Mapped, Matcher, Queryable, ReadError, Sample, SampleMap, SelectHints, Series};
 use sextant_promql::promqltest::{script_files, Script, ScriptStore};
-use sextant_promql::EngineOptions;
+use sextant_promql::{EngineOptions, MemStore};
 use sextant_storage::{Db, FsyncPolicy, Options};
 
 /// Where the loaded samples are when a script reads them.
@@ -30,7 +28,8 @@ enum Layout {
 /// the first read after each load.
 struct DbStore {
     layout: Layout,
-    data: RwLock<BTreeMap<Labels, Vec<Sample>>>,
+    /// The loaded data, with the scripts' own replacement rule.
+    data: MemStore,
     db: RwLock<Option<(tempfile::TempDir, Db)>>,
 }
 
@@ -38,7 +37,7 @@ impl DbStore {
     fn new(layout: Layout) -> DbStore {
         DbStore {
             layout,
-            data: RwLock::new(BTreeMap::new()),
+            data: MemStore::new(),
             db: RwLock::new(None),
         }
     }
@@ -51,12 +50,15 @@ impl DbStore {
             ..Options::default()
         };
         let db = Db::open(d.path(), opts).expect("open");
-        let data = self.data.read();
+        let data = self
+            .data
+            .select(&[], i64::MIN, i64::MAX, SelectHints::default())
+            .expect("read data");
         let append = |keep: &dyn Fn(i64) -> bool| {
             let mut app = db.appender();
-            for (labels, samples) in data.iter() {
-                for s in samples.iter().filter(|s| keep(s.t)) {
-                    app.append(labels, s.t, s.v);
+            for series in &data {
+                for s in series.samples.iter().filter(|s| keep(s.t)) {
+                    app.append(&series.labels, s.t, s.v);
                 }
             }
             let rep = app.commit().expect("commit");
@@ -69,7 +71,7 @@ impl DbStore {
                 db.flush().expect("flush");
             }
             Layout::Split => {
-                let ts = || data.values().flatten().map(|s| s.t);
+                let ts = || data.iter().flat_map(|x| &x.samples).map(|s| s.t);
                 let (lo, hi) = (ts().min().unwrap_or(0), ts().max().unwrap_or(0));
                 let mid = lo + (hi - lo) / 2;
                 append(&|t| t <= mid);
@@ -77,7 +79,6 @@ impl DbStore {
                 append(&|t| t > mid);
             }
         }
-        drop(data);
         (d, db)
     }
 
@@ -94,22 +95,13 @@ impl DbStore {
 }
 
 impl ScriptStore for DbStore {
-    /// Same rule as the test scripts' in-memory store: a sample at an existing
-    /// timestamp replaces it.
     fn add(&self, labels: Labels, samples: &[Sample]) -> Result<(), String> {
-        let mut data = self.data.write();
-        let e = data.entry(labels).or_default();
-        for s in samples {
-            match e.binary_search_by_key(&s.t, |x| x.t) {
-                Ok(i) => e[i] = *s,
-                Err(i) => e.insert(i, *s),
-            }
-        }
+        self.data.add(labels, samples);
         *self.db.write() = None;
         Ok(())
     }
     fn clear(&self) {
-        self.data.write().clear();
+        self.data.clear();
         *self.db.write() = None;
     }
 }
