@@ -1,4 +1,5 @@
-//! Typical dashboard queries over an inference fleet: 1 h range at a 15 s step.
+//! Typical dashboard queries over an inference fleet: 1 h range at a 15 s step,
+//! and instant queries at the last scrape.
 //! Fleet size: `SEXTANT_BENCH_SERIES` (default 100,000).
 
 use std::hint::black_box;
@@ -39,6 +40,22 @@ fn queries(c: &mut Criterion) {
     ] {
         g.bench_function(name, |b| {
             b.iter(|| black_box(engine.range(&db, q, start, end, 15_000).expect("query")))
+        });
+    }
+    g.finish();
+    // Instant queries at the last scrape, as a dashboard's tables and alerts ask them.
+    let mut g = c.benchmark_group("promql_instant");
+    g.sample_size(10);
+    for (name, q) in [
+        (
+            "ttft_p99_by_component",
+            "histogram_quantile(0.99, sum by (le, endpoint, inference_component, model_name) \
+             (rate(vllm:time_to_first_token_seconds_bucket[5m])))",
+        ),
+        ("gpu_util_by_zone", "avg by (availability_zone) (DCGM_FI_DEV_GPU_UTIL)"),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(engine.instant(&db, q, end).expect("query")))
         });
     }
     g.finish();

@@ -218,10 +218,24 @@ impl Default for Labels {
 /// Hash over names and values with their lengths, eight bytes at a time
 /// (multiply-rotate, as FxHash does).
 fn hash_of(v: &[Label]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = 0;
-    let mut add = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let mut h = LabelHasher::default();
     for l in v {
+        h.add(l);
+    }
+    h.0
+}
+
+/// The streaming form of [`hash_of`]: labels added one by one, in order,
+/// hash as the label set of exactly those labels does.
+#[derive(Default)]
+struct LabelHasher(u64);
+
+impl LabelHasher {
+    #[inline]
+    fn add(&mut self, l: &Label) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let h = &mut self.0;
+        let mut add = |w: u64| *h = (h.rotate_left(5) ^ w).wrapping_mul(K);
         for part in [l.name.as_bytes(), l.value.as_bytes()] {
             let mut chunks = part.chunks_exact(8);
             for c in &mut chunks {
@@ -234,7 +248,63 @@ fn hash_of(v: &[Label]) -> u64 {
             add(u64::from_le_bytes(last) ^ ((part.len() as u64) << 56));
         }
     }
-    h
+}
+
+/// Sorts label sets into groups by the labels a predicate keeps (an
+/// aggregation's `by` or `without`, a histogram's labels but `le`). A
+/// group's label set is built once, for its first member; later members are
+/// matched by a hash and a comparison, without allocating.
+pub struct Grouper<F> {
+    keep: F,
+    first: std::collections::HashMap<u64, usize>,
+    /// The next group with the same hash, or `usize::MAX`.
+    next: Vec<usize>,
+    groups: Vec<Labels>,
+}
+
+impl<F: Fn(&str) -> bool> Grouper<F> {
+    /// `keep` tells, by name, which labels make up the group.
+    pub fn new(keep: F) -> Self {
+        Grouper {
+            keep,
+            first: std::collections::HashMap::new(),
+            next: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// The index of the group of `l`, in order of first appearance.
+    pub fn group_of(&mut self, l: &Labels) -> usize {
+        let keep = &self.keep;
+        let mut h = LabelHasher::default();
+        for x in l.iter().filter(|x| keep(&x.name)) {
+            h.add(x);
+        }
+        let h = h.0.max(1);
+        let mut g = self.first.get(&h).copied().unwrap_or(usize::MAX);
+        while g != usize::MAX {
+            if self.groups[g].iter().eq(l.iter().filter(|x| keep(&x.name))) {
+                return g;
+            }
+            g = self.next[g];
+        }
+        let labels: Vec<Label> = l.iter().filter(|x| keep(&x.name)).cloned().collect();
+        let g = self.groups.len();
+        let set = Labels::new_inner(labels);
+        set.0.hash.store(h, std::sync::atomic::Ordering::Relaxed);
+        self.groups.push(set);
+        self.next.push(self.first.insert(h, g).unwrap_or(usize::MAX));
+        g
+    }
+
+    /// The groups' label sets, by index.
+    pub fn groups(&self) -> &[Labels] {
+        &self.groups
+    }
+
+    pub fn into_groups(self) -> Vec<Labels> {
+        self.groups
+    }
 }
 
 impl Labels {
@@ -435,6 +505,38 @@ impl LabelsBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grouper_builds_each_projection_once_and_equal_to_a_plain_label_set() {
+        let sets = [
+            Labels::from_pairs([("__name__", "x"), ("le", "1"), ("model", "a"), ("zone", "z1")]),
+            Labels::from_pairs([("__name__", "x"), ("le", "2"), ("model", "a"), ("zone", "z1")]),
+            Labels::from_pairs([("__name__", "x"), ("le", "1"), ("model", "b"), ("zone", "z1")]),
+            Labels::from_pairs([("__name__", "y"), ("le", "1"), ("model", "a"), ("zone", "z1")]),
+            // A projection that is empty.
+            Labels::from_pairs([("__name__", "x"), ("le", "3")]),
+        ];
+        let mut g = Grouper::new(|n: &str| n == "model" || n == "zone");
+        let idx: Vec<usize> = sets.iter().map(|l| g.group_of(l)).collect();
+        assert_eq!(idx, vec![0, 0, 1, 0, 2]);
+        let groups = g.into_groups();
+        for (i, l) in sets.iter().enumerate() {
+            let plain = l.keep(&["model".to_string(), "zone".to_string()]);
+            assert_eq!(groups[idx[i]], plain);
+            assert_eq!(groups[idx[i]].hash64(), plain.hash64());
+        }
+        assert!(groups[2].is_empty());
+    }
+
+    #[test]
+    fn a_grouper_tells_apart_projections_that_only_move_bytes_between_name_and_value() {
+        let mut g = Grouper::new(|n: &str| n != "le");
+        let a = g.group_of(&Labels::from_pairs([("ab", "c")]));
+        let b = g.group_of(&Labels::from_pairs([("a", "bc")]));
+        let c = g.group_of(&Labels::from_pairs([("ab", "c"), ("le", "+Inf")]));
+        assert_ne!(a, b);
+        assert_eq!(a, c);
+    }
 
     #[test]
     fn from_pairs_sorts_dedups_and_drops_empty() {

@@ -9,7 +9,7 @@ mod labels;
 mod matcher;
 mod sample;
 
-pub use labels::{Label, Labels, LabelsBuilder, Str, METRIC_NAME};
+pub use labels::{Grouper, Label, Labels, LabelsBuilder, Str, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use sample::{is_stale_nan, Sample, STALE_NAN, STALE_NAN_BITS};
 

@@ -5,22 +5,20 @@ use std::collections::HashMap;
 
 use promql_parser::parser::token;
 use promql_parser::parser::{AggregateExpr, LabelModifier};
-use sextant_model::{Labels, METRIC_NAME};
+use sextant_model::{Grouper, Labels, METRIC_NAME};
 
 use crate::eval::{value_label, Evaluator, SSeries, Val};
 use crate::functions::{kahan_inc, quantile};
 use crate::value::{Error, Point};
 
-fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
-    match m {
-        Some(LabelModifier::Include(by)) => l.keep(&by.labels),
-        Some(LabelModifier::Exclude(without)) => {
-            let mut n = without.labels.clone();
-            n.push(METRIC_NAME.into());
-            l.drop_names(&n)
-        }
-        None => Labels::empty(),
-    }
+/// Groups series by an aggregation's `by` or `without` labels (none: one
+/// group).
+fn grouper(m: &Option<LabelModifier>) -> Grouper<impl Fn(&str) -> bool + '_> {
+    Grouper::new(move |name: &str| match m {
+        Some(LabelModifier::Include(by)) => by.labels.iter().any(|n| n == name),
+        Some(LabelModifier::Exclude(without)) => name != METRIC_NAME && !without.labels.iter().any(|n| n == name),
+        None => false,
+    })
 }
 
 /// Streaming state of one group at one step.
@@ -54,18 +52,9 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> 
     // group inherits the drop: the end of evaluation removes them.
     let by_name = matches!(&a.modifier, Some(LabelModifier::Include(by)) if by.labels.iter().any(|l| l == METRIC_NAME));
     // Group index per series, and the groups' labels.
-    let mut gindex: HashMap<Labels, usize> = HashMap::new();
-    let mut glabels: Vec<Labels> = Vec::new();
-    let sgroup: Vec<usize> = input
-        .iter()
-        .map(|s| {
-            let gl = group_labels(&s.labels, &a.modifier);
-            *gindex.entry(gl.clone()).or_insert_with(|| {
-                glabels.push(gl);
-                glabels.len() - 1
-            })
-        })
-        .collect();
+    let mut groups = grouper(&a.modifier);
+    let sgroup: Vec<usize> = input.iter().map(|s| groups.group_of(&s.labels)).collect();
+    let glabels = groups.into_groups();
     let ng = glabels.len();
     if let Some(out) = series_major(ev, op, &input, &sgroup, &glabels)? {
         let mut out = out;
@@ -423,7 +412,9 @@ fn count_values(ev: &Evaluator<'_>, input: &[SSeries], label: &str, m: &Option<L
     if !crate::functions::valid_label_name(label) {
         return Err(Error::exec(format!("invalid label name {label:?}")));
     }
-    let glabels: Vec<Labels> = input.iter().map(|s| group_labels(&s.labels, m)).collect();
+    let mut groups = grouper(m);
+    let sgroup: Vec<usize> = input.iter().map(|s| groups.group_of(&s.labels)).collect();
+    let glabels = groups.into_groups();
     let mut out: Vec<SSeries> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut cur = vec![0usize; input.len()];
@@ -435,7 +426,7 @@ fn count_values(ev: &Evaluator<'_>, input: &[SSeries], label: &str, m: &Option<L
             if let Some(p) = s.points.get(cur[i]) {
                 if p.t == t {
                     cur[i] += 1;
-                    let mut b = glabels[i].builder();
+                    let mut b = glabels[sgroup[i]].builder();
                     b.set(label, &value_label(p.v));
                     let l = b.labels();
                     match pos.get(&l) {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use promql_parser::parser::{Call, Expr};
-use sextant_model::{is_stale_nan, Labels, MatchOp, Sample, METRIC_NAME};
+use sextant_model::{is_stale_nan, Grouper, Labels, MatchOp, Sample, METRIC_NAME};
 
 use crate::eval::{convert_matchers, Evaluator, RangeArg, RangeInput, SSeries, Val};
 use crate::histogram::{bucket_fraction, bucket_quantile, Bucket};
@@ -938,8 +938,8 @@ fn classic_histogram(
     fname: &str,
     arg_index: usize,
 ) -> Result<Val, Error> {
-    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut grouper = Grouper::new(|name: &str| name != "le");
+    let mut members: Vec<Vec<(f64, usize)>> = Vec::new();
     for (i, s) in v.iter().enumerate() {
         let le = s.labels.get("le");
         let Some(ub) = parse_le(le) else {
@@ -951,13 +951,13 @@ fn classic_histogram(
             ));
             continue;
         };
-        let key = s.labels.drop_names(&["le".to_string()]);
-        let g = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push((ub, i));
+        let g = grouper.group_of(&s.labels);
+        if g == members.len() {
+            members.push(Vec::new());
+        }
+        members[g].push((ub, i));
     }
+    let groups: Vec<(Labels, Vec<(f64, usize)>)> = grouper.into_groups().into_iter().zip(members).collect();
     let mut out = Vec::new();
     let mut cur: Vec<usize> = vec![0; v.len()];
     let mut results: Vec<Vec<Point>> = vec![Vec::new(); groups.len()];
