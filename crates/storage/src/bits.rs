@@ -79,6 +79,11 @@ impl BitWriter {
         self.free
     }
 
+    /// Bits written so far.
+    pub fn bit_len(&self) -> usize {
+        self.buf.len() * 8 - self.free as usize
+    }
+
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
@@ -114,6 +119,14 @@ impl<'a> BitReader<'a> {
             acc: 0,
             nbits: 0,
         }
+    }
+
+    /// A reader that starts `bit` bits into `buf`, or `None` when `buf` is
+    /// shorter.
+    pub fn at(buf: &'a [u8], bit: usize) -> Option<Self> {
+        let mut r = BitReader::new(buf.get(bit / 8..)?);
+        r.read_bits((bit % 8) as u8)?;
+        Some(r)
     }
 
     #[inline(always)]

@@ -169,6 +169,38 @@ pub struct ChunkAppender {
     last_bits: u64,
     leading: u8,
     trailing: u8,
+    /// Where a decode of the chunk's second half starts.
+    mark: Mark,
+}
+
+/// Samples before a chunk's restart point: a read of only its newest samples
+/// (an instant query, a dashboard's newest steps) decodes from there.
+pub const MARK_AT: usize = MAX_CHUNK_SAMPLES / 2;
+
+/// The state of both streams after the first [`MARK_AT`] samples of an open
+/// chunk, from which decoding can resume. It lives only in memory: a sealed
+/// chunk has none.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    /// Bit offsets of sample `MARK_AT` in the two columns; 0 while there is
+    /// no mark (the first sample alone takes 64 bits). At most about 9,300
+    /// bits precede sample 120 in either column.
+    ts_bit: u16,
+    val_bit: u16,
+    /// Timestamp of sample `MARK_AT - 1` and the delta that led to it.
+    t: i64,
+    dt: i64,
+    /// Int and decimal columns: the integer of sample `MARK_AT - 1` and its
+    /// delta. Float columns: its bits and, in `dv`, the leading and trailing
+    /// zero counts of the XOR window (`leading << 8 | trailing`).
+    v: i64,
+    dv: i64,
+}
+
+impl Mark {
+    fn is_set(&self) -> bool {
+        self.ts_bit != 0
+    }
 }
 
 impl Default for ChunkAppender {
@@ -192,6 +224,7 @@ impl ChunkAppender {
             last_bits: 0,
             leading: 0xff,
             trailing: 0,
+            mark: Mark::default(),
         }
     }
 
@@ -221,6 +254,15 @@ impl ChunkAppender {
 
     /// Appends a sample; the caller guarantees `t` is greater than the last one.
     pub fn append(&mut self, t: i64, v: f64) {
+        if self.n as usize == MARK_AT {
+            self.mark = Mark {
+                ts_bit: self.ts.bit_len() as u16,
+                t: self.last_t,
+                dt: self.last_dt,
+                ..Mark::default()
+            };
+            self.mark_values();
+        }
         self.append_ts(t);
         match self.kind {
             ValueKind::Int => match as_exact_int(v) {
@@ -234,6 +276,16 @@ impl ChunkAppender {
             ValueKind::Float => self.append_float(v),
         }
         self.n += 1;
+    }
+
+    /// Records the value column's state in the mark, which is at the current
+    /// sample.
+    fn mark_values(&mut self) {
+        self.mark.val_bit = self.vals.bit_len() as u16;
+        (self.mark.v, self.mark.dv) = match self.kind {
+            ValueKind::Float => (self.last_bits as i64, (self.leading as i64) << 8 | self.trailing as i64),
+            _ => (self.last_iv, self.last_idv),
+        };
     }
 
     /// `v` does not fit the current kind: re-code the chunk at the smallest
@@ -260,6 +312,9 @@ impl ChunkAppender {
                 self.kind = ValueKind::Decimal(k);
                 for (i, x) in old.iter().enumerate() {
                     self.n = i as u16;
+                    if self.mark.is_set() && i == MARK_AT {
+                        self.mark_values();
+                    }
                     self.append_int(decimal_mantissa(*x, k).unwrap_or(0));
                 }
             }
@@ -267,6 +322,9 @@ impl ChunkAppender {
                 self.kind = ValueKind::Float;
                 for (i, x) in old.iter().enumerate() {
                     self.n = i as u16;
+                    if self.mark.is_set() && i == MARK_AT {
+                        self.mark_values();
+                    }
                     self.append_float(*x);
                 }
             }
@@ -378,8 +436,19 @@ impl ChunkAppender {
         decode_columns(self.ts.bytes(), self.kind, self.vals.bytes(), self.n as usize, out)
     }
 
-    /// Appends the samples in `[mint, maxt]` to `out`.
+    /// Appends the samples in `[mint, maxt]` to `out`. When all of them come
+    /// after the restart point, only the samples after it are decoded.
     pub fn decode_range(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
+        if self.mark.is_set() && mint > self.mark.t {
+            let start = out.len();
+            return match self.decode_after_mark(out) {
+                Some(()) => cut_to_range(out, start, (mint, maxt)),
+                None => {
+                    out.truncate(start);
+                    Err(CorruptChunk)
+                }
+            };
+        }
         decode_range(
             self.ts.bytes(),
             self.kind,
@@ -388,6 +457,42 @@ impl ChunkAppender {
             (mint, maxt),
             out,
         )
+    }
+
+    /// Appends the samples after the mark to `out`.
+    fn decode_after_mark(&self, out: &mut Vec<Sample>) -> Option<()> {
+        let m = &self.mark;
+        let count = self.n as usize - MARK_AT;
+        let start = out.len();
+        out.resize(start + count, Sample { t: 0, v: 0.0 });
+        let slots = &mut out[start..];
+        let r = BitReader::at(self.ts.bytes(), m.ts_bit as usize)?;
+        dod_loop(r, &TS_WIDTHS, m.t, m.dt, &mut Times(slots))?;
+        let r = BitReader::at(self.vals.bytes(), m.val_bit as usize)?;
+        match self.kind {
+            ValueKind::Int => dod_loop(r, &INT_WIDTHS, m.v, m.dv, &mut Ints(slots)),
+            ValueKind::Decimal(k) => {
+                dod_loop(r, &INT_WIDTHS, m.v, m.dv, &mut Ints(slots))?;
+                let p = POW10[k as usize];
+                for s in slots.iter_mut() {
+                    s.v /= p;
+                }
+                Some(())
+            }
+            ValueKind::Float => {
+                let mut fd = FloatDecoder {
+                    r,
+                    first: false,
+                    bits: m.v as u64,
+                    leading: (m.dv >> 8) as u8,
+                    trailing: m.dv as u8,
+                };
+                for s in slots.iter_mut() {
+                    s.v = fd.next_value()?;
+                }
+                Some(())
+            }
+        }
     }
 }
 
@@ -467,6 +572,11 @@ pub fn decode_range(
 ) -> Result<(), CorruptChunk> {
     let start = out.len();
     decode_columns(ts, kind, vals, n, out)?;
+    cut_to_range(out, start, range)
+}
+
+/// Keeps, of the samples decoded into `out[start..]`, those in `range`.
+fn cut_to_range(out: &mut Vec<Sample>, start: usize, range: (i64, i64)) -> Result<(), CorruptChunk> {
     let got = &out[start..];
     // Timestamps a writer stored always increase; bytes that decode to any
     // other order are damaged, and the cut below would keep the wrong ones.
@@ -476,7 +586,8 @@ pub fn decode_range(
     }
     if got.first().is_some_and(|s| s.t < range.0) || got.last().is_some_and(|s| s.t > range.1) {
         let a = got.partition_point(|s| s.t < range.0);
-        let b = got.partition_point(|s| s.t <= range.1);
+        // An empty range (`mint > maxt`) keeps nothing.
+        let b = got.partition_point(|s| s.t <= range.1).max(a);
         out.truncate(start + b);
         out.drain(start..start + a);
     }
@@ -537,6 +648,8 @@ pub fn decode_columns(
 
 /// Where [`decode_dod`] puts the values it decodes.
 trait DodSink {
+    /// Slots to fill.
+    fn len(&self) -> usize;
     /// Value `i` is `v`.
     fn put(&mut self, i: usize, v: i64);
     /// Values `i..i + z` go on from `v` by `d` each; returns the last.
@@ -547,6 +660,10 @@ trait DodSink {
 struct Times<'a>(&'a mut [Sample]);
 
 impl DodSink for Times<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
     #[inline(always)]
     fn put(&mut self, i: usize, v: i64) {
         self.0[i].t = v;
@@ -566,6 +683,10 @@ struct Ints<'a>(&'a mut [Sample]);
 
 impl DodSink for Ints<'_> {
     #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
     fn put(&mut self, i: usize, v: i64) {
         self.0[i].v = v as f64;
     }
@@ -576,6 +697,24 @@ impl DodSink for Ints<'_> {
             s.v = v as f64;
         }
         v
+    }
+}
+
+/// The slots of another sink after its first two, `n` of them.
+struct Skip2<'a, S>(&'a mut S, usize);
+
+impl<S: DodSink> DodSink for Skip2<'_, S> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.1
+    }
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: i64) {
+        self.0.put(i + 2, v);
+    }
+    #[inline(always)]
+    fn run(&mut self, i: usize, z: usize, v: i64, d: i64) -> i64 {
+        self.0.run(i + 2, z, v, d)
     }
 }
 
@@ -596,11 +735,20 @@ fn decode_dod(col: &[u8], widths: &[u8; 4], n: usize, out: &mut impl DodSink) ->
     if n == 1 {
         return Some(());
     }
-    let mut d = read_bucketed(&mut r, widths)?;
+    let d = read_bucketed(&mut r, widths)?;
     v = v.wrapping_add(d);
     out.put(1, v);
+    dod_loop(r, widths, v, d, &mut Skip2(out, n - 2))
+}
+
+/// Decodes changes of the delta from `r` into every slot of `out`, going on
+/// from value `v` reached by delta `d`: the body of [`decode_dod`], also
+/// used to resume a column at a chunk's restart point.
+#[inline(always)]
+fn dod_loop(mut r: BitReader<'_>, widths: &[u8; 4], mut v: i64, mut d: i64, out: &mut impl DodSink) -> Option<()> {
+    let n = out.len();
     let w0 = widths[0] as u32;
-    let mut i = 2;
+    let mut i = 0;
     while i < n {
         let (acc, nbits) = r.window();
         // A long run of zero codes (regular timestamps, steady values) in
@@ -823,7 +971,81 @@ mod tests {
         assert!(a.value_bytes().len() <= 8 + 2 + 31, "{}", a.value_bytes().len());
     }
 
+    /// Appends `samples` one by one and, past the restart point (at every
+    /// length, or with `all` false at a few), reads the newest samples (which
+    /// decodes from the mark) and compares them with the samples themselves.
+    fn check_reads_after_the_mark(samples: &[Sample], all: bool) {
+        let mut a = ChunkAppender::new();
+        let last = samples.len().saturating_sub(1);
+        for (i, s) in samples.iter().enumerate() {
+            a.append(s.t, s.v);
+            if i < MARK_AT || !(all || [MARK_AT, MARK_AT + 1, (MARK_AT + last) / 2, last].contains(&i)) {
+                continue;
+            }
+            for j in [MARK_AT, MARK_AT + 1, (MARK_AT + i) / 2, i] {
+                let Some(from) = samples.get(j) else { continue };
+                for mint in [from.t, from.t.saturating_sub(1), from.t.saturating_add(1)] {
+                    for maxt in [i64::MAX, s.t, s.t.saturating_sub(1)] {
+                        let mut out = vec![Sample::new(-1, 0.5)];
+                        a.decode_range(mint, maxt, &mut out).expect("decodes");
+                        let want: Vec<Sample> = std::iter::once(Sample::new(-1, 0.5))
+                            .chain(samples[..=i].iter().copied().filter(|x| x.t >= mint && x.t <= maxt))
+                            .collect();
+                        assert_eq!(out, want, "{} samples, range {mint}..={maxt}", i + 1);
+                    }
+                }
+            }
+        }
+        assert_eq!(a.mark.is_set(), samples.len() > MARK_AT);
+    }
+
+    #[test]
+    fn the_newest_samples_of_an_open_chunk_are_read_from_its_restart_point() {
+        // Counters, then a switch to decimals after the mark, then to floats.
+        let s: Vec<Sample> = (0..MAX_CHUNK_SAMPLES as i64)
+            .map(|i| {
+                let v = match i {
+                    0..150 => (i * i) as f64,
+                    150..200 => i as f64 / 4.0,
+                    _ => (i as f64).sqrt(),
+                };
+                Sample::new(1_000 + i * 15_000 + (i % 3), v)
+            })
+            .collect();
+        check_reads_after_the_mark(&s, true);
+        let mut a = ChunkAppender::new();
+        for x in &s {
+            a.append(x.t, x.v);
+        }
+        assert!(a.mark.is_set());
+        assert_eq!(a.kind(), ValueKind::Float);
+    }
+
     proptest! {
+        #[test]
+        fn reads_from_the_restart_point_equal_reads_from_the_start(
+            start in any::<i64>().prop_map(|t| t / 4),
+            steps in proptest::collection::vec(1i64..100_000, 121..=240),
+            ints_until in 0usize..240,
+            tail in proptest::collection::vec(prop_oneof![
+                (-10_000i64..10_000).prop_map(|m| m as f64 / 100.0),
+                any::<f64>(),
+                Just(STALE_NAN),
+                any::<i32>().prop_map(|v| v as f64),
+            ], 240),
+            base in any::<i32>(),
+        ) {
+            let mut t = start;
+            let mut s = Vec::new();
+            for (i, d) in steps.iter().enumerate() {
+                t = t.saturating_add(*d);
+                let v = if i < ints_until { base as f64 + (i * i) as f64 } else { tail[i] };
+                s.push(Sample::new(t, v));
+            }
+            s.dedup_by_key(|x| x.t);
+            check_reads_after_the_mark(&s, false);
+        }
+
         #[test]
         fn any_sequence_round_trips(
             start in any::<i64>().prop_map(|t| t / 4),
