@@ -36,7 +36,7 @@ pub enum ReadError {
 }
 
 /// Hints that let a store skip work; a store may ignore them.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SelectHints {
     /// At most this many samples in total may be returned; exceeding it is an error.
     pub sample_limit: Option<usize>,
@@ -48,6 +48,11 @@ pub struct SelectHints {
     /// range (an instant selector at one time), so the store may hand it that
     /// sample alone.
     pub last_only: bool,
+    /// `select_map` only: the caller reads no labels of a series but these
+    /// and the metric name (an aggregation groups by them), so the store may
+    /// leave the others out of the label sets it returns. It still returns
+    /// one series per stored series, even where two then look the same.
+    pub only_labels: Option<std::sync::Arc<[String]>>,
 }
 
 /// Turns one series' samples (in time order, stale markers included) into
@@ -94,13 +99,14 @@ pub trait Queryable: Send + Sync {
         hints: SelectHints,
         map: &SampleMap<'_>,
     ) -> Result<Mapped, ReadError> {
+        let last_only = hints.last_only;
         let hints = SelectHints {
             any_order: true,
             ..hints
         };
         let mut out = Mapped::default();
         for s in self.select(matchers, mint, maxt, hints)? {
-            let samples = match (hints.last_only, s.samples.last()) {
+            let samples = match (last_only, s.samples.last()) {
                 (true, Some(last)) => std::slice::from_ref(last),
                 _ => &s.samples[..],
             };

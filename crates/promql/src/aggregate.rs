@@ -2,9 +2,10 @@
 //! computed once per series; values are then aggregated step by step.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use promql_parser::parser::token;
-use promql_parser::parser::{AggregateExpr, LabelModifier};
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier, VectorSelector};
 use sextant_model::{Grouper, Labels, METRIC_NAME};
 
 use crate::eval::{value_label, Evaluator, SSeries, Val};
@@ -31,9 +32,87 @@ struct Acc {
     incremental: bool,
 }
 
+/// Range functions whose output has one series per input series, with its
+/// labels (the metric name aside): an aggregation over one of them applied
+/// to a selector reads of each series only the labels it groups by.
+const PER_SERIES_RANGE_FUNCTIONS: &[&str] = &[
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "changes",
+    "resets",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "quantile_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "mad_over_time",
+    "last_over_time",
+    "present_over_time",
+];
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        e => e,
+    }
+}
+
+/// The selector whose series an aggregation takes one for one (directly, or
+/// through a per-series range function), and the labels it reads of them:
+/// for an aggregation whose output is built from its `by` labels alone.
+fn label_projection(a: &AggregateExpr) -> Option<(&VectorSelector, Arc<[String]>)> {
+    let groups_only = matches!(
+        a.op.id(),
+        token::T_SUM
+            | token::T_AVG
+            | token::T_MIN
+            | token::T_MAX
+            | token::T_COUNT
+            | token::T_GROUP
+            | token::T_STDDEV
+            | token::T_STDVAR
+            | token::T_QUANTILE
+    );
+    let names: Arc<[String]> = match &a.modifier {
+        _ if !groups_only => return None,
+        Some(LabelModifier::Include(by)) => by.labels.clone().into(),
+        None => Arc::from([]),
+        Some(LabelModifier::Exclude(_)) => return None,
+    };
+    let vs = match unparen(&a.expr) {
+        Expr::VectorSelector(vs) => vs,
+        Expr::Call(c) if PER_SERIES_RANGE_FUNCTIONS.contains(&c.func.name) => {
+            c.args.args.iter().find_map(|x| match unparen(x) {
+                Expr::MatrixSelector(m) => Some(&m.vs),
+                _ => None,
+            })?
+        }
+        _ => return None,
+    };
+    Some((vs, names))
+}
+
 pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> {
     let op = a.op.id();
-    let input = ev.eval_vector_arg(&a.expr)?;
+    let input = match label_projection(a) {
+        Some((vs, names)) => {
+            let outer = ev
+                .only_labels
+                .replace(Some((vs as *const VectorSelector as usize, names)));
+            let input = ev.eval_vector_arg(&a.expr);
+            *ev.only_labels.borrow_mut() = outer;
+            input?
+        }
+        None => ev.eval_vector_arg(&a.expr)?,
+    };
     let n = ev.steps();
     let param_scalar = match (&a.param, op) {
         (Some(p), token::T_TOPK | token::T_BOTTOMK | token::T_QUANTILE | token::T_LIMITK | token::T_LIMIT_RATIO) => {

@@ -101,7 +101,13 @@ pub(crate) struct Evaluator<'a> {
     pub loaded: &'a Cell<usize>,
     pub series_loaded: &'a Cell<usize>,
     pub is_range_query: bool,
+    /// The labels an aggregation reads of the selector it aggregates
+    /// directly (see [`SelectHints::only_labels`]).
+    pub only_labels: &'a RefCell<Option<OnlyLabels>>,
 }
+
+/// A selector, by address, and the only labels its reader needs.
+pub(crate) type OnlyLabels = (usize, std::sync::Arc<[String]>);
 
 pub(crate) fn ms_of(d: &std::time::Duration) -> i64 {
     d.as_millis() as i64
@@ -250,7 +256,7 @@ impl<'a> Evaluator<'a> {
                 SelectHints {
                     sample_limit: Some(remaining.saturating_add(1)),
                     any_order: true,
-                    last_only: false,
+                    ..SelectHints::default()
                 },
             )
             .map_err(read_err)?;
@@ -273,10 +279,15 @@ impl<'a> Evaluator<'a> {
         self.check()?;
         let ms = convert_matchers(vs)?;
         let remaining = self.limits.max_samples.saturating_sub(self.loaded.get());
+        let only_labels = match &*self.only_labels.borrow() {
+            Some((at, names)) if *at == vs as *const VectorSelector as usize => Some(names.clone()),
+            _ => None,
+        };
         let hints = SelectHints {
             sample_limit: Some(remaining.saturating_add(1)),
             any_order: true,
             last_only,
+            only_labels,
         };
         let mapped = self.q.select_map(&ms, mint, maxt, hints, map).map_err(read_err)?;
         self.series_loaded.set(self.series_loaded.get() + mapped.series.len());

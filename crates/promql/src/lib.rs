@@ -268,6 +268,7 @@ impl Engine {
         let annos = RefCell::new(Annotations::default());
         let loaded = Cell::new(0usize);
         let series_loaded = Cell::new(0usize);
+        let only_labels = RefCell::new(None);
         let ev = Evaluator {
             q,
             start,
@@ -284,6 +285,7 @@ impl Engine {
             loaded: &loaded,
             series_loaded: &series_loaded,
             is_range_query: is_range,
+            only_labels: &only_labels,
         };
         let val = ev.eval(expr)?;
         let value = if is_range {
@@ -466,5 +468,116 @@ mod parse_error_tests {
             "{}",
             err("up{a=\"(\"} +\n  (")
         );
+    }
+}
+
+#[cfg(test)]
+mod projection_tests {
+    use std::sync::Mutex;
+
+    use sextant_model::{Labels, Mapped, Matcher, Queryable, ReadError, Sample, SampleMap, SelectHints, Series};
+
+    use crate::{Engine, MemStore};
+
+    /// A store that records which labels each `select_map` asked for and
+    /// then gives exactly those (and the metric name), as the head does.
+    struct Projecting {
+        inner: MemStore,
+        asked: Mutex<Vec<(String, Option<Vec<String>>)>>,
+    }
+
+    impl Queryable for Projecting {
+        fn select(&self, ms: &[Matcher], mint: i64, maxt: i64, hints: SelectHints) -> Result<Vec<Series>, ReadError> {
+            self.inner.select(ms, mint, maxt, hints)
+        }
+        fn select_map(
+            &self,
+            ms: &[Matcher],
+            mint: i64,
+            maxt: i64,
+            hints: SelectHints,
+            map: &SampleMap<'_>,
+        ) -> Result<Mapped, ReadError> {
+            let name = ms
+                .iter()
+                .find(|m| m.name() == "__name__")
+                .map(|m| m.value().to_string());
+            let only = hints.only_labels.clone();
+            self.asked
+                .lock()
+                .unwrap()
+                .push((name.unwrap_or_default(), only.as_ref().map(|n| n.to_vec())));
+            let mut m = self.inner.select_map(ms, mint, maxt, hints, map)?;
+            if let Some(names) = only {
+                let mut keep = names.to_vec();
+                keep.push("__name__".into());
+                for s in &mut m.series {
+                    s.labels = s.labels.keep(&keep);
+                }
+            }
+            Ok(m)
+        }
+        fn label_names(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, ReadError> {
+            self.inner.label_names(ms, mint, maxt)
+        }
+        fn label_values(&self, n: &str, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, ReadError> {
+            self.inner.label_values(n, ms, mint, maxt)
+        }
+    }
+
+    fn store() -> Projecting {
+        let inner = MemStore::new();
+        for (i, zone) in ["a", "a", "b"].iter().enumerate() {
+            for name in ["x", "y"] {
+                let l = Labels::from_pairs([("__name__", name), ("zone", zone), ("gpu", &i.to_string())]);
+                let samples: Vec<Sample> = (0..20)
+                    .map(|k| Sample::new(k * 15_000, (k * (i as i64 + 1)) as f64))
+                    .collect();
+                inner.add(l, &samples);
+            }
+        }
+        Projecting {
+            inner,
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn an_aggregation_reads_only_the_labels_it_groups_by_and_answers_the_same() {
+        let full = store();
+        let eng = Engine::default();
+        // Per query: each selector's metric name and the labels it asks for.
+        type Asks<'a> = &'a [(&'a str, Option<&'a [&'a str]>)];
+        let cases: [(&str, Asks); 7] = [
+            ("sum by (zone) (rate(x[1m]))", &[("x", Some(&["zone"]))]),
+            ("count(x)", &[("x", Some(&[]))]),
+            (
+                "quantile by (zone) (0.5, max_over_time(x[1m]))",
+                &[("x", Some(&["zone"]))],
+            ),
+            // These need every label of the series: no projection.
+            ("topk by (zone) (1, x)", &[("x", None)]),
+            ("sum without (gpu) (x)", &[("x", None)]),
+            ("sum by (zone) (x / y)", &[("x", None), ("y", None)]),
+            // The scalar parameter's selector is not the aggregated one.
+            (
+                "sum by (zone) (predict_linear(x[1m], scalar(max(y))))",
+                &[("x", Some(&["zone"])), ("y", Some(&[]))],
+            ),
+        ];
+        for (q, want) in cases {
+            let p = store();
+            let got = eng.instant(&p, q, 240_000).expect(q);
+            let plain = eng.instant(&full.inner, q, 240_000).expect(q);
+            assert_eq!(format!("{:?}", got.value), format!("{:?}", plain.value), "{q}");
+            let mut asked = p.asked.lock().unwrap().clone();
+            asked.sort();
+            let mut want: Vec<(String, Option<Vec<String>>)> = want
+                .iter()
+                .map(|(n, o)| (n.to_string(), o.map(|o| o.iter().map(|s| s.to_string()).collect())))
+                .collect();
+            want.sort();
+            assert_eq!(asked, want, "{q}");
+        }
     }
 }

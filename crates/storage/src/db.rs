@@ -427,7 +427,7 @@ impl Db {
         let head = HeadReader(&self.inner.head, floor);
         let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
         readers.push(&head);
-        querier::select_map(&readers, ms, mint, maxt, hints.sample_limit, hints.last_only, map)
+        querier::select_map(&readers, ms, mint, maxt, &hints, map)
     }
 
     /// Label sets of matching series with data in the range.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
-use sextant_model::{Label, Labels, Matcher, Sample};
+use sextant_model::{Label, Labels, Matcher, Sample, METRIC_NAME};
 
 use crate::chunkenc::{ChunkAppender, SealedChunk};
 use crate::index::{postings_for_matchers, MemPostings};
@@ -562,6 +562,21 @@ impl Head {
         Labels::from_sorted_unchecked(
             s.labels
                 .chunks_exact(2)
+                .map(|p| Label::new(&syms.strs[p[0] as usize], &syms.strs[p[1] as usize]))
+                .collect(),
+        )
+    }
+
+    /// The labels of a head series named in `names`, and its metric name.
+    pub fn labels_named(&self, s: &MemSeries, names: &[String]) -> Labels {
+        let syms = self.symbols.read();
+        Labels::from_sorted_unchecked(
+            s.labels
+                .chunks_exact(2)
+                .filter(|p| {
+                    let n = &*syms.strs[p[0] as usize];
+                    n == METRIC_NAME || names.iter().any(|x| x == n)
+                })
                 .map(|p| Label::new(&syms.strs[p[0] as usize], &syms.strs[p[1] as usize]))
                 .collect(),
         )

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
-use sextant_model::{Labels, Mapped, Matcher, Sample, SampleMap, Series};
+use sextant_model::{Labels, Mapped, Matcher, Sample, SampleMap, SelectHints, Series};
 
 use crate::block::Block;
 use crate::error::{Error, Result};
@@ -25,6 +25,13 @@ pub trait SeriesReader: Sync {
         self.samples(id, mint, maxt, out)?;
         keep_last(out, start);
         Ok(())
+    }
+    /// The labels of `id`, of which the caller reads only those named in
+    /// `names` and the metric name: a reader may leave the others out
+    /// (see [`SelectHints::only_labels`]).
+    fn labels_for(&self, id: u32, names: &[String]) -> Option<Labels> {
+        let _ = names;
+        self.labels(id)
     }
     fn label_names(&self, ids: Option<&RoaringBitmap>) -> Vec<String>;
     fn label_values(&self, name: &str, ids: Option<&RoaringBitmap>) -> Vec<String>;
@@ -65,6 +72,9 @@ impl SeriesReader for HeadReader<'_> {
     }
     fn labels(&self, id: u32) -> Option<Labels> {
         self.0.by_id(id).map(|s| self.0.labels_of(&s))
+    }
+    fn labels_for(&self, id: u32, names: &[String]) -> Option<Labels> {
+        self.0.by_id(id).map(|s| self.0.labels_named(&s, names))
     }
     fn samples(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
         if let Some(s) = self.0.by_id(id) {
@@ -215,10 +225,10 @@ pub fn select_map(
     ms: &[Matcher],
     mint: i64,
     maxt: i64,
-    limit: Option<usize>,
-    last_only: bool,
+    hints: &SelectHints,
     map: &SampleMap<'_>,
 ) -> Result<Mapped> {
+    let (limit, last_only) = (hints.sample_limit, hints.last_only);
     let overlapping = overlapping(readers, mint, maxt);
     let total = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -255,7 +265,10 @@ pub fn select_map(
                     } else {
                         r.samples(id, mint, maxt, &mut buf)?;
                     }
-                    out.extend(map_one(&buf, &|| r.labels(id))?);
+                    out.extend(map_one(&buf, &|| match &hints.only_labels {
+                        Some(names) => r.labels_for(id, names),
+                        None => r.labels(id),
+                    })?);
                 }
                 Ok(out)
             })?

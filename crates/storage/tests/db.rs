@@ -83,6 +83,38 @@ fn check(db: &Db, model: &Model, ms: &[Matcher], mint: i64, maxt: i64) {
         w.1.push(Sample::new(i64::MAX, w.1.len() as f64));
         assert_eq!(*g, w, "select_map for {ms:?} in [{mint}, {maxt}]");
     }
+    // Asking for some labels only: one series per stored series still, each
+    // with its samples, and labels that are the full set or its projection
+    // onto the names asked for and the metric name.
+    let only = SelectHints {
+        only_labels: Some(["zone".to_string()].into()),
+        ..SelectHints::default()
+    };
+    let project = |l: &Labels| l.keep(&["__name__".to_string(), "zone".to_string()]);
+    let mapped = db.select_map(ms, mint, maxt, only, &copy_all).expect("select_map only");
+    let bits = |l: Labels, s: &[Sample]| -> (Labels, Vec<(i64, u64)>) {
+        (l, s.iter().map(|x| (x.t, x.v.to_bits())).collect())
+    };
+    let mut got: Vec<_> = mapped
+        .series
+        .iter()
+        .map(|s| {
+            let p = project(&s.labels);
+            assert!(
+                s.labels == p || want.iter().any(|w| w.0 == s.labels),
+                "labels {:?}",
+                s.labels
+            );
+            bits(p, &s.samples)
+        })
+        .collect();
+    let mut projected: Vec<_> = want.iter().map(|(l, s)| bits(project(l), s)).collect();
+    got.sort();
+    projected.sort();
+    assert_eq!(
+        got, projected,
+        "select_map with only some labels for {ms:?} in [{mint}, {maxt}]"
+    );
     // Asking for the last sample only hands the map exactly that sample,
     // bit for bit (stale markers included), whether it is the series' newest
     // or lies in a block or a sealed chunk.
@@ -343,6 +375,29 @@ fn delete_hides_samples_in_head_and_blocks_and_persists() {
         .select_map(&[Matcher::equal("__name__", "a")], 0, 100_000, last, &copy)
         .expect("select_map");
     assert_eq!(m.series[0].samples, vec![Sample::new(16_000, 16.0)]);
+}
+
+#[test]
+fn a_selection_for_some_labels_gets_head_series_with_only_those_and_keeps_them_apart() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let mut app = db.appender();
+    for (i, zone) in ["z1", "z1", "z2"].iter().enumerate() {
+        let s = l(&[("__name__", "up"), ("gpu", &i.to_string()), ("zone", zone)]);
+        app.append(&s, 1_000, i as f64);
+    }
+    app.commit().expect("commit");
+    let only = SelectHints {
+        only_labels: Some(["zone".to_string()].into()),
+        ..SelectHints::default()
+    };
+    let m = db
+        .select_map(&[Matcher::equal("__name__", "up")], 0, 2_000, only, &copy_all)
+        .expect("select_map");
+    let mut got: Vec<(Labels, f64)> = m.series.iter().map(|s| (s.labels.clone(), s.samples[0].v)).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let z = |zone| l(&[("__name__", "up"), ("zone", zone)]);
+    assert_eq!(got, vec![(z("z1"), 0.0), (z("z1"), 1.0), (z("z2"), 2.0)]);
 }
 
 #[test]
