@@ -19,6 +19,11 @@ fn init_logging(level: Option<String>) {
         .init();
 }
 
+/// Query evaluation frees the label sets and buffers of many series at once,
+/// which glibc's allocator handles slowly (see `sextant::memory`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     sextant::memory::tune();
     let cli = Cli::parse();

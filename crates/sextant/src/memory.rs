@@ -1,18 +1,22 @@
 //! Keeping the process's memory close to what it uses.
 //!
-//! With glibc's allocator, memory freed by queries and request decoding stays
-//! in per-thread arenas, and large freed buffers raise the threshold above
-//! which allocations are mapped (and so returned on free). A 1M-series server
-//! was measured holding 8.8 GB resident of which 5.2 GB was free heap. The
-//! binary therefore fixes the mapping threshold, bounds the arena count, and
-//! hands free heap back to the kernel every few seconds.
+//! The binary's global allocator is mimalloc (`main.rs`). With glibc's
+//! allocator a query that drops the label sets and buffers of 100,000 series
+//! spent most of its time consolidating freed chunks: on the 1M-series demo,
+//! 55 % of an instant `count()`'s profile was in `_int_malloc`,
+//! `unlink_chunk` and `malloc_consolidate`. With mimalloc the same server,
+//! on the same data, answered the dashboard's histogram queries 2.4-4.5x
+//! faster, with a slightly smaller resident set (3.1 against 3.25 GB); the
+//! figures are in docs/BENCHMARKS.md.
 //!
-//! The threshold is 8 MiB: a remote-write request of a few MB allocates its
-//! decompressed body, its samples and its WAL record afresh, and with a 1 MiB
-//! threshold each of those was a new mapping, faulted in page by page and
-//! unmapped again (13 % of ingest time went to page faults). At 8 MiB they are
-//! reused from the heap: 0.241 -> 0.195 CPU-s per million samples, peak memory
-//! 8 % higher (`benches/peers/run.sh --systems sextant`, 2 h of the fleet).
+//! What follows still tunes glibc's allocator, which the C code linked in
+//! (zstd) uses. With it, memory freed stays in per-thread arenas, and large
+//! freed buffers raise the threshold above which allocations are mapped (and
+//! so returned on free): a 1M-series server was once measured holding 8.8 GB
+//! resident of which 5.2 GB was free heap. So the mapping threshold is fixed
+//! at 8 MiB (below it, buffers of a few MB are reused from the heap instead of
+//! being mapped and faulted in afresh), the arena count is bounded, and free
+//! heap is handed back to the kernel every few seconds.
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod imp {
