@@ -175,7 +175,7 @@ pub struct ChunkAppender {
 
 /// Samples before a chunk's restart point: a read of only its newest samples
 /// (an instant query, a dashboard's newest steps) decodes from there.
-pub const MARK_AT: usize = MAX_CHUNK_SAMPLES / 2;
+const MARK_AT: usize = MAX_CHUNK_SAMPLES / 2;
 
 /// The state of both streams after the first [`MARK_AT`] samples of an open
 /// chunk, from which decoding can resume. It lives only in memory: a sealed

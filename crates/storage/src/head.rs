@@ -558,25 +558,21 @@ impl Head {
     }
 
     pub fn labels_of(&self, s: &MemSeries) -> Labels {
-        let syms = self.symbols.read();
-        Labels::from_sorted_unchecked(
-            s.labels
-                .chunks_exact(2)
-                .map(|p| Label::new(&syms.strs[p[0] as usize], &syms.strs[p[1] as usize]))
-                .collect(),
-        )
+        self.labels_where(s, |_| true)
     }
 
     /// The labels of a head series named in `names`, and its metric name.
     pub fn labels_named(&self, s: &MemSeries, names: &[String]) -> Labels {
+        self.labels_where(s, |n| n == METRIC_NAME || names.iter().any(|x| x == n))
+    }
+
+    /// The labels of a head series whose names `keep` accepts.
+    fn labels_where(&self, s: &MemSeries, keep: impl Fn(&str) -> bool) -> Labels {
         let syms = self.symbols.read();
         Labels::from_sorted_unchecked(
             s.labels
                 .chunks_exact(2)
-                .filter(|p| {
-                    let n = &*syms.strs[p[0] as usize];
-                    n == METRIC_NAME || names.iter().any(|x| x == n)
-                })
+                .filter(|p| keep(&syms.strs[p[0] as usize]))
                 .map(|p| Label::new(&syms.strs[p[0] as usize], &syms.strs[p[1] as usize]))
                 .collect(),
         )
