@@ -53,6 +53,33 @@ fn codecs(c: &mut Criterion) {
             }
         })
     });
+    // The same runs as the head codes them, sample by sample (no fitted
+    // kinds): what a query pays for data not yet in a block.
+    let head: Vec<chunkenc::SealedChunk> = runs
+        .iter()
+        .map(|r| {
+            let mut a = chunkenc::ChunkAppender::new();
+            for s in r {
+                a.append(s.t, s.v);
+            }
+            a.seal()
+        })
+        .collect();
+    let bytes: usize = head.iter().map(|c| c.heap_bytes()).sum();
+    println!(
+        "head-coded chunk bytes per sample (before zstd): {:.3}",
+        bytes as f64 / total as f64
+    );
+    g.bench_function("decode_fleet_240_head_coded", |b| {
+        let mut out = Vec::with_capacity(240);
+        b.iter(|| {
+            for c in &head {
+                out.clear();
+                c.decode_into(&mut out).expect("decode");
+                black_box(&out);
+            }
+        })
+    });
     g.finish();
 }
 

@@ -38,7 +38,7 @@ fn main() {
             .collect();
         let c = sextant_storage::chunkenc::encode(&s);
         match c.kind {
-            sextant_storage::chunkenc::ValueKind::Int => {
+            sextant_storage::chunkenc::ValueKind::Int | sextant_storage::chunkenc::ValueKind::FittedInt => {
                 ints += c.vals().len();
                 n_int += 480;
             }
@@ -46,7 +46,8 @@ fn main() {
                 floats += c.vals().len();
                 n_float += 480;
             }
-            sextant_storage::chunkenc::ValueKind::Decimal(_) => {
+            sextant_storage::chunkenc::ValueKind::Decimal(_)
+            | sextant_storage::chunkenc::ValueKind::FittedDecimal(_) => {
                 decs += c.vals().len();
                 n_dec += 480;
             }

@@ -28,6 +28,11 @@ pub enum ValueKind {
     Decimal(u8),
     /// Anything else, XOR-coded.
     Float,
+    /// Exact integers coded with parameters fitted to the chunk: written by
+    /// [`encode`] for blocks, never by the head's appender.
+    FittedInt,
+    /// Exact decimals `m / 10^k`, the integers `m` coded as in `FittedInt`.
+    FittedDecimal(u8),
 }
 
 /// Largest decimal scale tried.
@@ -36,12 +41,15 @@ pub const MAX_DECIMAL_SCALE: u8 = 9;
 const POW10: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 impl ValueKind {
-    /// The kind's byte in the index: 1 Int, 2 Float, 16 + k for Decimal(k).
+    /// The kind's byte in the index: 1 Int, 2 Float, 3 FittedInt, 16 + k for
+    /// Decimal(k), 32 + k for FittedDecimal(k).
     pub fn to_byte(self) -> u8 {
         match self {
             ValueKind::Int => 1,
             ValueKind::Float => 2,
+            ValueKind::FittedInt => 3,
             ValueKind::Decimal(k) => 16 + k,
+            ValueKind::FittedDecimal(k) => 32 + k,
         }
     }
 
@@ -49,7 +57,9 @@ impl ValueKind {
         match b {
             1 => Some(ValueKind::Int),
             2 => Some(ValueKind::Float),
+            3 => Some(ValueKind::FittedInt),
             17..=25 => Some(ValueKind::Decimal(b - 16)),
+            33..=41 => Some(ValueKind::FittedDecimal(b - 32)),
             _ => None,
         }
     }
@@ -91,6 +101,120 @@ pub fn as_exact_int(v: f64) -> Option<i64> {
 // Bucketed signed integer codes: a unary prefix selects the width.
 const TS_WIDTHS: [u8; 4] = [14, 17, 20, 64];
 const INT_WIDTHS: [u8; 4] = [5, 12, 24, 64];
+
+/// A fitted column's second width is its first plus one of these.
+const FIT_STEPS: [u8; 4] = [2, 4, 7, 10];
+
+/// Bits a bucketed code of `v` needs as a two's-complement field: 0 for zero
+/// (which has its own one-bit code), else the smallest `b` with `fits(v, b)`.
+#[inline]
+fn field_bits(v: i64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        65 - (v ^ (v >> 63)).leading_zeros() as usize
+    }
+}
+
+/// Field-width histogram of a column's codes: `h[b]` codes need `b` bits.
+struct WidthHistogram {
+    h: [u32; 65],
+}
+
+impl WidthHistogram {
+    fn of(codes: impl Iterator<Item = i64>) -> Self {
+        let mut h = [0u32; 65];
+        for c in codes {
+            h[field_bits(c)] += 1;
+        }
+        WidthHistogram { h }
+    }
+
+    /// Bits the codes take with the widths `[w1, w2, 24, 64]`, and those
+    /// widths, for the cheapest `w1` in 1..=8 and step in [`FIT_STEPS`].
+    fn best(&self) -> (u64, [u8; 4]) {
+        // le[b]: codes whose field needs at most b bits, zero codes excluded.
+        let mut le = [0u64; 65];
+        for b in 1..65 {
+            le[b] = le[b - 1] + self.h[b] as u64;
+        }
+        let zeros = self.h[0] as u64;
+        let mut best = (u64::MAX, INT_WIDTHS);
+        for w1 in 1..=8u8 {
+            for step in FIT_STEPS {
+                let (a, b) = (w1 as usize, (w1 + step) as usize);
+                let bits = zeros
+                    + (2 + a as u64) * le[a]
+                    + (3 + b as u64) * (le[b] - le[a])
+                    + 28 * (le[24] - le[b])
+                    + 68 * (le[64] - le[24]);
+                if bits < best.0 {
+                    best = (bits, [w1, w1 + step, 24, 64]);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Codes integers as a fitted column: the first value in 64 bits; then a
+/// header (one bit for the mode, three for `w1 - 1`, two for the index of the
+/// step in [`FIT_STEPS`]); then, for every later value, a bucketed code with
+/// the widths `[w1, w1 + step, 24, 64]`. Mode 0 codes the first delta and
+/// then each change of the delta, as the head's columns do; mode 1 codes a
+/// base (bucketed with the `Int` widths) and then each delta minus the base,
+/// which suits counters whose increments vary around a level. Mode, widths
+/// and base are the ones that make the column shortest.
+fn fit_ints(ints: &[i64]) -> Vec<u8> {
+    let mut w = BitWriter::new();
+    let Some(&first) = ints.first() else {
+        return Vec::new();
+    };
+    w.write_bits(first as u64, 64);
+    if ints.len() == 1 {
+        return w.into_bytes();
+    }
+    let deltas: Vec<i64> = ints.windows(2).map(|p| p[1].wrapping_sub(p[0])).collect();
+    let dods = || std::iter::once(deltas[0]).chain(deltas.windows(2).map(|p| p[1].wrapping_sub(p[0])));
+    let (dod_bits, dod_widths) = WidthHistogram::of(dods()).best();
+    // Codes of one bit each (a steady counter, a constant) cannot be beaten.
+    let (mut by_delta, mut base, mut delta_widths) = (false, 0, INT_WIDTHS);
+    if dod_bits > deltas.len() as u64 {
+        let mut sorted = deltas.clone();
+        let mid = sorted.len() / 2;
+        base = *sorted.select_nth_unstable(mid).1;
+        let delta_bits;
+        (delta_bits, delta_widths) = WidthHistogram::of(deltas.iter().map(|d| d.wrapping_sub(base))).best();
+        by_delta = delta_bits + bucketed_bits(base, &INT_WIDTHS) < dod_bits;
+    }
+    let widths = if by_delta { delta_widths } else { dod_widths };
+    let step = FIT_STEPS.iter().position(|&s| widths[0] + s == widths[1]).unwrap_or(0);
+    w.write_bit(by_delta);
+    w.write_bits((widths[0] - 1) as u64, 3);
+    w.write_bits(step as u64, 2);
+    if by_delta {
+        write_bucketed(&mut w, base, &INT_WIDTHS);
+        for d in &deltas {
+            write_bucketed(&mut w, d.wrapping_sub(base), &widths);
+        }
+    } else {
+        for c in dods() {
+            write_bucketed(&mut w, c, &widths);
+        }
+    }
+    w.into_bytes()
+}
+
+/// Bits [`write_bucketed`] takes for `v`.
+fn bucketed_bits(v: i64, widths: &[u8; 4]) -> u64 {
+    if v == 0 {
+        return 1;
+    }
+    match widths[..3].iter().position(|&b| fits(v, b)) {
+        Some(i) => (i + 2) as u64 + widths[i] as u64,
+        None => 4 + widths[3] as u64,
+    }
+}
 
 #[inline]
 fn fits(v: i64, bits: u8) -> bool {
@@ -273,7 +397,9 @@ impl ChunkAppender {
                 Some(m) => self.append_int(m),
                 None => self.widen_and_append(v),
             },
-            ValueKind::Float => self.append_float(v),
+            // The appender holds only the three head kinds; the fitted ones
+            // come from `encode`, which codes their values itself.
+            ValueKind::Float | ValueKind::FittedInt | ValueKind::FittedDecimal(_) => self.append_float(v),
         }
         self.n += 1;
     }
@@ -467,18 +593,17 @@ impl ChunkAppender {
         out.resize(start + count, Sample { t: 0, v: 0.0 });
         let slots = &mut out[start..];
         let r = BitReader::at(self.ts.bytes(), m.ts_bit as usize)?;
-        dod_loop(r, &TS_WIDTHS, m.t, m.dt, &mut Times(slots))?;
+        code_loop::<false, false>(r, &TS_WIDTHS, m.t, m.dt, &mut Times(slots))?;
         let r = BitReader::at(self.vals.bytes(), m.val_bit as usize)?;
         match self.kind {
-            ValueKind::Int => dod_loop(r, &INT_WIDTHS, m.v, m.dv, &mut Ints(slots)),
+            ValueKind::Int => code_loop::<false, false>(r, &INT_WIDTHS, m.v, m.dv, &mut Ints(slots)),
             ValueKind::Decimal(k) => {
-                dod_loop(r, &INT_WIDTHS, m.v, m.dv, &mut Ints(slots))?;
-                let p = POW10[k as usize];
-                for s in slots.iter_mut() {
-                    s.v /= p;
-                }
+                code_loop::<false, false>(r, &INT_WIDTHS, m.v, m.dv, &mut Ints(slots))?;
+                unscale(slots, k);
                 Some(())
             }
+            // The appender writes only the three kinds above.
+            ValueKind::FittedInt | ValueKind::FittedDecimal(_) => None,
             ValueKind::Float => {
                 let mut fd = FloatDecoder {
                     r,
@@ -627,11 +752,18 @@ pub fn decode_columns(
             if decode_dod(vals, &INT_WIDTHS, n, &mut Ints(slots)).is_none() {
                 return Err(fail(out));
             }
-            let p = POW10[k as usize];
-            for s in slots.iter_mut() {
-                // The integer was exact in f64; one division restores the value.
-                s.v /= p;
+            unscale(slots, k);
+        }
+        ValueKind::FittedInt => {
+            if decode_fitted(vals, n, &mut Ints(slots)).is_none() {
+                return Err(fail(out));
             }
+        }
+        ValueKind::FittedDecimal(k) => {
+            if decode_fitted(vals, n, &mut Ints(slots)).is_none() {
+                return Err(fail(out));
+            }
+            unscale(slots, k);
         }
         ValueKind::Float => {
             let mut fd = FloatDecoder::new(vals);
@@ -644,6 +776,15 @@ pub fn decode_columns(
         }
     }
     Ok(())
+}
+
+/// Divides the decoded mantissas of a decimal column by `10^k`: the integer
+/// was exact in f64, so one division restores the value bit for bit.
+fn unscale(slots: &mut [Sample], k: u8) {
+    let p = POW10[k as usize];
+    for s in slots.iter_mut() {
+        s.v /= p;
+    }
 }
 
 /// Where [`decode_dod`] puts the values it decodes.
@@ -700,21 +841,21 @@ impl DodSink for Ints<'_> {
     }
 }
 
-/// The slots of another sink after its first two, `n` of them.
-struct Skip2<'a, S>(&'a mut S, usize);
+/// The slots of another sink after its first `SKIP`, `n` of them.
+struct Skip<'a, S, const SKIP: usize>(&'a mut S, usize);
 
-impl<S: DodSink> DodSink for Skip2<'_, S> {
+impl<S: DodSink, const SKIP: usize> DodSink for Skip<'_, S, SKIP> {
     #[inline(always)]
     fn len(&self) -> usize {
         self.1
     }
     #[inline(always)]
     fn put(&mut self, i: usize, v: i64) {
-        self.0.put(i + 2, v);
+        self.0.put(i + SKIP, v);
     }
     #[inline(always)]
     fn run(&mut self, i: usize, z: usize, v: i64, d: i64) -> i64 {
-        self.0.run(i + 2, z, v, d)
+        self.0.run(i + SKIP, z, v, d)
     }
 }
 
@@ -738,16 +879,55 @@ fn decode_dod(col: &[u8], widths: &[u8; 4], n: usize, out: &mut impl DodSink) ->
     let d = read_bucketed(&mut r, widths)?;
     v = v.wrapping_add(d);
     out.put(1, v);
-    dod_loop(r, widths, v, d, &mut Skip2(out, n - 2))
+    code_loop::<false, false>(r, widths, v, d, &mut Skip::<_, 2>(out, n - 2))
 }
 
-/// Decodes changes of the delta from `r` into every slot of `out`, going on
-/// from value `v` reached by delta `d`: the body of [`decode_dod`], also
-/// used to resume a column at a chunk's restart point.
+/// Decodes a fitted integer column (`FittedInt`, `FittedDecimal`) of `n`
+/// values into `out`: a raw first value, the parameter header, then one code
+/// per later value (see [`fit_ints`]).
 #[inline(always)]
-fn dod_loop(mut r: BitReader<'_>, widths: &[u8; 4], mut v: i64, mut d: i64, out: &mut impl DodSink) -> Option<()> {
+fn decode_fitted(col: &[u8], n: usize, out: &mut impl DodSink) -> Option<()> {
+    if n == 0 {
+        return Some(());
+    }
+    let mut r = BitReader::new(col);
+    let mut v = r.read_bits(64)? as i64;
+    out.put(0, v);
+    if n == 1 {
+        return Some(());
+    }
+    let by_delta = r.read_bit()?;
+    let w1 = r.read_bits(3)? as u8 + 1;
+    let widths = [w1, w1 + FIT_STEPS[r.read_bits(2)? as usize], 24, 64];
+    if by_delta {
+        let base = read_bucketed(&mut r, &INT_WIDTHS)?;
+        return code_loop::<true, true>(r, &widths, v, base, &mut Skip::<_, 1>(out, n - 1));
+    }
+    let d = read_bucketed(&mut r, &widths)?;
+    v = v.wrapping_add(d);
+    out.put(1, v);
+    code_loop::<false, true>(r, &widths, v, d, &mut Skip::<_, 2>(out, n - 2))
+}
+
+/// Decodes codes from `r` into every slot of `out`, going on from value `v`.
+/// With `BY_DELTA` false a code is a change of the delta, and `d` is the
+/// delta that reached `v`: the body of [`decode_dod`], also used to resume a
+/// column at a chunk's restart point. With `BY_DELTA` true a code is the
+/// difference between the delta and the fixed `d` (a fitted column's base).
+/// `SHORT_CODES` picks the fast path for a fitted column's widths, where
+/// codes of the first two buckets are about equally common.
+#[inline(always)]
+fn code_loop<const BY_DELTA: bool, const SHORT_CODES: bool>(
+    mut r: BitReader<'_>,
+    widths: &[u8; 4],
+    mut v: i64,
+    mut d: i64,
+    out: &mut impl DodSink,
+) -> Option<()> {
     let n = out.len();
     let w0 = widths[0] as u32;
+    // The field widths after `0`, `10` and `110`, a byte each.
+    let packed = w0 << 8 | (widths[1] as u32) << 16;
     let mut i = 0;
     while i < n {
         let (acc, nbits) = r.window();
@@ -760,15 +940,42 @@ fn dod_loop(mut r: BitReader<'_>, widths: &[u8; 4], mut v: i64, mut d: i64, out:
             i += z;
             continue;
         }
-        if acc >> 62 != 0b11 && nbits >= 2 + w0 {
+        let code = if SHORT_CODES {
+            // `0`, `10` + the first width or `110` + the second, told apart
+            // by the top three bits without a branch (and without a
+            // leading-zero count, which costs a `bsr` and a test on the
+            // baseline target): a fitted column's widths make the first two
+            // buckets about equally common, in no predictable order.
+            let top = (acc >> 61) as u32;
+            let k = (top >= 4) as u32 + (top >= 6) as u32;
+            let w = (packed >> (8 * k)) & 0xff;
+            let len = k + 1 + w;
+            if top != 7 && len <= nbits {
+                r.skip_short(len);
+                let field = ((acc << (k + 1)) as i64) >> ((64 - w) & 63);
+                field & -((k != 0) as i64)
+            } else {
+                // A code of the third bucket from the buffer. A code of the
+                // widest bucket, or any code within 28 bits of the end of
+                // the input, takes the general path.
+                let w = widths[2] as u32;
+                if acc >> 60 == 0b1110 && 4 + w <= nbits {
+                    r.skip_short(4 + w);
+                    ((acc << 4) as i64) >> (64 - w)
+                } else {
+                    read_bucketed(&mut r, widths)?
+                }
+            }
+        } else if acc >> 62 != 0b11 && nbits >= 2 + w0 {
             // `0`, or `10` and the first bucket's field, told apart by the
-            // top bit without a branch: in counter data they follow one
-            // another unpredictably, and this is the loop's critical path.
+            // top bit without a branch: with the head's fixed widths, in
+            // counter data they follow one another unpredictably (and the
+            // second bucket is rare), and this is the loop's critical path.
             let top = acc >> 63;
             let len = 1 + top as u32 * (1 + w0);
             let field = ((acc << 2) as i64) >> (64 - w0);
             r.skip_short(len);
-            d = d.wrapping_add(field & (top as i64).wrapping_neg());
+            field & (top as i64).wrapping_neg()
         } else {
             // A code of the second or third bucket from the buffer. A code
             // of the widest bucket, or any code within seven bits of the
@@ -777,12 +984,17 @@ fn dod_loop(mut r: BitReader<'_>, widths: &[u8; 4], mut v: i64, mut d: i64, out:
             match widths[..3].get(k as usize) {
                 Some(&w) if k + 2 + w as u32 <= nbits => {
                     r.skip_short(k + 2 + w as u32);
-                    d = d.wrapping_add(((acc << (k + 2)) as i64) >> (64 - w as u32));
+                    ((acc << (k + 2)) as i64) >> (64 - w as u32)
                 }
-                _ => d = d.wrapping_add(read_bucketed(&mut r, widths)?),
+                _ => read_bucketed(&mut r, widths)?,
             }
+        };
+        if BY_DELTA {
+            v = v.wrapping_add(d.wrapping_add(code));
+        } else {
+            d = d.wrapping_add(code);
+            v = v.wrapping_add(d);
         }
-        v = v.wrapping_add(d);
         out.put(i, v);
         i += 1;
     }
@@ -836,39 +1048,54 @@ impl<'a> FloatDecoder<'a> {
 }
 
 /// Encodes a whole run of samples (at most [`MAX_CHUNK_SAMPLES`] is not required
-/// here; blocks may use longer runs) into a sealed chunk.
+/// here; blocks may use longer runs) into a sealed chunk. Integer and decimal
+/// values take the fitted kinds, whose coding parameters are chosen for the
+/// whole run.
 pub fn encode(samples: &[Sample]) -> SealedChunk {
     let mut a = ChunkAppender::new();
-    // Decide the kind up front so a long run is never re-coded.
-    if samples.iter().any(|s| as_exact_int(s.v).is_none()) {
-        let need = samples.iter().try_fold(1u8, |k, s| {
-            let ks = if as_exact_int(s.v).is_some() {
-                1
-            } else {
-                min_scale(s.v)?
-            };
-            Some(k.max(ks))
-        });
-        let fits = need.and_then(|k0| {
-            (k0..=MAX_DECIMAL_SCALE).find(|k| samples.iter().all(|s| decimal_mantissa(s.v, *k).is_some()))
-        });
-        a.kind = match fits {
-            Some(k) => ValueKind::Decimal(k),
-            None => ValueKind::Float,
-        };
+    // Decide the kind up front so a long run is never re-coded: integers,
+    // else the smallest decimal scale that holds every value, else floats.
+    let fitted = match samples.iter().map(|s| as_exact_int(s.v)).collect::<Option<Vec<i64>>>() {
+        Some(ints) => Some((ValueKind::FittedInt, ints)),
+        None => samples
+            .iter()
+            .try_fold(1u8, |k, s| {
+                let ks = if as_exact_int(s.v).is_some() {
+                    1
+                } else {
+                    min_scale(s.v)?
+                };
+                Some(k.max(ks))
+            })
+            .and_then(|k0| {
+                (k0..=MAX_DECIMAL_SCALE).find_map(|k| {
+                    let ms = samples
+                        .iter()
+                        .map(|s| decimal_mantissa(s.v, k))
+                        .collect::<Option<Vec<i64>>>()?;
+                    Some((ValueKind::FittedDecimal(k), ms))
+                })
+            }),
+    };
+    if fitted.is_none() {
+        a.kind = ValueKind::Float;
     }
     for s in samples {
         a.append_ts(s.t);
-        match a.kind {
-            ValueKind::Int => a.append_int(as_exact_int(s.v).unwrap_or(0)),
-            ValueKind::Decimal(k) => a.append_int(decimal_mantissa(s.v, k).unwrap_or(0)),
-            ValueKind::Float => a.append_float(s.v),
+        if fitted.is_none() {
+            a.append_float(s.v);
         }
         a.n = a.n.wrapping_add(1);
     }
-    let mut c = a.seal();
-    c.n = samples.len().min(u16::MAX as usize) as u16;
-    c
+    let n = samples.len().min(u16::MAX as usize) as u16;
+    match fitted {
+        Some((kind, ints)) => SealedChunk::new(n, kind, a.mint, a.last_t, a.ts_bytes(), &fit_ints(&ints)),
+        None => {
+            let mut c = a.seal();
+            c.n = n;
+            c
+        }
+    }
 }
 
 #[cfg(test)]
@@ -928,15 +1155,115 @@ mod tests {
             a.append(x.t, x.v);
         }
         assert_eq!(a.kind(), ValueKind::Decimal(4));
-        assert_eq!(encode(&s[..5]).kind, ValueKind::Decimal(4));
+        assert_eq!(encode(&s[..5]).kind, ValueKind::FittedDecimal(4));
         // 0.1 + 0.2 is not a short decimal: the chunk falls back to XOR floats.
         check(&s);
         assert_eq!(encode(&s).kind, ValueKind::Float);
         assert_eq!(decimal_mantissa(-0.0, 3), None);
-        assert_eq!(
-            ValueKind::from_byte(ValueKind::Decimal(6).to_byte()),
-            Some(ValueKind::Decimal(6))
+        for k in 1..=MAX_DECIMAL_SCALE {
+            for kind in [ValueKind::Decimal(k), ValueKind::FittedDecimal(k)] {
+                assert_eq!(ValueKind::from_byte(kind.to_byte()), Some(kind));
+            }
+        }
+        for kind in [ValueKind::Int, ValueKind::FittedInt, ValueKind::Float] {
+            assert_eq!(ValueKind::from_byte(kind.to_byte()), Some(kind));
+        }
+        assert_eq!(ValueKind::from_byte(0), None);
+        assert_eq!(ValueKind::from_byte(16), None);
+        assert_eq!(ValueKind::from_byte(42), None);
+    }
+
+    /// The header of a fitted column: (by delta, w1, step index).
+    fn fitted_header(vals: &[u8]) -> (bool, u64, u64) {
+        let mut r = BitReader::new(vals);
+        r.read_bits(64).expect("first value");
+        let by_delta = r.read_bit().expect("mode");
+        (by_delta, r.read_bits(3).expect("w1") + 1, r.read_bits(2).expect("step"))
+    }
+
+    /// A counter whose increments scatter around `level` by up to `spread`,
+    /// from a fixed pseudo-random sequence.
+    fn scattered_counter(n: usize, level: i64, spread: i64, seed: u64) -> Vec<Sample> {
+        let mut x = seed | 1;
+        let mut v = 0i64;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let jitter = if spread == 0 {
+                    0
+                } else {
+                    (x % (2 * spread as u64 + 1)) as i64 - spread
+                };
+                v += (level + jitter).max(0);
+                Sample::new(1_764_547_200_000 + i as i64 * 15_000, v as f64)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fitted_columns_choose_their_coding_and_round_trip() {
+        let mut headers = std::collections::HashSet::new();
+        for spread in [
+            0i64, 1, 2, 3, 5, 9, 20, 60, 200, 1_000, 5_000, 40_000, 300_000, 3_000_000,
+        ] {
+            for level in [0i64, 3, 50, 10_000] {
+                for n in [2usize, 3, 17, 240, 480] {
+                    let s = scattered_counter(n, level, spread, 0x9e37_79b9 ^ spread as u64 ^ n as u64);
+                    check(&s);
+                    let c = encode(&s);
+                    assert_eq!(c.kind, ValueKind::FittedInt);
+                    if n == 480 {
+                        headers.insert(fitted_header(c.vals()));
+                        // Never longer than the head's coding of the same
+                        // values, by more than the header's six bits.
+                        let mut a = ChunkAppender::new();
+                        for x in &s {
+                            a.append(x.t, x.v);
+                        }
+                        assert!(
+                            c.vals().len() <= a.value_bytes().len() + 1,
+                            "spread {spread} level {level}: {} > {}",
+                            c.vals().len(),
+                            a.value_bytes().len()
+                        );
+                    }
+                }
+            }
+        }
+        // Both modes and many widths were chosen over these spreads.
+        assert!(
+            headers.iter().any(|h| h.0) && headers.iter().any(|h| !h.0),
+            "{headers:?}"
         );
+        assert!(headers.len() >= 8, "{headers:?}");
+    }
+
+    #[test]
+    fn scattered_increments_are_coded_by_delta_and_steady_ones_by_change_of_delta() {
+        // Poisson-like increments around 40: the deltas scatter less than
+        // their changes, so the column codes deltas from a base.
+        let noisy = scattered_counter(480, 40, 6, 7);
+        let c = encode(&noisy);
+        assert!(fitted_header(c.vals()).0, "noisy counter coded by change of delta");
+        let mut a = ChunkAppender::new();
+        for x in &noisy {
+            a.append(x.t, x.v);
+        }
+        assert!(
+            c.vals().len() * 10 <= a.value_bytes().len() * 9,
+            "fitted {} bytes, head coding {}",
+            c.vals().len(),
+            a.value_bytes().len()
+        );
+        // A counter growing by the same amount: every change of delta is
+        // zero, one bit each.
+        let steady = scattered_counter(480, 40, 0, 7);
+        let c = encode(&steady);
+        assert!(!fitted_header(c.vals()).0);
+        assert!(c.vals().len() <= 8 + 1 + 60 + 1, "{}", c.vals().len());
+        check(&steady);
     }
 
     #[test]
@@ -1098,6 +1425,36 @@ mod tests {
                     x => v.saturating_add(x).min(1 << 52),
                 };
                 s.push(Sample::new(t, v as f64));
+            }
+            check(&s);
+        }
+
+        /// Integers anywhere in the exact range, in long steady runs, small
+        /// steps and jumps across the whole range: every code width and
+        /// both modes of a fitted column.
+        #[test]
+        fn fitted_integer_columns_round_trip(
+            first in -(1i64 << 53) + 1..(1i64 << 53),
+            moves in proptest::collection::vec(prop_oneof![
+                4 => Just(0i64),
+                6 => -3i64..4,
+                4 => 0i64..300,
+                2 => -100_000i64..100_000,
+                1 => -(1i64 << 53) + 1..(1i64 << 53),
+            ], 0..500),
+            decimal in 0u8..4,
+        ) {
+            let mut v = first;
+            let mut s = vec![Sample::new(0, v as f64)];
+            for (i, m) in moves.iter().enumerate() {
+                v = if m.unsigned_abs() > 1 << 20 { *m } else { (v + m).clamp(-(1i64 << 53) + 1, (1i64 << 53) - 1) };
+                s.push(Sample::new(15_000 * (i as i64 + 1), v as f64));
+            }
+            if decimal > 0 {
+                // Small mantissas scaled to decimals stay exact.
+                for x in &mut s {
+                    x.v = ((x.v as i64) % 1_000_000) as f64 / POW10[decimal as usize];
+                }
             }
             check(&s);
         }
