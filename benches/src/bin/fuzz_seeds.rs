@@ -71,10 +71,11 @@ fn main() {
     put(&root.join("text_exposition"), "vllm.txt", TEXT.as_bytes());
 
     // chunk: n, kind, split, then the columns the encoder wrote.
-    for (k, vals) in [
-        (0u8, (0..120).map(|i| (i * 7) as f64).collect::<Vec<_>>()),
-        (1, (0..120).map(|i| (i as f64).sin()).collect()),
-        (3, (0..120).map(|i| i as f64 * 0.25).collect()),
+    for vals in [
+        (0..120).map(|i| (i * 7) as f64).collect::<Vec<_>>(),
+        (0..120).map(|i| (i as f64).sin()).collect(),
+        (0..120).map(|i| i as f64 * 0.25).collect(),
+        (0..120).map(|i| ((i * i) % 17) as f64).collect(),
     ] {
         let samples: Vec<Sample> = vals
             .iter()
@@ -85,6 +86,10 @@ fn main() {
             })
             .collect();
         let c = sextant_storage::chunkenc::encode(&samples);
+        let k = sextant_storage::chunkenc::ValueKind::ALL
+            .iter()
+            .position(|x| *x == c.kind)
+            .expect("a known kind") as u8;
         let mut seed = (samples.len() as u16).to_le_bytes().to_vec();
         seed.push(k);
         seed.push(c.ts().len().min(255) as u8);

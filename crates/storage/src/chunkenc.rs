@@ -41,6 +41,20 @@ pub const MAX_DECIMAL_SCALE: u8 = 9;
 const POW10: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 impl ValueKind {
+    /// Every kind, in the order of their index bytes.
+    pub const ALL: [ValueKind; 21] = {
+        let mut all = [ValueKind::Int; 21];
+        all[1] = ValueKind::Float;
+        all[2] = ValueKind::FittedInt;
+        let mut k = 1;
+        while k <= MAX_DECIMAL_SCALE {
+            all[2 + k as usize] = ValueKind::Decimal(k);
+            all[11 + k as usize] = ValueKind::FittedDecimal(k);
+            k += 1;
+        }
+        all
+    };
+
     /// The kind's byte in the index: 1 Int, 2 Float, 3 FittedInt, 16 + k for
     /// Decimal(k), 32 + k for FittedDecimal(k).
     pub fn to_byte(self) -> u8 {
@@ -1160,17 +1174,14 @@ mod tests {
         check(&s);
         assert_eq!(encode(&s).kind, ValueKind::Float);
         assert_eq!(decimal_mantissa(-0.0, 3), None);
-        for k in 1..=MAX_DECIMAL_SCALE {
-            for kind in [ValueKind::Decimal(k), ValueKind::FittedDecimal(k)] {
-                assert_eq!(ValueKind::from_byte(kind.to_byte()), Some(kind));
-            }
+        let bytes: Vec<u8> = ValueKind::ALL.iter().map(|k| k.to_byte()).collect();
+        assert!(bytes.windows(2).all(|w| w[0] < w[1]), "{bytes:?}");
+        for b in 0..=255u8 {
+            assert_eq!(
+                ValueKind::from_byte(b),
+                ValueKind::ALL.iter().copied().find(|k| k.to_byte() == b)
+            );
         }
-        for kind in [ValueKind::Int, ValueKind::FittedInt, ValueKind::Float] {
-            assert_eq!(ValueKind::from_byte(kind.to_byte()), Some(kind));
-        }
-        assert_eq!(ValueKind::from_byte(0), None);
-        assert_eq!(ValueKind::from_byte(16), None);
-        assert_eq!(ValueKind::from_byte(42), None);
     }
 
     /// The header of a fitted column: (by delta, w1, step index).
