@@ -1,9 +1,10 @@
 //! Loads the same inference-fleet data into Sextant, Prometheus and
 //! VictoriaMetrics over remote write, in one run, makes each persist it, and
 //! reports on-disk bytes per sample, ingest CPU seconds per million samples,
-//! samples per second and peak RSS per series; then runs the queries of an
-//! inference dashboard against each (instant, over 1 h and over 6 h, or the
-//! whole data when shorter), reports the median latency of each and whether
+//! samples per second, and peak and steady (idle after ingest) RSS per
+//! series; then runs the queries of an inference dashboard against each
+//! (instant, over 1 h and over 6 h, or the whole data when shorter), reports
+//! the median latency of each and whether
 //! Sextant's answer equals Prometheus's (relative tolerance 1e-6). Every
 //! server listens on 127.0.0.1 only and is stopped by its PID.
 //!
@@ -445,6 +446,10 @@ fn main() {
         let ingest_secs = t.elapsed().as_secs_f64();
         let (cpu1, rss) = proc_usage(peer.child.id());
         peak_rss = peak_rss.max(rss);
+        // Steady state: the data ingested, the process idle for ten seconds,
+        // nothing persisted yet.
+        std::thread::sleep(Duration::from_secs(10));
+        let steady_rss = proc_usage(peer.child.id()).1;
         // Persist.
         let on_disk = match name {
             "sextant" => {
@@ -529,6 +534,7 @@ fn main() {
             (cpu1 - cpu0) / (samples as f64 / 1e6),
             samples as f64 / ingest_secs,
             peak_rss as f64 / series,
+            steady_rss as f64 / series,
         ));
         drop(peer);
     }
@@ -537,18 +543,22 @@ fn main() {
         fleet.series.len(),
         hours
     );
-    println!("| system | bytes/sample on disk | ingest CPU s per 1M samples | ingest samples/s | peak RSS bytes per series |\n| --- | --- | --- | --- | --- |");
+    println!("| system | bytes/sample on disk | ingest CPU s per 1M samples | ingest samples/s | peak RSS bytes per series | steady RSS bytes per series |\n| --- | --- | --- | --- | --- | --- |");
     for r in &rows {
-        println!("| {} | {:.3} | {:.3} | {:.0} | {:.0} |", r.0, r.1, r.2, r.3, r.4);
+        println!(
+            "| {} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} |",
+            r.0, r.1, r.2, r.3, r.4, r.5
+        );
     }
     if let Some(s) = rows.iter().find(|r| r.0 == "sextant") {
         for r in rows.iter().filter(|r| r.0 != "sextant") {
             println!(
-                "\nSextant / {}: bytes per sample {:.2}x, ingest CPU {:.2}x, peak RSS per series {:.2}x",
+                "\nSextant / {}: bytes per sample {:.2}x, ingest CPU {:.2}x, peak RSS per series {:.2}x, steady RSS per series {:.2}x",
                 r.0,
                 s.1 / r.1,
                 s.2 / r.2,
-                s.4 / r.4
+                s.4 / r.4,
+                s.5 / r.5
             );
         }
     }
