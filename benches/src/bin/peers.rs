@@ -323,6 +323,8 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(5);
+    // Seconds idle after ingest before the steady RSS is read.
+    let idle: u64 = arg("--idle").and_then(|s| s.parse().ok()).unwrap_or(10);
     // Evaluation times fall halfway between samples. Sextant follows current
     // Prometheus, whose range and lookback windows are left-open; Prometheus
     // 2.42's are left-closed. The two agree wherever no sample sits exactly on
@@ -446,9 +448,9 @@ fn main() {
         let ingest_secs = t.elapsed().as_secs_f64();
         let (cpu1, rss) = proc_usage(peer.child.id());
         peak_rss = peak_rss.max(rss);
-        // Steady state: the data ingested, the process idle for ten seconds,
-        // nothing persisted yet.
-        std::thread::sleep(Duration::from_secs(10));
+        // Steady state: the data ingested, the process idle for `--idle`
+        // seconds (10 unless told), nothing persisted yet.
+        std::thread::sleep(Duration::from_secs(idle));
         let steady_rss = proc_usage(peer.child.id()).1;
         // Persist.
         let on_disk = match name {
