@@ -873,6 +873,19 @@ impl<S: DodSink, const SKIP: usize> DodSink for Skip<'_, S, SKIP> {
     }
 }
 
+/// Reads the raw first value of a column of `n` values into slot 0; then the
+/// reader after it and the value, or `None` when there are no more values.
+#[inline(always)]
+fn first_value<'a>(col: &'a [u8], n: usize, out: &mut impl DodSink) -> Option<Option<(BitReader<'a>, i64)>> {
+    if n == 0 {
+        return Some(None);
+    }
+    let mut r = BitReader::new(col);
+    let v = r.read_bits(64)? as i64;
+    out.put(0, v);
+    Some((n > 1).then_some((r, v)))
+}
+
 /// Decodes a delta-of-delta column (a raw first value, a bucket-coded delta,
 /// then bucket-coded changes of the delta) of `n` values into `out`.
 ///
@@ -881,15 +894,9 @@ impl<S: DodSink, const SKIP: usize> DodSink for Skip<'_, S, SKIP> {
 /// the input take the general path.
 #[inline(always)]
 fn decode_dod(col: &[u8], widths: &[u8; 4], n: usize, out: &mut impl DodSink) -> Option<()> {
-    if n == 0 {
+    let Some((mut r, mut v)) = first_value(col, n, out)? else {
         return Some(());
-    }
-    let mut r = BitReader::new(col);
-    let mut v = r.read_bits(64)? as i64;
-    out.put(0, v);
-    if n == 1 {
-        return Some(());
-    }
+    };
     let d = read_bucketed(&mut r, widths)?;
     v = v.wrapping_add(d);
     out.put(1, v);
@@ -901,15 +908,9 @@ fn decode_dod(col: &[u8], widths: &[u8; 4], n: usize, out: &mut impl DodSink) ->
 /// per later value (see [`fit_ints`]).
 #[inline(always)]
 fn decode_fitted(col: &[u8], n: usize, out: &mut impl DodSink) -> Option<()> {
-    if n == 0 {
+    let Some((mut r, mut v)) = first_value(col, n, out)? else {
         return Some(());
-    }
-    let mut r = BitReader::new(col);
-    let mut v = r.read_bits(64)? as i64;
-    out.put(0, v);
-    if n == 1 {
-        return Some(());
-    }
+    };
     let by_delta = r.read_bit()?;
     let w1 = r.read_bits(3)? as u8 + 1;
     let widths = [w1, w1 + FIT_STEPS[r.read_bits(2)? as usize], 24, 64];
