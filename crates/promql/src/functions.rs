@@ -6,7 +6,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use promql_parser::parser::{Call, Expr};
 use sextant_model::{is_stale_nan, Grouper, Labels, MatchOp, Sample, METRIC_NAME};
 
-use crate::eval::{convert_matchers, Evaluator, RangeArg, RangeInput, SSeries, Val};
+use crate::eval::{convert_matchers, Evaluator, Limits, RangeArg, RangeInput, SSeries, Val};
 use crate::histogram::{bucket_fraction, bucket_quantile, Bucket};
 use crate::value::{Error, Point};
 
@@ -84,8 +84,14 @@ pub(crate) struct Win {
 /// A function of one window's points, the window, and the step index.
 type WindowFn<'a> = dyn Fn(&[Point], &Win, usize) -> Option<f64> + Sync + 'a;
 
+/// Points of windows handed to a window function between two checks of the
+/// query's deadline: one series' windows can hold billions of points (a long
+/// subquery at a fine step), far more than a timeout allows.
+const POINTS_BETWEEN_CHECKS: usize = 1 << 22;
+
 /// Applies `f` to the window of `pts` ending at each of `refs`, in one pass,
-/// handing each result to `emit` with its step's time.
+/// handing each result to `emit` with its step's time. Fails when the query's
+/// deadline passes or it is cancelled on the way.
 #[allow(clippy::too_many_arguments)]
 fn windows_of(
     pts: &[Point],
@@ -94,8 +100,10 @@ fn windows_of(
     start: i64,
     step: i64,
     f: &WindowFn<'_>,
+    limits: &Limits,
     mut emit: impl FnMut(i64, f64),
-) {
+) -> Result<(), Error> {
+    let mut since_check = 0usize;
     let (mut lo, mut hi) = (0usize, 0usize);
     let monotonic = pts.windows(2).all(|p| p[1].v >= p[0].v);
     for (k, &r) in refs.iter().enumerate() {
@@ -117,10 +125,16 @@ fn windows_of(
             t,
             monotonic,
         };
+        since_check += hi - lo;
+        if since_check >= POINTS_BETWEEN_CHECKS {
+            since_check = 0;
+            limits.check()?;
+        }
         if let Some(v) = f(&pts[lo..hi], &w, k) {
             emit(t, v);
         }
     }
+    Ok(())
 }
 
 thread_local! {
@@ -148,7 +162,7 @@ fn over_windows(
                 if limits.check().is_err() {
                     return false;
                 }
-                POINTS.with(|cell| {
+                POINTS.with(|cell| -> bool {
                     let mut pts = cell.borrow_mut();
                     pts.clear();
                     pts.extend(
@@ -158,14 +172,17 @@ fn over_windows(
                             .map(|s| Point { t: s.t, v: s.v }),
                     );
                     out.reserve(refs.len().min(pts.len()));
-                    windows_of(&pts, refs, range, start, step, f, |t, v| out.push(Sample { t, v }));
+                    let done = windows_of(&pts, refs, range, start, step, f, limits, |t, v| {
+                        out.push(Sample { t, v })
+                    });
                     // A thread of the runtime's pool keeps this buffer; do not
                     // let one huge series pin its memory.
                     if pts.capacity() > 1 << 16 {
                         *pts = Vec::new();
                     }
-                });
-                true
+                    // A passed deadline stops the read; the evaluator reports it.
+                    done.is_ok()
+                })
             };
             let series = ev.select_map(vs, lo - range + 1, hi, false, &map)?;
             Ok(series
@@ -194,9 +211,9 @@ fn over_evaluated(
         for s in series {
             limits.check()?;
             let mut points = Vec::with_capacity(input.refs.len().min(s.points.len()));
-            windows_of(&s.points, &input.refs, input.range, start, step, f, |t, v| {
+            windows_of(&s.points, &input.refs, input.range, start, step, f, limits, |t, v| {
                 points.push(Point { t, v })
-            });
+            })?;
             if !points.is_empty() {
                 out.push(SSeries {
                     labels: s.labels.clone(),

@@ -277,7 +277,9 @@ fn a_query_finding_every_slot_busy_times_out_in_the_queue() {
     let (status, text, took) = slow.join().expect("slow query");
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("timeout"), "{text}");
-    assert!(took < std::time::Duration::from_secs(20), "the slow query ran {took:?}");
+    // Its own 4 s timeout stops it soon after, even inside one series'
+    // windows (the inner subquery's windows hold 86,400 points each).
+    assert!(took < std::time::Duration::from_secs(10), "the slow query ran {took:?}");
     let r = get(&base, "/api/v1/query?query=1%2B1");
     assert_eq!(r.status, 200, "{}", r.text());
     let m = get(&base, "/metrics").text();
