@@ -4,9 +4,9 @@
 //! samples per second, and peak and steady (idle after ingest) RSS per
 //! series; then runs the queries of an inference dashboard against each
 //! (instant, over 1 h and over 6 h, or the whole data when shorter), reports
-//! the median latency of each and whether
-//! Sextant's answer equals Prometheus's (relative tolerance 1e-6). Every
-//! server listens on 127.0.0.1 only and is stopped by its PID.
+//! the median latency of each and whether Sextant's answer equals
+//! Prometheus's (relative tolerance 1e-6). Every server listens on 127.0.0.1
+//! only and is stopped by its PID.
 //!
 //! ```text
 //! bash benches/peers/run.sh --series 139520 --hours 2

@@ -144,18 +144,18 @@ impl WidthHistogram {
         WidthHistogram { h }
     }
 
-    /// Bits the codes take with the widths `[w1, w2, 24, 64]`, and those
-    /// widths, for the cheapest `w1` in 1..=8 and step in [`FIT_STEPS`].
-    fn best(&self) -> (u64, [u8; 4]) {
+    /// Bits the codes take with the widths `[w1, w1 + FIT_STEPS[s], 24, 64]`,
+    /// and `(w1, s)`, for the cheapest `w1` in 1..=8 and step index `s`.
+    fn best(&self) -> (u64, (u8, usize)) {
         // le[b]: codes whose field needs at most b bits, zero codes excluded.
         let mut le = [0u64; 65];
         for b in 1..65 {
             le[b] = le[b - 1] + self.h[b] as u64;
         }
         let zeros = self.h[0] as u64;
-        let mut best = (u64::MAX, INT_WIDTHS);
+        let mut best = (u64::MAX, (5, 0));
         for w1 in 1..=8u8 {
-            for step in FIT_STEPS {
+            for (s, step) in FIT_STEPS.into_iter().enumerate() {
                 let (a, b) = (w1 as usize, (w1 + step) as usize);
                 let bits = zeros
                     + (2 + a as u64) * le[a]
@@ -163,7 +163,7 @@ impl WidthHistogram {
                     + 28 * (le[24] - le[b])
                     + 68 * (le[64] - le[24]);
                 if bits < best.0 {
-                    best = (bits, [w1, w1 + step, 24, 64]);
+                    best = (bits, (w1, s));
                 }
             }
         }
@@ -190,21 +190,23 @@ fn fit_ints(ints: &[i64]) -> Vec<u8> {
     }
     let deltas: Vec<i64> = ints.windows(2).map(|p| p[1].wrapping_sub(p[0])).collect();
     let dods = || std::iter::once(deltas[0]).chain(deltas.windows(2).map(|p| p[1].wrapping_sub(p[0])));
-    let (dod_bits, dod_widths) = WidthHistogram::of(dods()).best();
+    let (dod_bits, mut fit) = WidthHistogram::of(dods()).best();
     // Codes of one bit each (a steady counter, a constant) cannot be beaten.
-    let (mut by_delta, mut base, mut delta_widths) = (false, 0, INT_WIDTHS);
+    let (mut by_delta, mut base) = (false, 0);
     if dod_bits > deltas.len() as u64 {
         let mut sorted = deltas.clone();
         let mid = sorted.len() / 2;
         base = *sorted.select_nth_unstable(mid).1;
-        let delta_bits;
-        (delta_bits, delta_widths) = WidthHistogram::of(deltas.iter().map(|d| d.wrapping_sub(base))).best();
+        let (delta_bits, delta_fit) = WidthHistogram::of(deltas.iter().map(|d| d.wrapping_sub(base))).best();
         by_delta = delta_bits + bucketed_bits(base, &INT_WIDTHS) < dod_bits;
+        if by_delta {
+            fit = delta_fit;
+        }
     }
-    let widths = if by_delta { delta_widths } else { dod_widths };
-    let step = FIT_STEPS.iter().position(|&s| widths[0] + s == widths[1]).unwrap_or(0);
+    let (w1, step) = fit;
+    let widths = [w1, w1 + FIT_STEPS[step], 24, 64];
     w.write_bit(by_delta);
-    w.write_bits((widths[0] - 1) as u64, 3);
+    w.write_bits((w1 - 1) as u64, 3);
     w.write_bits(step as u64, 2);
     if by_delta {
         write_bucketed(&mut w, base, &INT_WIDTHS);
