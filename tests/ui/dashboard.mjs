@@ -89,9 +89,17 @@ try {
   const models = await page.$$eval('#f-model option', (os) => os.map((o) => o.value).filter(Boolean));
   check(models.length >= 3, `filters: ${models.length} models discovered from labels`);
   const model = models[0];
+  // Chosen while a refresh of the unfiltered view is in flight, with the
+  // filter lists slow to load so that this refresh ends first: its end must
+  // not pass for the filtered view's.
+  const slowLabels = async (route) => { await new Promise((r) => setTimeout(r, 2000)); await route.continue(); };
+  await page.route('**/api/v1/label/**', slowLabels);
+  await page.evaluate(() => window.dispatchEvent(new Event('resize')));
+  await page.waitForFunction(() => document.querySelector('[data-panel][data-state=loading]'), null, { timeout: 10000 });
   t = await now();
   await page.selectOption('#f-model', model);
   await settled(t);
+  await page.unroute('**/api/v1/label/**', slowLabels);
   ps = await panels();
   const filtered = ps.find((p) => p.id === 'ttft-by-model');
   check(filtered.series === 1 && filtered.legend === model, `filters: TTFT by model shows only ${model}`);

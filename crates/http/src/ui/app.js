@@ -21,6 +21,10 @@ const state = {
   filters: { endpoint: '', inference_component: '', model_name: '' },
   inflight: false,
   pending: null,
+  // Bumped by every change of view, range or filter; a refresh marks the
+  // page refreshed only if nothing changed while it ran, so that
+  // data-refreshed always describes what the current choices show.
+  version: 0,
   demo: null,
 };
 
@@ -571,6 +575,7 @@ async function refresh(rebuild) {
     return;
   }
   state.inflight = true;
+  const version = state.version;
   timing.queries = 0;
   timing.slowest = 0;
   const t0 = performance.now();
@@ -589,6 +594,7 @@ async function refresh(rebuild) {
     state.pending = null;
     return refresh(next.rebuild);
   }
+  if (version !== state.version) return;
   document.getElementById('status').textContent =
     `Updated ${new Date().toLocaleTimeString()} · ${timing.queries} queries in ${Math.round(performance.now() - t0)} ms · slowest ${Math.round(timing.slowest)} ms`;
   document.body.dataset.refreshed = String(Date.now());
@@ -713,6 +719,7 @@ async function endIncidents() {
 function setView() {
   const v = (location.hash || '#performance').slice(1);
   state.view = VIEWS[v] || v === 'explore' ? v : 'performance';
+  state.version++;
   for (const a of document.querySelectorAll('#tabs a')) a.classList.toggle('active', a.dataset.view === state.view);
   document.getElementById('explore').hidden = state.view !== 'explore';
   document.getElementById('view').hidden = state.view === 'explore';
@@ -724,11 +731,12 @@ function init() {
   for (const s of document.querySelectorAll('.controls select[data-label]')) {
     s.addEventListener('change', async () => {
       state.filters[s.dataset.label] = s.value;
+      state.version++;
       await loadFilters();
       refresh(true);
     });
   }
-  document.getElementById('range').addEventListener('change', (e) => { state.range = Number(e.target.value); refresh(true); });
+  document.getElementById('range').addEventListener('change', (e) => { state.range = Number(e.target.value); state.version++; refresh(true); });
   document.getElementById('live').addEventListener('change', (e) => { state.live = e.target.checked; });
   document.getElementById('explore-form').addEventListener('submit', runExplore);
   document.getElementById('demo-inject').addEventListener('click', injectIncident);
