@@ -36,7 +36,18 @@ fn crash_child_writer() {
     let Some(dir) = std::env::var_os("SEXTANT_CRASH_CHILD") else {
         return;
     };
-    let db = Db::open(&dir, opts()).expect("child open");
+    // The parent's reopen has closed the store, but a child that another
+    // test of this binary is spawning at the same moment holds a copy of
+    // every descriptor, the lock's too, until its exec: wait that out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match Db::open(&dir, opts()) {
+            Err(e) if e.to_string().contains("in use") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => break r.expect("child open"),
+        }
+    };
     let start = if db.max_time() == i64::MIN {
         0
     } else {
