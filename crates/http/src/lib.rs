@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub ingest: Limits,
     /// Largest compressed request body (bytes).
     pub max_request_bytes: usize,
+    /// Decompressed remote-write bytes being decoded at once, across all
+    /// requests; a request that finds no room waits for it. A request larger
+    /// than the whole budget is decoded alone.
+    pub write_decode_bytes: usize,
     /// Most points a range query may return per series.
     pub max_points_per_series: i64,
     /// Name/value pairs reported by `/api/v1/status/flags` (no secrets).
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
             max_concurrent_queries: 20,
             ingest: Limits::default(),
             max_request_bytes: 32 << 20,
+            write_decode_bytes: 64 << 20,
             max_points_per_series: 11_000,
             flags: Vec::new(),
             retention: "15d".into(),
@@ -84,6 +89,8 @@ pub struct AppState {
     pub engine: Engine,
     pub metadata: RwLock<HashMap<String, Vec<Metadata>>>,
     pub query_slots: Arc<Semaphore>,
+    /// Room for decompressed remote-write bodies, in KiB.
+    pub(crate) write_decode: Semaphore,
     pub metrics: metrics::HttpMetrics,
     pub started: SystemTime,
     pub ready: AtomicBool,
@@ -95,12 +102,36 @@ pub struct AppState {
     pub range_cache: range_cache::RangeCache,
 }
 
+/// The decode budget in KiB permits: at least one, at most what a semaphore holds.
+fn decode_permits(bytes: usize) -> usize {
+    (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize))
+}
+
 impl AppState {
+    /// Waits for room to decode a body of `bytes` decompressed bytes; the
+    /// room is given back when the permit drops. Counts the requests that
+    /// had to wait.
+    pub(crate) async fn decode_room(&self, bytes: usize) -> tokio::sync::SemaphorePermit<'_> {
+        let total = decode_permits(self.cfg.write_decode_bytes);
+        let want = (bytes.div_ceil(1024)).clamp(1, total) as u32;
+        if let Ok(p) = self.write_decode.try_acquire_many(want) {
+            return p;
+        }
+        self.metrics
+            .write_decode_waits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.write_decode
+            .acquire_many(want)
+            .await
+            .expect("the decode budget is never closed")
+    }
+
     pub fn new(db: Arc<Db>, cfg: ServerConfig) -> Arc<Self> {
         let range_cache = range_cache::RangeCache::new(cfg.query_cache_freshness_ms, 5_000_000);
         Arc::new(AppState {
             engine: Engine::new(cfg.engine.clone()),
             query_slots: Arc::new(Semaphore::new(cfg.max_concurrent_queries.max(1))),
+            write_decode: Semaphore::new(decode_permits(cfg.write_decode_bytes)),
             db,
             cfg,
             metadata: RwLock::new(HashMap::new()),

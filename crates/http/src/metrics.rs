@@ -69,6 +69,8 @@ pub struct HttpMetrics {
     pub write_invalid_series: AtomicU64,
     pub write_histograms_rejected: AtomicU64,
     pub write_decode_errors: AtomicU64,
+    /// Remote-write requests that waited for room in the decode budget.
+    pub write_decode_waits: AtomicU64,
     pub write_latency: Histogram,
 }
 
@@ -208,6 +210,12 @@ pub fn render(m: &HttpMetrics, db: &Db) -> String {
         "sextant_remote_write_decode_errors_total",
         "Remote-write bodies that could not be decoded.",
         l(&m.write_decode_errors),
+    );
+    counter(
+        &mut out,
+        "sextant_remote_write_decode_waits_total",
+        "Remote-write requests that waited for room in the decode budget (--write-decode-bytes).",
+        l(&m.write_decode_waits),
     );
     let _ = writeln!(out, "# HELP sextant_remote_write_seconds Remote-write request latency.\n# TYPE sextant_remote_write_seconds histogram");
     m.write_latency.render(&mut out, "sextant_remote_write_seconds", "");

@@ -149,6 +149,16 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
         }
     }
     let limits = st.cfg.ingest.clone();
+    // The decompressed body is the request's largest buffer: requests are
+    // decoded only as far as the budget has room, so that many writers at
+    // once cannot hold more than that. A declared length over the limit is
+    // refused below, before any room is taken.
+    let declared = remote_write::snappy_len(&body).unwrap_or(0);
+    let room = if declared <= limits.max_body_bytes {
+        Some(st.decode_room(declared).await)
+    } else {
+        None
+    };
     let decoded: Result<Prepared, DecodeError> =
         remote_write::snappy_decode(&body, limits.max_body_bytes).and_then(|raw| {
             let now = now_ms();
@@ -173,6 +183,8 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
             return text(status, format!("cannot decode remote-write request: {e}"));
         }
     };
+    // What the commit holds is a fraction of the body, which is freed now.
+    drop(room);
     let Prepared {
         batch,
         known,

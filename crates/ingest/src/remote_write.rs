@@ -166,10 +166,15 @@ pub fn protocol_for(content_type: Option<&str>) -> Option<Protocol> {
     }
 }
 
+/// The decompressed length a snappy body declares.
+pub fn snappy_len(body: &[u8]) -> Result<usize, DecodeError> {
+    snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))
+}
+
 /// Decompresses a snappy block, refusing before allocation when the declared
 /// length exceeds `limit`.
 pub fn snappy_decode(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-    let declared = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
+    let declared = snappy_len(body)?;
     if declared > limit {
         return Err(DecodeError::TooLarge { size: declared, limit });
     }

@@ -172,6 +172,12 @@ pub struct ServeArgs {
     /// Largest request body, compressed or not, e.g. 32MiB [default: 32MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<String>,
+    /// Decompressed remote-write bytes decoded at once across all requests,
+    /// e.g. 64MiB; a request waits for room, and one larger than this is
+    /// decoded alone. Bounds write memory however many senders there are
+    /// [default: 64MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub write_decode_bytes: Option<String>,
     /// Most labels a written series may have [default: 128].
     #[arg(long, value_name = "N")]
     pub max_labels_per_series: Option<usize>,
@@ -354,6 +360,7 @@ impl ServeArgs {
             query_lookback: self.query_lookback.or(f.query_lookback),
             query_cache_freshness: self.query_cache_freshness.or(f.query_cache_freshness),
             max_request_bytes: self.max_request_bytes.or(f.max_request_bytes),
+            write_decode_bytes: self.write_decode_bytes.or(f.write_decode_bytes),
             max_labels_per_series: self.max_labels_per_series.or(f.max_labels_per_series),
             max_series: self.max_series.or(f.max_series),
             max_series_per_metric: self.max_series_per_metric.or(f.max_series_per_metric),
@@ -435,6 +442,9 @@ impl ServeArgs {
             server.max_request_bytes = n;
             server.ingest.max_body_bytes = n.max(server.ingest.max_body_bytes);
         }
+        if let Some(b) = &self.write_decode_bytes {
+            server.write_decode_bytes = parse_bytes(b).context("--write-decode-bytes")? as usize;
+        }
         if let Some(n) = self.max_labels_per_series {
             server.ingest.max_labels = n;
         }
@@ -500,6 +510,7 @@ impl ServeArgs {
                 self.query_lookback.clone().unwrap_or_else(|| "5m".into()),
             ),
             ("web.enable-remote-write-receiver".into(), "true".into()),
+            ("web.write-decode-bytes".into(), server.write_decode_bytes.to_string()),
             (
                 "storage.max-series".into(),
                 self.max_series.map(|n| n.to_string()).unwrap_or_else(|| "0".into()),

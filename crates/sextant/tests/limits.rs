@@ -285,3 +285,55 @@ fn a_query_finding_every_slot_busy_times_out_in_the_queue() {
     let m = get(&base, "/metrics").text();
     assert!(m.contains("sextant_queries_timed_out_in_queue_total 1"), "{m}");
 }
+
+#[test]
+fn writers_beyond_the_decode_budget_wait_their_turn_and_lose_nothing() {
+    // A budget smaller than one request: each is decoded alone.
+    let s = sextant::TestServer::start_with(
+        sextant_storage::Options {
+            fsync: sextant_storage::FsyncPolicy::Never,
+            ..Default::default()
+        },
+        sextant_http::ServerConfig {
+            write_decode_bytes: 1024,
+            ..Default::default()
+        },
+    )
+    .expect("server");
+    let base = s.url().to_string();
+    let t0 = 1000
+        * (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+            - 600);
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                for round in 0..5 {
+                    let ids: Vec<(String, String)> = (0..200)
+                        .map(|i| ("budget_test".to_string(), format!("{w}-{i}")))
+                        .collect();
+                    let r = write(&base, &ids, t0 + round * 1000);
+                    assert_eq!(
+                        r.status,
+                        204,
+                        "writer {w} round {round}: {}",
+                        String::from_utf8_lossy(&r.body)
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    assert_eq!(count(&base, "budget_test", t0 + 4000), 1600);
+    let m = String::from_utf8_lossy(&get(&base, "/metrics").body).into_owned();
+    let waits = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sextant_remote_write_decode_waits_total "))
+        .expect("the waits counter is exposed");
+    waits.trim().parse::<u64>().expect("a count");
+}
