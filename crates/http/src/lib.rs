@@ -113,7 +113,7 @@ impl AppState {
     /// had to wait.
     pub(crate) async fn decode_room(&self, bytes: usize) -> tokio::sync::SemaphorePermit<'_> {
         let total = decode_permits(self.cfg.write_decode_bytes);
-        let want = (bytes.div_ceil(1024)).clamp(1, total) as u32;
+        let want = bytes.div_ceil(1024).clamp(1, total) as u32;
         if let Ok(p) = self.write_decode.try_acquire_many(want) {
             return p;
         }

@@ -22,6 +22,26 @@ fn write(base: &str, ids: &[(String, String)], t: i64) -> Resp {
     )
 }
 
+/// The wall clock in whole seconds, as milliseconds.
+fn now_ms() -> i64 {
+    1000 * std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// A server on an unsynced store with these HTTP settings.
+fn server_with(cfg: sextant_http::ServerConfig) -> sextant::TestServer {
+    sextant::TestServer::start_with(
+        sextant_storage::Options {
+            fsync: sextant_storage::FsyncPolicy::Never,
+            ..Default::default()
+        },
+        cfg,
+    )
+    .expect("server")
+}
+
 fn count(base: &str, q: &str, t_ms: i64) -> usize {
     let j = get(
         base,
@@ -50,12 +70,7 @@ fn series_explosions_stop_at_the_limits() {
     )
     .expect("server");
     let base = s.url();
-    let t0 = 1000
-        * (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64
-            - 600);
+    let t0 = now_ms() - 600_000;
     let ids = |name: &str, r: std::ops::Range<usize>| -> Vec<(String, String)> {
         r.map(|i| (name.to_string(), i.to_string())).collect()
     };
@@ -115,11 +130,7 @@ fn ts(labels: &[(&str, String)], t: i64, v: f64) -> v1::TimeSeries {
 fn hostile_series_are_refused_one_by_one_and_nothing_else_is_lost() {
     let s = sextant::TestServer::start().expect("server");
     let base = s.url();
-    let now = 1000
-        * std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64;
+    let now = now_ms();
     let name = |n: &str| ("__name__", n.to_string());
     let r = write_v1(
         base,
@@ -233,17 +244,10 @@ fn a_query_finding_every_slot_busy_times_out_in_the_queue() {
     // 4 s timeout; a query arriving meanwhile with a 1 s timeout waits for the
     // slot that long and gets 503 `timeout` naming the limit; after the slot
     // frees, queries run again.
-    let s = sextant::TestServer::start_with(
-        sextant_storage::Options {
-            fsync: sextant_storage::FsyncPolicy::Never,
-            ..Default::default()
-        },
-        sextant_http::ServerConfig {
-            max_concurrent_queries: 1,
-            ..Default::default()
-        },
-    )
-    .expect("server");
+    let s = server_with(sextant_http::ServerConfig {
+        max_concurrent_queries: 1,
+        ..Default::default()
+    });
     let base = s.url().to_string();
     let slow = {
         let base = base.clone();
@@ -289,24 +293,12 @@ fn a_query_finding_every_slot_busy_times_out_in_the_queue() {
 #[test]
 fn writers_beyond_the_decode_budget_wait_their_turn_and_lose_nothing() {
     // A budget smaller than one request: each is decoded alone.
-    let s = sextant::TestServer::start_with(
-        sextant_storage::Options {
-            fsync: sextant_storage::FsyncPolicy::Never,
-            ..Default::default()
-        },
-        sextant_http::ServerConfig {
-            write_decode_bytes: 1024,
-            ..Default::default()
-        },
-    )
-    .expect("server");
+    let s = server_with(sextant_http::ServerConfig {
+        write_decode_bytes: 1024,
+        ..Default::default()
+    });
     let base = s.url().to_string();
-    let t0 = 1000
-        * (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64
-            - 600);
+    let t0 = now_ms() - 600_000;
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let base = base.clone();
