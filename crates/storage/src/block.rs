@@ -33,6 +33,10 @@ const TOC_SECTIONS: usize = 5;
 const TOC_LEN: usize = TOC_SECTIONS * 20 + 8;
 /// Samples per chunk inside a block.
 pub const BLOCK_CHUNK_SAMPLES: usize = 480;
+
+/// Set in a chunk meta's kind byte when the chunk's columns begin with
+/// restart tables.
+const INDEXED_KIND_BIT: u8 = 0x80;
 const ZSTD_LEVEL: i32 = 15;
 /// Distinct timestamp columns remembered for de-duplication while writing.
 const TS_DEDUP_MAX: usize = 200_000;
@@ -97,6 +101,8 @@ struct ChunkMeta {
     maxt: i64,
     n: u32,
     kind: ValueKind,
+    /// The columns begin with restart tables ([`chunkenc::encode_block`]).
+    indexed: bool,
     ts_ref: u64,
     val_ref: u64,
 }
@@ -282,28 +288,29 @@ impl BlockWriter {
         }
         let mut metas = Vec::new();
         for run in samples.chunks(BLOCK_CHUNK_SAMPLES) {
-            let c = chunkenc::encode(run);
-            let ts_ref = match self.ts_dedup.get(c.ts()) {
+            let c = chunkenc::encode_block(run);
+            let ts_ref = match self.ts_dedup.get(&c.ts[..]) {
                 Some(r) => {
                     self.stats.num_shared_ts_columns += 1;
                     *r
                 }
                 None => {
-                    let r = self.pages.add(c.ts())?;
+                    let r = self.pages.add(&c.ts)?;
                     self.stats.num_ts_columns += 1;
                     if self.ts_dedup.len() >= TS_DEDUP_MAX {
                         self.ts_dedup.clear();
                     }
-                    self.ts_dedup.insert(c.ts().into(), r);
+                    self.ts_dedup.insert(c.ts.as_slice().into(), r);
                     r
                 }
             };
-            let val_ref = self.pages.add(c.vals())?;
+            let val_ref = self.pages.add(&c.vals)?;
             metas.push(ChunkMeta {
                 mint: c.mint,
                 maxt: c.maxt,
                 n: run.len() as u32,
                 kind: c.kind,
+                indexed: c.indexed,
                 ts_ref,
                 val_ref,
             });
@@ -374,7 +381,7 @@ impl BlockWriter {
                 put_varint(&mut entry, m.mint);
                 put_uvarint(&mut entry, m.maxt.wrapping_sub(m.mint) as u64);
                 put_uvarint(&mut entry, m.n as u64);
-                entry.push(m.kind.to_byte());
+                entry.push(m.kind.to_byte() | if m.indexed { INDEXED_KIND_BIT } else { 0 });
                 put_uvarint(&mut entry, m.ts_ref);
                 put_uvarint(&mut entry, m.val_ref);
             }
@@ -845,7 +852,9 @@ impl Block {
             let cmin = r.varint().map_err(|_| bad())?;
             let cmax = cmin.wrapping_add(r.uvarint().map_err(|_| bad())? as i64);
             let cn = r.uvarint().map_err(|_| bad())? as usize;
-            let kind = ValueKind::from_byte(r.u8().map_err(|_| bad())?).ok_or_else(bad)?;
+            let kb = r.u8().map_err(|_| bad())?;
+            let indexed = kb & INDEXED_KIND_BIT != 0;
+            let kind = ValueKind::from_byte(kb & !INDEXED_KIND_BIT).ok_or_else(bad)?;
             let ts_ref = r.uvarint().map_err(|_| bad())?;
             let val_ref = r.uvarint().map_err(|_| bad())?;
             if cmax < mint || cmin > maxt {
@@ -855,7 +864,7 @@ impl Block {
             let (vp, vo, vl) = self.column(val_ref)?;
             let cc = |_| corrupt("chunk", &self.dir.join("chunks"), format!("series {id}"));
             let (tcol, vcol) = (&tp[to..to + tl], &vp[vo..vo + vl]);
-            chunkenc::decode_range(tcol, kind, vcol, cn, (mint, maxt), out).map_err(cc)?;
+            chunkenc::decode_block_range(tcol, kind, vcol, cn, indexed, (mint, maxt), out).map_err(cc)?;
         }
         if let Some(tomb) = self.tombstones.read().get(&id) {
             let tail = out.split_off(start);

@@ -14,7 +14,7 @@
 
 use sextant_model::Sample;
 
-use crate::bits::{BitReader, BitWriter};
+use crate::bits::{put_uvarint, put_varint, BitReader, BitWriter, ByteReader};
 
 /// Samples per chunk before a new one is cut.
 pub const MAX_CHUNK_SAMPLES: usize = 240;
@@ -178,16 +178,23 @@ impl WidthHistogram {
 /// then each change of the delta, as the head's columns do; mode 1 codes a
 /// base (bucketed with the `Int` widths) and then each delta minus the base,
 /// which suits counters whose increments vary around a level. Mode, widths
-/// and base are the ones that make the column shortest.
-fn fit_ints(ints: &[i64]) -> Vec<u8> {
+/// and base are the ones that make the column shortest. With `every` above
+/// zero, the bit offset of the code of every sample `i` with `i % every == 0`
+/// (`i > 0`) goes to `marks`. Returns the column and whether it took mode 1.
+fn fit_ints(ints: &[i64], every: usize, marks: &mut Vec<usize>) -> (Vec<u8>, bool) {
     let mut w = BitWriter::new();
     let Some(&first) = ints.first() else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     w.write_bits(first as u64, 64);
     if ints.len() == 1 {
-        return w.into_bytes();
+        return (w.into_bytes(), false);
     }
+    let mut mark = |i: usize, w: &BitWriter| {
+        if every > 0 && i % every == 0 {
+            marks.push(w.bit_len());
+        }
+    };
     let deltas: Vec<i64> = ints.windows(2).map(|p| p[1].wrapping_sub(p[0])).collect();
     let dods = || std::iter::once(deltas[0]).chain(deltas.windows(2).map(|p| p[1].wrapping_sub(p[0])));
     let (dod_bits, mut fit) = WidthHistogram::of(dods()).best();
@@ -210,15 +217,17 @@ fn fit_ints(ints: &[i64]) -> Vec<u8> {
     w.write_bits(step as u64, 2);
     if by_delta {
         write_bucketed(&mut w, base, &INT_WIDTHS);
-        for d in &deltas {
+        for (k, d) in deltas.iter().enumerate() {
+            mark(k + 1, &w);
             write_bucketed(&mut w, d.wrapping_sub(base), &widths);
         }
     } else {
-        for c in dods() {
+        for (k, c) in dods().enumerate() {
+            mark(k + 1, &w);
             write_bucketed(&mut w, c, &widths);
         }
     }
-    w.into_bytes()
+    (w.into_bytes(), by_delta)
 }
 
 /// Bits [`write_bucketed`] takes for `v`.
@@ -604,37 +613,172 @@ impl ChunkAppender {
     /// Appends the samples after the mark to `out`.
     fn decode_after_mark(&self, out: &mut Vec<Sample>) -> Option<()> {
         let m = &self.mark;
-        let count = self.n as usize - MARK_AT;
-        let start = out.len();
-        out.resize(start + count, Sample { t: 0, v: 0.0 });
-        let slots = &mut out[start..];
-        let r = BitReader::at(self.ts.bytes(), m.ts_bit as usize)?;
-        code_loop::<false, false>(r, &TS_WIDTHS, m.t, m.dt, &mut Times(slots))?;
-        let r = BitReader::at(self.vals.bytes(), m.val_bit as usize)?;
-        match self.kind {
-            ValueKind::Int => code_loop::<false, false>(r, &INT_WIDTHS, m.v, m.dv, &mut Ints(slots)),
-            ValueKind::Decimal(k) => {
-                code_loop::<false, false>(r, &INT_WIDTHS, m.v, m.dv, &mut Ints(slots))?;
+        let at = Resume {
+            at: MARK_AT,
+            ts_bit: m.ts_bit as usize,
+            t: m.t,
+            dt: m.dt,
+            val_bit: m.val_bit as usize,
+            v: m.v,
+            dv: m.dv,
+        };
+        decode_from(self.ts.bytes(), self.kind, self.vals.bytes(), &at, self.n as usize - MARK_AT, out)
+    }
+}
+
+/// Where decoding of both columns resumes at sample `at`: the bit offsets of
+/// its codes, and the state after sample `at - 1` (its timestamp and the delta
+/// that led to it; for integer columns its integer and delta, for float
+/// columns its bits and, in `dv`, the XOR window as `leading << 8 | trailing`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Resume {
+    at: usize,
+    ts_bit: usize,
+    t: i64,
+    dt: i64,
+    val_bit: usize,
+    v: i64,
+    dv: i64,
+}
+
+/// Appends `count` samples decoded from the restart point `at` to `out`; on
+/// `None`, `out` may hold a partial tail that the caller cuts off.
+fn decode_from(ts: &[u8], kind: ValueKind, vals: &[u8], at: &Resume, count: usize, out: &mut Vec<Sample>) -> Option<()> {
+    let start = out.len();
+    out.resize(start + count, Sample { t: 0, v: 0.0 });
+    let slots = &mut out[start..];
+    let r = BitReader::at(ts, at.ts_bit)?;
+    code_loop::<false, false>(r, &TS_WIDTHS, at.t, at.dt, &mut Times(slots))?;
+    let r = BitReader::at(vals, at.val_bit)?;
+    match kind {
+        ValueKind::Int => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints(slots)),
+        ValueKind::Decimal(k) => {
+            code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints(slots))?;
+            unscale(slots, k);
+            Some(())
+        }
+        ValueKind::FittedInt | ValueKind::FittedDecimal(_) => {
+            let mut h = BitReader::new(vals);
+            h.read_bits(64)?;
+            let (by_delta, widths) = fitted_header(&mut h)?;
+            if by_delta {
+                let base = read_bucketed(&mut h, &INT_WIDTHS)?;
+                code_loop::<true, true>(r, &widths, at.v, base, &mut Ints(slots))?;
+            } else {
+                code_loop::<false, true>(r, &widths, at.v, at.dv, &mut Ints(slots))?;
+            }
+            if let ValueKind::FittedDecimal(k) = kind {
                 unscale(slots, k);
-                Some(())
             }
-            // The appender writes only the three kinds above.
-            ValueKind::FittedInt | ValueKind::FittedDecimal(_) => None,
-            ValueKind::Float => {
-                let mut fd = FloatDecoder {
-                    r,
-                    first: false,
-                    bits: m.v as u64,
-                    leading: (m.dv >> 8) as u8,
-                    trailing: m.dv as u8,
-                };
-                for s in slots.iter_mut() {
-                    s.v = fd.next_value()?;
-                }
-                Some(())
+            Some(())
+        }
+        ValueKind::Float => {
+            let mut fd = FloatDecoder {
+                r,
+                first: false,
+                bits: at.v as u64,
+                leading: (at.dv >> 8) as u8,
+                trailing: at.dv as u8,
+            };
+            for s in slots.iter_mut() {
+                s.v = fd.next_value()?;
             }
+            Some(())
         }
     }
+}
+
+/// Splits a column of an indexed block chunk into its restart table and its
+/// body.
+fn split_indexed(col: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut r = ByteReader::new(col);
+    let len = r.uvarint().ok()?;
+    let p = r.pos();
+    let end = p.checked_add(usize::try_from(len).ok()?)?;
+    Some((col.get(p..end)?, col.get(end..)?))
+}
+
+/// Decodes the samples in `range` (inclusive) of a block chunk of `n`
+/// samples into `out`. An indexed chunk (see [`encode_block`]) is decoded only
+/// from the last restart point before `range` to the first one after it.
+pub fn decode_block_range(
+    ts: &[u8],
+    kind: ValueKind,
+    vals: &[u8],
+    n: usize,
+    indexed: bool,
+    range: (i64, i64),
+    out: &mut Vec<Sample>,
+) -> Result<(), CorruptChunk> {
+    if !indexed {
+        return decode_range(ts, kind, vals, n, range, out);
+    }
+    let start = out.len();
+    let fail = |out: &mut Vec<Sample>| {
+        out.truncate(start);
+        CorruptChunk
+    };
+    let ((tt, tb), (vt, vb)) = split_indexed(ts).zip(split_indexed(vals)).ok_or(CorruptChunk)?;
+    if !column_can_hold(tb, n) || !column_can_hold(vb, n) {
+        return Err(CorruptChunk);
+    }
+    let mint = first_raw(tb);
+    // One pass over the timestamp table: the last restart whose previous
+    // sample is before the range, and the first whose previous sample is at
+    // or after its end (every later sample is past the range).
+    let mut from = Resume::default();
+    let mut end = n;
+    let mut tr = ByteReader::new(tt);
+    let (mut bit, mut nfrom) = (0usize, 0usize);
+    for j in 1..=n.saturating_sub(1) / RESTART_EVERY {
+        let e = (|| {
+            bit = bit.checked_add(usize::try_from(tr.uvarint().ok()?).ok()?)?;
+            let t = mint.wrapping_add(tr.uvarint().ok()? as i64);
+            Some((bit, t, tr.varint().ok()?))
+        })()
+        .ok_or(CorruptChunk)?;
+        if e.1 < range.0 {
+            (from.ts_bit, from.t, from.dt, from.at) = (e.0, e.1, e.2, j * RESTART_EVERY);
+            nfrom = j;
+        } else if e.1 >= range.1 {
+            end = j * RESTART_EVERY;
+            break;
+        }
+    }
+    if nfrom == 0 {
+        decode_columns(tb, kind, vb, end, out)?;
+        return cut_to_range(out, start, range);
+    }
+    // The value table up to that restart point.
+    let by_delta = match kind {
+        ValueKind::FittedInt | ValueKind::FittedDecimal(_) => {
+            let mut h = BitReader::new(vb);
+            h.read_bits(64).and_then(|_| fitted_header(&mut h)).ok_or(CorruptChunk)?.0
+        }
+        _ => false,
+    };
+    let first_v = first_raw(vb);
+    let mut vr = ByteReader::new(vt);
+    let mut vbit = 0usize;
+    for _ in 0..nfrom {
+        let e = (|| {
+            vbit = vbit.checked_add(usize::try_from(vr.uvarint().ok()?).ok()?)?;
+            Some(match kind {
+                ValueKind::Float => (vr.u64_le().ok()? as i64, vr.uvarint().ok()? as i64),
+                _ => {
+                    let v = first_v.wrapping_add(vr.varint().ok()?);
+                    (v, if by_delta { 0 } else { vr.varint().ok()? })
+                }
+            })
+        })()
+        .ok_or(CorruptChunk)?;
+        (from.v, from.dv) = e;
+    }
+    from.val_bit = vbit;
+    if from.at > end || decode_from(tb, kind, vb, &from, end - from.at, out).is_none() {
+        return Err(fail(out));
+    }
+    cut_to_range(out, start, range)
 }
 
 /// An immutable chunk: its two columns (in one allocation) and its time range.
@@ -913,9 +1057,7 @@ fn decode_fitted(col: &[u8], n: usize, out: &mut impl DodSink) -> Option<()> {
     let Some((mut r, mut v)) = first_value(col, n, out)? else {
         return Some(());
     };
-    let by_delta = r.read_bit()?;
-    let w1 = r.read_bits(3)? as u8 + 1;
-    let widths = [w1, w1 + FIT_STEPS[r.read_bits(2)? as usize], 24, 64];
+    let (by_delta, widths) = fitted_header(&mut r)?;
     if by_delta {
         let base = read_bucketed(&mut r, &INT_WIDTHS)?;
         return code_loop::<true, true>(r, &widths, v, base, &mut Skip::<_, 1>(out, n - 1));
@@ -924,6 +1066,15 @@ fn decode_fitted(col: &[u8], n: usize, out: &mut impl DodSink) -> Option<()> {
     v = v.wrapping_add(d);
     out.put(1, v);
     code_loop::<false, true>(r, &widths, v, d, &mut Skip::<_, 2>(out, n - 2))
+}
+
+/// Reads a fitted column's parameter header (after its first value): the
+/// mode (true for deltas from a base) and the code widths.
+#[inline(always)]
+fn fitted_header(r: &mut BitReader<'_>) -> Option<(bool, [u8; 4])> {
+    let by_delta = r.read_bit()?;
+    let w1 = r.read_bits(3)? as u8 + 1;
+    Some((by_delta, [w1, w1 + FIT_STEPS[r.read_bits(2)? as usize], 24, 64]))
 }
 
 /// Decodes codes from `r` into every slot of `out`, going on from value `v`.
@@ -1069,6 +1220,92 @@ impl<'a> FloatDecoder<'a> {
 /// values take the fitted kinds, whose coding parameters are chosen for the
 /// whole run.
 pub fn encode(samples: &[Sample]) -> SealedChunk {
+    encode_parts(samples, 0).0
+}
+
+/// Samples between the restart points of a block chunk: decoding can start
+/// at every sample `i` with `i % RESTART_EVERY == 0`.
+pub const RESTART_EVERY: usize = 160;
+
+/// A chunk as the block writer stores it. When `indexed`, each column starts
+/// with its restart table (`docs/format/chunks.md`); a run of at most
+/// [`RESTART_EVERY`] samples has none, and its columns are those of [`encode`].
+#[derive(Debug, Clone)]
+pub struct BlockChunk {
+    pub kind: ValueKind,
+    pub mint: i64,
+    pub maxt: i64,
+    pub indexed: bool,
+    pub ts: Vec<u8>,
+    pub vals: Vec<u8>,
+}
+
+/// Encodes a run of samples for a block: the columns of [`encode`], each
+/// preceded by a table of the decoder's state at every restart point.
+pub fn encode_block(samples: &[Sample]) -> BlockChunk {
+    let every = if samples.len() > RESTART_EVERY { RESTART_EVERY } else { 0 };
+    let (c, restarts, by_delta) = encode_parts(samples, every);
+    if restarts.is_empty() {
+        return BlockChunk {
+            kind: c.kind,
+            mint: c.mint,
+            maxt: c.maxt,
+            indexed: false,
+            ts: c.ts().to_vec(),
+            vals: c.vals().to_vec(),
+        };
+    }
+    let first_v = match c.kind {
+        ValueKind::Float => 0,
+        _ => first_raw(c.vals()),
+    };
+    let (mut tt, mut vt) = (Vec::new(), Vec::new());
+    let (mut tbit, mut vbit) = (0, 0);
+    for r in &restarts {
+        put_uvarint(&mut tt, (r.ts_bit - tbit) as u64);
+        put_uvarint(&mut tt, r.t.wrapping_sub(c.mint) as u64);
+        put_varint(&mut tt, r.dt);
+        put_uvarint(&mut vt, (r.val_bit - vbit) as u64);
+        match c.kind {
+            ValueKind::Float => {
+                vt.extend_from_slice(&(r.v as u64).to_le_bytes());
+                put_uvarint(&mut vt, r.dv as u64);
+            }
+            _ => {
+                put_varint(&mut vt, r.v.wrapping_sub(first_v));
+                if !by_delta {
+                    put_varint(&mut vt, r.dv);
+                }
+            }
+        }
+        (tbit, vbit) = (r.ts_bit, r.val_bit);
+    }
+    let column = |table: &[u8], body: &[u8]| {
+        let mut col = Vec::with_capacity(table.len() + body.len() + 2);
+        put_uvarint(&mut col, table.len() as u64);
+        col.extend_from_slice(table);
+        col.extend_from_slice(body);
+        col
+    };
+    BlockChunk {
+        kind: c.kind,
+        mint: c.mint,
+        maxt: c.maxt,
+        indexed: true,
+        ts: column(&tt, c.ts()),
+        vals: column(&vt, c.vals()),
+    }
+}
+
+/// The raw 64-bit first value of a column (zero if it is shorter).
+fn first_raw(col: &[u8]) -> i64 {
+    BitReader::new(col).read_bits(64).unwrap_or(0) as i64
+}
+
+/// [`encode`], also giving the decoder's state at every sample `i > 0` with
+/// `i % every == 0` (none when `every` is zero) and whether a fitted value
+/// column took mode 1.
+fn encode_parts(samples: &[Sample], every: usize) -> (SealedChunk, Vec<Resume>, bool) {
     let mut a = ChunkAppender::new();
     // Decide the kind up front so a long run is never re-coded: integers,
     // else the smallest decimal scale that holds every value, else floats.
@@ -1097,7 +1334,20 @@ pub fn encode(samples: &[Sample]) -> SealedChunk {
     if fitted.is_none() {
         a.kind = ValueKind::Float;
     }
-    for s in samples {
+    let mut restarts = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        if every > 0 && i > 0 && i % every == 0 {
+            let (v, dv) = (a.last_bits as i64, (a.leading as i64) << 8 | a.trailing as i64);
+            restarts.push(Resume {
+                at: i,
+                ts_bit: a.ts.bit_len(),
+                t: a.last_t,
+                dt: a.last_dt,
+                val_bit: a.vals.bit_len(),
+                v,
+                dv,
+            });
+        }
         a.append_ts(s.t);
         if fitted.is_none() {
             a.append_float(s.v);
@@ -1106,11 +1356,24 @@ pub fn encode(samples: &[Sample]) -> SealedChunk {
     }
     let n = samples.len().min(u16::MAX as usize) as u16;
     match fitted {
-        Some((kind, ints)) => SealedChunk::new(n, kind, a.mint, a.last_t, a.ts_bytes(), &fit_ints(&ints)),
+        Some((kind, ints)) => {
+            let mut marks = Vec::with_capacity(restarts.len());
+            let (vals, by_delta) = fit_ints(&ints, every, &mut marks);
+            for (r, bit) in restarts.iter_mut().zip(marks) {
+                r.val_bit = bit;
+                r.v = ints[r.at - 1];
+                r.dv = if r.at >= 2 {
+                    ints[r.at - 1].wrapping_sub(ints[r.at - 2])
+                } else {
+                    0
+                };
+            }
+            (SealedChunk::new(n, kind, a.mint, a.last_t, a.ts_bytes(), &vals), restarts, by_delta)
+        }
         None => {
             let mut c = a.seal();
             c.n = n;
-            c
+            (c, restarts, false)
         }
     }
 }
@@ -1132,6 +1395,64 @@ mod tests {
         let mut out2 = Vec::new();
         encode(samples).decode_into(&mut out2).expect("decodes");
         assert_eq!(out2, samples);
+        check_block(samples);
+    }
+
+    /// A block chunk of `samples` gives, for ranges that begin and end on,
+    /// just after and just before samples around its restart points, exactly
+    /// the samples inside.
+    fn check_block(samples: &[Sample]) {
+        let c = encode_block(samples);
+        assert_eq!(c.indexed, samples.len() > RESTART_EVERY);
+        let n = samples.len();
+        let mut cuts: Vec<usize> = vec![0, 1, n / 3, n / 2, n.saturating_sub(20), n.saturating_sub(1)];
+        for j in 1..=n.saturating_sub(1) / RESTART_EVERY {
+            cuts.extend([j * RESTART_EVERY - 1, j * RESTART_EVERY, j * RESTART_EVERY + 1]);
+        }
+        cuts.retain(|&i| i < n);
+        let mut ranges = vec![(i64::MIN, i64::MAX), (5, 4)];
+        for &i in &cuts {
+            for &k in &cuts {
+                let (a, b) = (samples[i].t, samples[k].t);
+                ranges.extend([(a, b), (a.saturating_add(1), b), (a, b.saturating_sub(1)), (a, i64::MAX)]);
+            }
+        }
+        for (lo, hi) in ranges {
+            let mut out = vec![Sample::new(-1, 0.0)];
+            decode_block_range(&c.ts, c.kind, &c.vals, n, c.indexed, (lo, hi), &mut out).expect("decodes");
+            let want: Vec<Sample> = std::iter::once(Sample::new(-1, 0.0))
+                .chain(samples.iter().copied().filter(|x| x.t >= lo && x.t <= hi))
+                .collect();
+            assert_eq!(out, want, "range {lo}..={hi} of {n} samples, {:?}", c.kind);
+        }
+    }
+
+    #[test]
+    fn a_block_chunk_is_read_from_the_restart_point_before_the_range() {
+        let s: Vec<Sample> = (0..480i64)
+            .map(|i| Sample::new(1_000 + i * 15_000, (i * 7 + i % 5) as f64))
+            .collect();
+        let c = encode_block(&s);
+        assert!(c.indexed);
+        // Damage the value codes of the first restart interval: a read of
+        // the last twenty samples does not reach them, a read of all does.
+        let (table, body) = split_indexed(&c.vals).unwrap();
+        let body_at = c.vals.len() - body.len();
+        let mut vals = c.vals.clone();
+        for b in &mut vals[body_at + 10..body_at + 20] {
+            *b = !*b;
+        }
+        assert!(!table.is_empty());
+        let tail = (s[460].t, i64::MAX);
+        let mut out = Vec::new();
+        decode_block_range(&c.ts, c.kind, &vals, 480, true, tail, &mut out).unwrap();
+        assert_eq!(out, s[460..]);
+        let mut all = Vec::new();
+        let whole = decode_block_range(&c.ts, c.kind, &vals, 480, true, (i64::MIN, i64::MAX), &mut all);
+        assert!(whole.is_err() || all != s, "the damaged interval was not read");
+        // Restart tables cost a few bytes a restart point.
+        let plain = encode(&s);
+        assert!(c.vals.len() - plain.vals().len() <= 2 + 2 * 6, "{} vs {}", c.vals.len(), plain.vals().len());
     }
 
     #[test]
