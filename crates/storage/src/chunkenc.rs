@@ -622,7 +622,14 @@ impl ChunkAppender {
             v: m.v,
             dv: m.dv,
         };
-        decode_from(self.ts.bytes(), self.kind, self.vals.bytes(), &at, self.n as usize - MARK_AT, out)
+        decode_from(
+            self.ts.bytes(),
+            self.kind,
+            self.vals.bytes(),
+            &at,
+            self.n as usize - MARK_AT,
+            out,
+        )
     }
 }
 
@@ -643,7 +650,14 @@ struct Resume {
 
 /// Appends `count` samples decoded from the restart point `at` to `out`; on
 /// `None`, `out` may hold a partial tail that the caller cuts off.
-fn decode_from(ts: &[u8], kind: ValueKind, vals: &[u8], at: &Resume, count: usize, out: &mut Vec<Sample>) -> Option<()> {
+fn decode_from(
+    ts: &[u8],
+    kind: ValueKind,
+    vals: &[u8],
+    at: &Resume,
+    count: usize,
+    out: &mut Vec<Sample>,
+) -> Option<()> {
     let start = out.len();
     out.resize(start + count, Sample { t: 0, v: 0.0 });
     let slots = &mut out[start..];
@@ -753,7 +767,10 @@ pub fn decode_block_range(
     let by_delta = match kind {
         ValueKind::FittedInt | ValueKind::FittedDecimal(_) => {
             let mut h = BitReader::new(vb);
-            h.read_bits(64).and_then(|_| fitted_header(&mut h)).ok_or(CorruptChunk)?.0
+            h.read_bits(64)
+                .and_then(|_| fitted_header(&mut h))
+                .ok_or(CorruptChunk)?
+                .0
         }
         _ => false,
     };
@@ -1243,7 +1260,11 @@ pub struct BlockChunk {
 /// Encodes a run of samples for a block: the columns of [`encode`], each
 /// preceded by a table of the decoder's state at every restart point.
 pub fn encode_block(samples: &[Sample]) -> BlockChunk {
-    let every = if samples.len() > RESTART_EVERY { RESTART_EVERY } else { 0 };
+    let every = if samples.len() > RESTART_EVERY {
+        RESTART_EVERY
+    } else {
+        0
+    };
     let (c, restarts, by_delta) = encode_parts(samples, every);
     if restarts.is_empty() {
         return BlockChunk {
@@ -1368,7 +1389,11 @@ fn encode_parts(samples: &[Sample], every: usize) -> (SealedChunk, Vec<Resume>, 
                     0
                 };
             }
-            (SealedChunk::new(n, kind, a.mint, a.last_t, a.ts_bytes(), &vals), restarts, by_delta)
+            (
+                SealedChunk::new(n, kind, a.mint, a.last_t, a.ts_bytes(), &vals),
+                restarts,
+                by_delta,
+            )
         }
         None => {
             let mut c = a.seal();
@@ -1414,7 +1439,12 @@ mod tests {
         for &i in &cuts {
             for &k in &cuts {
                 let (a, b) = (samples[i].t, samples[k].t);
-                ranges.extend([(a, b), (a.saturating_add(1), b), (a, b.saturating_sub(1)), (a, i64::MAX)]);
+                ranges.extend([
+                    (a, b),
+                    (a.saturating_add(1), b),
+                    (a, b.saturating_sub(1)),
+                    (a, i64::MAX),
+                ]);
             }
         }
         for (lo, hi) in ranges {
@@ -1452,7 +1482,12 @@ mod tests {
         assert!(whole.is_err() || all != s, "the damaged interval was not read");
         // Restart tables cost a few bytes a restart point.
         let plain = encode(&s);
-        assert!(c.vals.len() - plain.vals().len() <= 2 + 2 * 6, "{} vs {}", c.vals.len(), plain.vals().len());
+        assert!(
+            c.vals.len() - plain.vals().len() <= 2 + 2 * 6,
+            "{} vs {}",
+            c.vals.len(),
+            plain.vals().len()
+        );
     }
 
     #[test]
