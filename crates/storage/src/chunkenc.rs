@@ -191,7 +191,7 @@ fn fit_ints(ints: &[i64], every: usize, marks: &mut Vec<usize>) -> (Vec<u8>, boo
         return (w.into_bytes(), false);
     }
     let mut mark = |i: usize, w: &BitWriter| {
-        if every > 0 && i % every == 0 {
+        if every > 0 && i.is_multiple_of(every) {
             marks.push(w.bit_len());
         }
     };
@@ -1357,7 +1357,7 @@ fn encode_parts(samples: &[Sample], every: usize) -> (SealedChunk, Vec<Resume>, 
     }
     let mut restarts = Vec::new();
     for (i, s) in samples.iter().enumerate() {
-        if every > 0 && i > 0 && i % every == 0 {
+        if every > 0 && i > 0 && i.is_multiple_of(every) {
             let (v, dv) = (a.last_bits as i64, (a.leading as i64) << 8 | a.trailing as i64);
             restarts.push(Resume {
                 at: i,
