@@ -72,8 +72,9 @@ fn storage_failure(e: &sextant_storage::Error) -> Response {
 #[derive(Default)]
 struct Prepared {
     batch: WriteBatch,
-    /// Per series of `batch`: its label key, when it should be cached.
-    keys: Vec<Option<(u64, Box<[u8]>)>>,
+    /// Per series of `batch`: its label key and keyed check hash, when it
+    /// should be cached.
+    keys: Vec<Option<(u64, u64)>>,
     /// Known series and their samples' range in `samples`.
     known: Vec<(SeriesHandle, std::ops::Range<usize>)>,
     samples: Vec<Sample>,
@@ -97,7 +98,8 @@ fn prepare_v1(st: &AppState, raw: &[u8], limits: &sextant_ingest::Limits, now: i
         let samples = &scan.samples[s.samples.clone()];
         if s.plain && !samples.is_empty() {
             let key = rw_scan::label_key(s.labels);
-            if let Some(r) = st.series_cache.get(key, s.labels) {
+            let check = st.series_cache.check(s.labels);
+            if let Some(r) = st.series_cache.get(key, check) {
                 if remote_write::check_samples(samples, limits, now).is_ok() {
                     let start = p.samples.len();
                     p.samples.extend_from_slice(samples);
@@ -108,7 +110,7 @@ fn prepare_v1(st: &AppState, raw: &[u8], limits: &sextant_ingest::Limits, now: i
             let before = p.batch.series.len();
             remote_write::decode_v1_series_bytes(s.whole, limits, now, &mut p.batch)?;
             p.keys
-                .extend((before..p.batch.series.len()).map(|_| Some((key, Box::from(s.labels)))));
+                .extend((before..p.batch.series.len()).map(|_| Some((key, check))));
         } else {
             let before = p.batch.series.len();
             remote_write::decode_v1_series_bytes(s.whole, limits, now, &mut p.batch)?;
@@ -220,10 +222,10 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
         }
         for ((l, samples), key) in series.into_iter().zip(keys) {
             // A new series of a v1 sender: remember its reference.
-            if let Some((k, raw)) = key {
+            if let Some((k, check)) = key {
                 if let Ok(h) = st2.db.series_handle(&l) {
                     app.append_series(l, samples);
-                    st2.series_cache.insert(k, &raw, h);
+                    st2.series_cache.insert(k, check, h);
                     continue;
                 }
             }
