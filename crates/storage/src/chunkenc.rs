@@ -12,9 +12,12 @@
 //! stale marker included, round-trips bit-exactly. The byte layout is specified
 //! in `docs/format/chunks.md`.
 
+use std::sync::Arc;
+
 use sextant_model::Sample;
 
 use crate::bits::{put_uvarint, put_varint, BitReader, BitWriter, ByteReader};
+use crate::headchunks::{ChunkFile, Segment};
 
 /// Samples per chunk before a new one is cut.
 pub const MAX_CHUNK_SAMPLES: usize = 240;
@@ -798,7 +801,8 @@ pub fn decode_block_range(
     cut_to_range(out, start, range)
 }
 
-/// An immutable chunk: its two columns (in one allocation) and its time range.
+/// An immutable chunk: its two columns (in one allocation, on the heap or in
+/// a head chunk segment) and its time range.
 #[derive(Debug, Clone)]
 pub struct SealedChunk {
     pub n: u16,
@@ -806,8 +810,14 @@ pub struct SealedChunk {
     pub mint: i64,
     pub maxt: i64,
     /// Timestamp column then value column.
-    data: Box<[u8]>,
+    data: ChunkBytes,
     split: u32,
+}
+
+#[derive(Debug, Clone)]
+enum ChunkBytes {
+    Heap(Box<[u8]>),
+    Mapped { seg: Arc<Segment>, off: u32, len: u32 },
 }
 
 impl SealedChunk {
@@ -820,19 +830,47 @@ impl SealedChunk {
             kind,
             mint,
             maxt,
-            data: data.into_boxed_slice(),
+            data: ChunkBytes::Heap(data.into_boxed_slice()),
             split: ts.len() as u32,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        match &self.data {
+            ChunkBytes::Heap(b) => b,
+            ChunkBytes::Mapped { seg, off, len } => seg.bytes(*off, *len),
         }
     }
 
     /// The timestamp column.
     pub fn ts(&self) -> &[u8] {
-        &self.data[..self.split as usize]
+        &self.data()[..self.split as usize]
     }
 
     /// The value column.
     pub fn vals(&self) -> &[u8] {
-        &self.data[self.split as usize..]
+        &self.data()[self.split as usize..]
+    }
+
+    /// Whether its bytes are on the heap.
+    pub fn on_heap(&self) -> bool {
+        matches!(self.data, ChunkBytes::Heap(_))
+    }
+
+    /// Moves its bytes from the heap to a segment of `file`; false when they
+    /// stay where they are.
+    pub fn move_to(&mut self, file: &ChunkFile) -> bool {
+        let ChunkBytes::Heap(b) = &self.data else {
+            return false;
+        };
+        match file.store(b) {
+            Some((seg, off)) => {
+                let len = b.len() as u32;
+                self.data = ChunkBytes::Mapped { seg, off, len };
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn decode_into(&self, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
@@ -844,8 +882,12 @@ impl SealedChunk {
         decode_range(self.ts(), self.kind, self.vals(), self.n as usize, (mint, maxt), out)
     }
 
+    /// Bytes of the columns on the heap (none once in a segment).
     pub fn heap_bytes(&self) -> usize {
-        self.data.len()
+        match &self.data {
+            ChunkBytes::Heap(b) => b.len(),
+            ChunkBytes::Mapped { .. } => 0,
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use crate::compact;
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::head::{Head, MemSeries, SampleRejection};
+use crate::headchunks::ChunkFile;
 use crate::querier::{self, HeadReader, SeriesReader};
 use crate::wal::{self, FsyncPolicy, Record, Wal, WalSample};
 
@@ -47,6 +48,10 @@ pub struct Options {
     /// A commit with a sample older than this (relative to the wall clock), or
     /// a delete, counts as a change to old data in [`Db::old_data_changes`].
     pub late_write_ms: i64,
+    /// Keep the head's sealed chunks in segment files under `head_chunks/`,
+    /// read through a memory map, instead of on the heap
+    /// ([`crate::headchunks`]). Default on.
+    pub head_chunks_on_disk: bool,
 }
 
 impl Default for Options {
@@ -62,6 +67,7 @@ impl Default for Options {
             max_series: None,
             max_series_per_metric: None,
             late_write_ms: 10 * 60_000,
+            head_chunks_on_disk: true,
         }
     }
 }
@@ -128,6 +134,8 @@ struct Inner {
     blocks_dir: PathBuf,
     opts: Options,
     head: Head,
+    /// Where sealed head chunks leave the heap for, when enabled.
+    head_chunks: Option<ChunkFile>,
     wal: Wal,
     blocks: RwLock<Vec<Arc<Block>>>,
     /// Appenders hold it shared while they apply samples; the block cutter takes
@@ -196,6 +204,13 @@ impl Db {
             head.set_read_floor(maxt);
         }
         let floor = head.floor();
+        // Before replay, which seals chunks: what an earlier process left
+        // there is deleted.
+        let head_chunks = if opts.head_chunks_on_disk {
+            Some(ChunkFile::open(&dir.join("head_chunks"))?)
+        } else {
+            None
+        };
         let mut series_n = 0u64;
         let mut samples_n = 0u64;
         let mut orphans = 0u64;
@@ -215,7 +230,13 @@ impl Db {
                         continue; // already in a block
                     }
                     if let Some(ser) = head.by_id(s.sref) {
-                        ser.data.lock().append_replayed(s.t, s.v);
+                        let mut d = ser.data.lock();
+                        d.append_replayed(s.t, s.v);
+                        if let Some(f) = &head_chunks {
+                            if d.has_chunks_on_heap() {
+                                d.move_chunks_to(f);
+                            }
+                        }
                         head.note_time(s.t);
                         samples_n += 1;
                     } else {
@@ -249,6 +270,7 @@ impl Db {
             dir,
             opts,
             head,
+            head_chunks,
             wal,
             blocks: RwLock::new(blocks),
             append_gate: RwLock::new(()),
@@ -1003,6 +1025,11 @@ impl Appender<'_> {
             // Locked since staging, so the in-order rule still holds.
             let r = guards[k].append(t, v, floor, window);
             debug_assert!(matches!(r, Ok(true)), "a staged sample was refused: {r:?}");
+        }
+        if let Some(f) = &inner.head_chunks {
+            for g in guards.iter_mut().filter(|g| g.has_chunks_on_heap()) {
+                g.move_chunks_to(f);
+            }
         }
         drop(guards);
         if late {

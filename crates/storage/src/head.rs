@@ -11,6 +11,7 @@ use roaring::RoaringBitmap;
 use sextant_model::{Label, Labels, Matcher, Sample, METRIC_NAME};
 
 use crate::chunkenc::{ChunkAppender, SealedChunk};
+use crate::headchunks::ChunkFile;
 use crate::index::{postings_for_matchers, MemPostings};
 
 const SHARDS: usize = 128;
@@ -93,10 +94,12 @@ struct Extra {
 
 /// Samples and chunks of one series.
 pub struct SeriesData {
-    sealed: Vec<SealedChunk>,
+    /// Exactly as long as it holds: a series has a few, and the spare room
+    /// of a `Vec` (four entries at its first push) would cost more than the
+    /// chunks' own records.
+    sealed: Box<[SealedChunk]>,
     open: ChunkAppender,
     extra: Option<Box<Extra>>,
-    max_t: i64,
     last_v: f64,
     /// Set when the series was garbage-collected; appenders must look it up again.
     removed: bool,
@@ -116,10 +119,9 @@ pub struct MemSeries {
 impl SeriesData {
     fn new() -> Self {
         SeriesData {
-            sealed: Vec::new(),
+            sealed: Box::default(),
             open: ChunkAppender::new(),
             extra: None,
-            max_t: i64::MIN,
             last_v: 0.0,
             removed: false,
         }
@@ -143,7 +145,14 @@ impl SeriesData {
 
     /// Newest sample time, `i64::MIN` when empty.
     pub fn max_t(&self) -> i64 {
-        self.max_t
+        // The open chunk always holds the newest in-order sample: a full one
+        // is sealed only as the next sample arrives, into a new one. Keeping
+        // no copy keeps `MemSeries` within a 256-byte allocation.
+        if self.open.is_empty() {
+            i64::MIN
+        } else {
+            self.open.maxt()
+        }
     }
 
     /// Value of the newest sample.
@@ -155,41 +164,60 @@ impl SeriesData {
     /// persisted), a repeated timestamp only with the identical value, and older
     /// timestamps only within `ooo_window` of the newest.
     pub fn append(&mut self, t: i64, v: f64, floor: i64, ooo_window: i64) -> Result<bool, SampleRejection> {
+        let max_t = self.max_t();
         if t < floor {
             return Err(SampleRejection::TooOld { min_valid: floor });
         }
-        if t > self.max_t {
+        if t > max_t {
             self.push_in_order(t, v);
             return Ok(true);
         }
-        if t == self.max_t {
+        if t == max_t {
             if self.last_v.to_bits() == v.to_bits() {
                 return Ok(false);
             }
             return Err(SampleRejection::DuplicateTimestamp { existing: self.last_v });
         }
-        if ooo_window > 0 && t >= self.max_t.saturating_sub(ooo_window) {
+        if ooo_window > 0 && t >= max_t.saturating_sub(ooo_window) {
             return self.insert_ooo(t, v);
         }
-        Err(SampleRejection::OutOfOrder { newest: self.max_t })
+        Err(SampleRejection::OutOfOrder { newest: max_t })
     }
 
     /// Appends in any order, for WAL replay: every logged sample was accepted once.
     pub fn append_replayed(&mut self, t: i64, v: f64) {
-        if t > self.max_t {
+        let max_t = self.max_t();
+        if t > max_t {
             self.push_in_order(t, v);
-        } else if t < self.max_t {
+        } else if t < max_t {
             let _ = self.insert_ooo(t, v);
+        }
+    }
+
+    /// Whether a sealed chunk of it is still on the heap.
+    pub fn has_chunks_on_heap(&self) -> bool {
+        self.sealed.last().is_some_and(|c| c.on_heap())
+    }
+
+    /// Moves its sealed chunks from the heap to segments of `file`, newest
+    /// first; stops at the first that stays.
+    pub fn move_chunks_to(&mut self, file: &ChunkFile) {
+        for c in self.sealed.iter_mut().rev() {
+            if !c.on_heap() || !c.move_to(file) {
+                break;
+            }
         }
     }
 
     fn push_in_order(&mut self, t: i64, v: f64) {
         if self.open.is_full() {
-            self.sealed.push(self.open.seal());
+            let mut v = std::mem::take(&mut self.sealed).into_vec();
+            v.reserve_exact(1);
+            v.push(self.open.seal());
+            self.sealed = v.into_boxed_slice();
             self.open = ChunkAppender::new();
         }
         self.open.append(t, v);
-        self.max_t = t;
         self.last_v = v;
     }
 
@@ -253,10 +281,10 @@ impl SeriesData {
         let lo = mint.max(floor);
         // Out-of-order samples are all older than the newest in-order one, so
         // only deletions can hide it.
-        let newest_in_open = !self.open.is_empty() && self.open.maxt() == self.max_t;
-        if newest_in_open && self.tombstones().is_empty() && self.max_t >= lo && self.max_t <= maxt {
+        let max_t = self.max_t();
+        if !self.open.is_empty() && self.tombstones().is_empty() && max_t >= lo && max_t <= maxt {
             out.push(Sample {
-                t: self.max_t,
+                t: max_t,
                 v: self.last_v,
             });
             return;
@@ -280,19 +308,26 @@ impl SeriesData {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.sealed.iter().map(|c| c.heap_bytes() + 48).sum::<usize>()
+        // Itself is part of its `MemSeries`, counted there.
+        self.sealed
+            .iter()
+            .map(|c| c.heap_bytes() + std::mem::size_of::<SealedChunk>())
+            .sum::<usize>()
             + self.open.heap_bytes()
             + self
                 .extra
                 .as_ref()
                 .map_or(0, |e| 64 + e.ooo.capacity() * 16 + e.tombstones.capacity() * 16)
-            + std::mem::size_of::<Self>()
     }
 
     /// Drops what lies below `cut` (already persisted). Returns whether the
     /// series still holds samples at or after `cut`.
     fn truncate(&mut self, cut: i64) -> bool {
-        self.sealed.retain(|c| c.maxt >= cut);
+        if self.sealed.iter().any(|c| c.maxt < cut) {
+            let mut v = std::mem::take(&mut self.sealed).into_vec();
+            v.retain(|c| c.maxt >= cut);
+            self.sealed = v.into_boxed_slice();
+        }
         if let Some(e) = &mut self.extra {
             e.ooo.retain(|s| s.t >= cut);
             e.tombstones.retain(|(_, b)| *b >= cut);
@@ -673,6 +708,15 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_series_fits_a_256_byte_allocation() {
+        // The allocator rounds an `Arc<MemSeries>` (two counters and the
+        // series) up to its next size class: 256 bytes, or 320 past it, for
+        // each of up to millions of series.
+        let arc = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<MemSeries>();
+        assert!(arc <= 256, "Arc<MemSeries> takes {arc} bytes");
+    }
 
     #[test]
     fn ordering_rules() {

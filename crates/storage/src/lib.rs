@@ -15,6 +15,7 @@ mod db;
 mod error;
 mod fsutil;
 pub mod head;
+pub mod headchunks;
 pub mod index;
 pub mod querier;
 pub mod wal;

@@ -865,3 +865,81 @@ fn samples_at_the_ends_of_time_are_stored_and_read() {
     assert_eq!(got[0].samples, vec![Sample::new(i64::MIN + 1, 1.0)]);
     assert_eq!(got[1].samples, vec![Sample::new(i64::MAX - 1, 2.0)]);
 }
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|rd| rd.count()).unwrap_or(0)
+}
+
+#[test]
+fn sealed_head_chunks_leave_the_heap_and_read_back_across_restarts_and_cuts() {
+    let series: Vec<Labels> = (0..50)
+        .map(|i| l(&[("__name__", "m"), ("i", &i.to_string())]))
+        .collect();
+    let mut model = Model::new();
+    // 1,000 samples of 15 s each (four sealed chunks and an open one),
+    // float values so the chunks are large.
+    let write = |db: &Db, model: &mut Model| {
+        for k in 0..1000i64 {
+            let mut app = db.appender();
+            for (i, s) in series.iter().enumerate() {
+                let v = ((k * 7919 + i as i64 * 104_729) % 10_007) as f64 / 3.0;
+                app.append(s, k * 15_000, v);
+                model.entry(s.clone()).or_default().push(Sample { t: k * 15_000, v });
+            }
+            app.commit().expect("commit");
+        }
+    };
+    let on_heap = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(
+        on_heap.path(),
+        Options {
+            head_chunks_on_disk: false,
+            ..opts()
+        },
+    )
+    .expect("open");
+    write(&db, &mut Model::new());
+    let heap_bytes = db.stats(0).head_bytes;
+    assert_eq!(files_in(&on_heap.path().join("head_chunks")), 0);
+    drop(db);
+
+    let d = tempfile::tempdir().expect("tempdir");
+    let chunks = d.path().join("head_chunks");
+    let db = Db::open(d.path(), opts()).expect("open");
+    write(&db, &mut model);
+    let mapped_bytes = db.stats(0).head_bytes;
+    assert_eq!(files_in(&chunks), 1, "one segment holds the sealed chunks");
+    // Four sealed chunks of 240 float samples a series are well over 100
+    // bytes each.
+    assert!(
+        mapped_bytes + 50 * 4 * 100 < heap_bytes,
+        "head heap bytes {mapped_bytes} with segments against {heap_bytes} without"
+    );
+    check(&db, &model, &[], i64::MIN, i64::MAX);
+    check(&db, &model, &[], 200 * 15_000, 700 * 15_000);
+    drop(db);
+
+    // Replay writes the segment anew; the old one is gone.
+    let db = Db::open(d.path(), opts()).expect("reopen");
+    assert_eq!(files_in(&chunks), 1);
+    check(&db, &model, &[], i64::MIN, i64::MAX);
+    assert!(db.stats(0).head_bytes + 50 * 4 * 100 < heap_bytes);
+    // Once everything is in a block, reads go there; new chunks fill the
+    // same segment while it has room.
+    db.flush().expect("flush");
+    check(&db, &model, &[], i64::MIN, i64::MAX);
+    let mut more = model.clone();
+    for k in 1000..1300i64 {
+        let mut app = db.appender();
+        for s in &series {
+            app.append(s, k * 15_000, k as f64);
+            more.get_mut(s).expect("series").push(Sample {
+                t: k * 15_000,
+                v: k as f64,
+            });
+        }
+        app.commit().expect("commit");
+    }
+    check(&db, &more, &[], i64::MIN, i64::MAX);
+    assert_eq!(files_in(&chunks), 1);
+}
