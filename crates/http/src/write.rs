@@ -75,7 +75,8 @@ struct Prepared {
     /// Per series of `batch`: its label key and keyed check hash, when it
     /// should be cached.
     keys: Vec<Option<(u64, u64)>>,
-    /// Known series and their samples' range in `samples`.
+    /// Known series and their samples' range in `samples`, which is the
+    /// scan's whole sample list.
     known: Vec<(SeriesHandle, std::ops::Range<usize>)>,
     samples: Vec<Sample>,
 }
@@ -101,9 +102,8 @@ fn prepare_v1(st: &AppState, raw: &[u8], limits: &sextant_ingest::Limits, now: i
             let check = st.series_cache.check(s.labels);
             if let Some(r) = st.series_cache.get(key, check) {
                 if remote_write::check_samples(samples, limits, now).is_ok() {
-                    let start = p.samples.len();
-                    p.samples.extend_from_slice(samples);
-                    p.known.push((r, start..p.samples.len()));
+                    // Its samples stay where the scan put them.
+                    p.known.push((r, s.samples.clone()));
                     continue;
                 }
             }
@@ -119,6 +119,9 @@ fn prepare_v1(st: &AppState, raw: &[u8], limits: &sextant_ingest::Limits, now: i
     }
     for m in &scan.metadata {
         remote_write::decode_v1_metadata_bytes(m, &mut p.batch)?;
+    }
+    if !p.known.is_empty() {
+        p.samples = scan.samples;
     }
     Ok(p)
 }
@@ -193,9 +196,10 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
         samples: known_samples,
         keys,
     } = prepared;
-    st.metrics
-        .write_samples
-        .fetch_add((batch.samples + known_samples.len()) as u64, Ordering::Relaxed);
+    st.metrics.write_samples.fetch_add(
+        (batch.samples + known.iter().map(|(_, r)| r.len()).sum::<usize>()) as u64,
+        Ordering::Relaxed,
+    );
     st.metrics
         .write_invalid_series
         .fetch_add(batch.invalid.len() as u64, Ordering::Relaxed);
@@ -217,9 +221,7 @@ async fn write_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Re
             return Ok(CommitReport::default());
         }
         let mut app = st2.db.appender();
-        for (r, range) in &known {
-            app.append_handle_slice(r, &known_samples[range.clone()]);
-        }
+        app.append_handle_ranges(known_samples, &known);
         for ((l, samples), key) in series.into_iter().zip(keys) {
             // A new series of a v1 sender: remember its reference.
             if let Some((k, check)) = key {

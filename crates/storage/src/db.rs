@@ -782,6 +782,29 @@ impl Appender<'_> {
             .push((none, Some(h.series.clone()), start, self.samples.len()));
     }
 
+    /// Adds, for each `(handle, range)` of `known`, the samples `range` of
+    /// `samples` to that series. The first call on an empty batch keeps the
+    /// vector itself, so a receiver's decoded samples are not copied; a range
+    /// that is empty or lies outside `samples` adds nothing.
+    pub fn append_handle_ranges(&mut self, samples: Vec<Sample>, known: &[(SeriesHandle, std::ops::Range<usize>)]) {
+        let base = if self.samples.is_empty() {
+            self.samples = samples;
+            0
+        } else {
+            let b = self.samples.len();
+            self.samples.extend_from_slice(&samples);
+            b
+        };
+        let n = self.samples.len() - base;
+        let none = &self.db.inner.no_labels;
+        self.series.extend(
+            known
+                .iter()
+                .filter(|(_, r)| r.start < r.end && r.end <= n)
+                .map(|(h, r)| (none.clone(), Some(h.series.clone()), base + r.start, base + r.end)),
+        );
+    }
+
     /// Adds samples of one series.
     pub fn append_series(&mut self, labels: Labels, samples: Vec<Sample>) {
         self.append_slice(labels, &samples);
@@ -820,7 +843,7 @@ impl Appender<'_> {
         let mut report = CommitReport::default();
         let mut new_series: Vec<(u32, Labels)> = Vec::new();
         let mut logged_now = Vec::new();
-        let mut wal_samples: Vec<WalSample> = Vec::with_capacity(self.len());
+        let mut wal_samples = wal::SamplesRecord::with_capacity(self.len());
         let (mut tmin, mut tmax) = (i64::MAX, i64::MIN);
         let reject = |report: &mut CommitReport, labels: &Labels, t: i64, reason: SampleRejection| {
             match reason {
@@ -942,7 +965,8 @@ impl Appender<'_> {
         let mut staged: Vec<(i64, f64)> = guards.iter().map(|g| (g.max_t(), g.last_v())).collect();
         let mut pending = vec![false; distinct.len()];
         // (slot, t, v, applied)
-        let mut apply: Vec<(usize, i64, f64, bool)> = Vec::with_capacity(self.len());
+        // (slot, t, v, applied): 24 bytes a sample.
+        let mut apply: Vec<(u32, i64, f64, bool)> = Vec::with_capacity(self.len());
         for (i, (labels, _, lo, hi)) in self.series.iter().enumerate() {
             let k = slot[i];
             if k == usize::MAX {
@@ -955,7 +979,7 @@ impl Appender<'_> {
                 } else if smp.t > max_t {
                     staged[k] = (smp.t, smp.v);
                     pending[k] = true;
-                    apply.push((k, smp.t, smp.v, false));
+                    apply.push((k as u32, smp.t, smp.v, false));
                     Ok(true)
                 } else if pending[k] && smp.t == max_t {
                     // A repeat of a sample this batch staged.
@@ -970,7 +994,7 @@ impl Appender<'_> {
                     if pending[k] {
                         // An out-of-order sample behind ones this batch staged:
                         // those go into the head first, as they go first in the WAL.
-                        for e in apply.iter_mut().filter(|e| e.0 == k && !e.3) {
+                        for e in apply.iter_mut().filter(|e| e.0 as usize == k && !e.3) {
                             let _ = guards[k].append(e.1, e.2, floor, window);
                             e.3 = true;
                         }
@@ -980,11 +1004,7 @@ impl Appender<'_> {
                 };
                 match decision {
                     Ok(true) => {
-                        wal_samples.push(WalSample {
-                            sref: distinct[k].id,
-                            t: smp.t,
-                            v: smp.v,
-                        });
+                        wal_samples.push(distinct[k].id, smp.t, smp.v);
                         tmin = tmin.min(smp.t);
                         tmax = tmax.max(smp.t);
                     }
@@ -1009,10 +1029,9 @@ impl Appender<'_> {
             wal::encode_series(&mut b, &refs);
             bodies.push(b);
         }
+        let appended = wal_samples.len();
         if !wal_samples.is_empty() {
-            let mut b = Vec::with_capacity(wal_samples.len() * 11 + 16);
-            wal::encode_samples(&mut b, &wal_samples);
-            bodies.push(b);
+            bodies.push(wal_samples.into_body());
         }
         if !bodies.is_empty() {
             let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
@@ -1022,6 +1041,7 @@ impl Appender<'_> {
             }
         }
         for (k, t, v, _) in apply.into_iter().filter(|e| !e.3) {
+            let k = k as usize;
             // Locked since staging, so the in-order rule still holds.
             let r = guards[k].append(t, v, floor, window);
             debug_assert!(matches!(r, Ok(true)), "a staged sample was refused: {r:?}");
@@ -1043,7 +1063,7 @@ impl Appender<'_> {
             inner.head.note_time(tmin);
             inner.head.note_time(tmax);
         }
-        report.appended = wal_samples.len();
+        report.appended = appended;
         m.samples_appended.fetch_add(report.appended as u64, Ordering::Relaxed);
         m.samples_duplicate
             .fetch_add(report.duplicates as u64, Ordering::Relaxed);

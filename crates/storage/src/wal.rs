@@ -62,6 +62,53 @@ pub fn encode_series(out: &mut Vec<u8>, series: &[(u32, &Labels)]) {
     }
 }
 
+/// Builds a Samples record one sample at a time, with no list of them in
+/// between: the same bytes as [`encode_samples`].
+pub struct SamplesRecord {
+    buf: Vec<u8>,
+    base: Option<(u32, i64)>,
+    len: usize,
+}
+
+impl SamplesRecord {
+    /// A record with room for about `n` samples.
+    pub fn with_capacity(n: usize) -> Self {
+        let mut buf = Vec::with_capacity(n.saturating_mul(12).saturating_add(16));
+        buf.push(REC_SAMPLES);
+        SamplesRecord {
+            buf,
+            base: None,
+            len: 0,
+        }
+    }
+
+    pub fn push(&mut self, sref: u32, t: i64, v: f64) {
+        let (base_ref, base_t) = *self.base.get_or_insert_with(|| {
+            put_uvarint(&mut self.buf, sref as u64);
+            put_varint(&mut self.buf, t);
+            (sref, t)
+        });
+        put_varint(&mut self.buf, sref as i64 - base_ref as i64);
+        put_varint(&mut self.buf, t.wrapping_sub(base_t));
+        self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
+        self.len += 1;
+    }
+
+    /// Samples pushed so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The record's body.
+    pub fn into_body(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
 pub fn encode_samples(out: &mut Vec<u8>, samples: &[WalSample]) {
     out.push(REC_SAMPLES);
     let Some(first) = samples.first() else { return };
@@ -617,6 +664,41 @@ mod tests {
         let mut b = Vec::new();
         encode_samples(&mut b, &[WalSample { sref, t, v }]);
         b
+    }
+
+    #[test]
+    fn a_record_built_sample_by_sample_is_the_listed_encoding() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [0usize, 1, 2, 17, 500] {
+            let list: Vec<WalSample> = (0..n)
+                .map(|_| WalSample {
+                    sref: (next() % 5000) as u32,
+                    t: next() as i64 >> (next() % 64),
+                    v: f64::from_bits(next()),
+                })
+                .collect();
+            let mut want = Vec::new();
+            encode_samples(&mut want, &list);
+            let mut rec = SamplesRecord::with_capacity(n / 2);
+            for s in &list {
+                rec.push(s.sref, s.t, s.v);
+            }
+            assert_eq!(rec.len(), n);
+            assert_eq!(rec.into_body(), want, "{n} samples");
+            match decode_record(&want) {
+                Ok(Record::Samples(got)) => assert_eq!(
+                    got.iter().map(|s| (s.sref, s.t, s.v.to_bits())).collect::<Vec<_>>(),
+                    list.iter().map(|s| (s.sref, s.t, s.v.to_bits())).collect::<Vec<_>>()
+                ),
+                _ => panic!("not a samples record"),
+            }
+        }
     }
 
     #[test]

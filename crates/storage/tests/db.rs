@@ -730,6 +730,40 @@ fn appends_by_handle_survive_garbage_collection_and_report_by_name() {
 }
 
 #[test]
+fn samples_handed_over_by_range_go_to_their_series_only() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let (a, b) = (l(&[("__name__", "a")]), l(&[("__name__", "b")]));
+    let (ha, hb) = (db.series_handle(&a).expect("a"), db.series_handle(&b).expect("b"));
+    let buf: Vec<Sample> = (0..10).map(|k| Sample::new(k * 1000, k as f64)).collect();
+    let mut app = db.appender();
+    // Samples 2..4 are a series the caller did not know: left out.
+    app.append_handle_ranges(buf.clone(), &[(ha.clone(), 0..2), (hb.clone(), 4..7)]);
+    // Out of bounds and empty ranges add nothing; a second hand-over is
+    // copied after the first.
+    app.append_handle_ranges(buf, &[(ha.clone(), 8..11), (hb.clone(), 3..3), (ha.clone(), 9..10)]);
+    app.append_slice(l(&[("__name__", "c")]), &[Sample::new(5, 5.0)]);
+    let r = app.commit().expect("commit");
+    assert_eq!(r.appended, 2 + 3 + 1 + 1);
+    let got = |n: &str| {
+        db.select(&[Matcher::equal("__name__", n)], 0, 100_000)
+            .expect("select")
+            .pop()
+            .map(|s| s.samples)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        got("a"),
+        vec![Sample::new(0, 0.0), Sample::new(1000, 1.0), Sample::new(9000, 9.0)]
+    );
+    assert_eq!(
+        got("b"),
+        vec![Sample::new(4000, 4.0), Sample::new(5000, 5.0), Sample::new(6000, 6.0)]
+    );
+    assert_eq!(got("c"), vec![Sample::new(5, 5.0)]);
+}
+
+#[test]
 fn reads_during_head_cuts_and_compactions_see_every_sample() {
     // One-minute blocks and a sample a second: the background thread cuts the
     // head every 60 commits and compacts behind it, while a reader checks that
