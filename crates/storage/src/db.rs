@@ -738,6 +738,15 @@ pub struct SeriesHandle {
     series: Arc<MemSeries>,
 }
 
+/// What a commit decided for one of its samples.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// In order: goes into the head after the WAL write.
+    Staged,
+    /// Rejected, a duplicate, or already in the head.
+    Other,
+}
+
 /// A batch of samples committed together: one WAL write, one acknowledgement.
 pub struct Appender<'a> {
     db: &'a Db,
@@ -964,22 +973,27 @@ impl Appender<'_> {
         // for the out-of-order window are applied now by the full rules.
         let mut staged: Vec<(i64, f64)> = guards.iter().map(|g| (g.max_t(), g.last_v())).collect();
         let mut pending = vec![false; distinct.len()];
-        // (slot, t, v, applied)
-        // (slot, t, v, applied): 24 bytes a sample.
-        let mut apply: Vec<(u32, i64, f64, bool)> = Vec::with_capacity(self.len());
+        // What became of each entry's samples, in entry order (an entry's
+        // samples are numbered from the sum of the earlier entries' counts):
+        // staged in order, to be applied after the WAL write, or not. One
+        // byte a sample, where a list of the staged samples took 24.
+        let mut fate = vec![Fate::Other; self.series.iter().map(|e| e.3 - e.2).sum()];
+        let mut base = 0;
         for (i, (labels, _, lo, hi)) in self.series.iter().enumerate() {
             let k = slot[i];
+            let at = base;
+            base += hi - lo;
             if k == usize::MAX {
                 continue;
             }
-            for smp in &self.samples[*lo..*hi] {
+            for (j, smp) in self.samples[*lo..*hi].iter().enumerate() {
                 let (max_t, last_v) = staged[k];
                 let decision = if smp.t < floor {
                     Err(SampleRejection::TooOld { min_valid: floor })
                 } else if smp.t > max_t {
                     staged[k] = (smp.t, smp.v);
                     pending[k] = true;
-                    apply.push((k as u32, smp.t, smp.v, false));
+                    fate[at + j] = Fate::Staged;
                     Ok(true)
                 } else if pending[k] && smp.t == max_t {
                     // A repeat of a sample this batch staged.
@@ -994,9 +1008,17 @@ impl Appender<'_> {
                     if pending[k] {
                         // An out-of-order sample behind ones this batch staged:
                         // those go into the head first, as they go first in the WAL.
-                        for e in apply.iter_mut().filter(|e| e.0 as usize == k && !e.3) {
-                            let _ = guards[k].append(e.1, e.2, floor, window);
-                            e.3 = true;
+                        let mut at2 = 0;
+                        for (i2, (_, _, lo2, hi2)) in self.series.iter().enumerate().take(i + 1) {
+                            if slot[i2] == k {
+                                for (j2, s2) in self.samples[*lo2..*hi2].iter().enumerate() {
+                                    if fate[at2 + j2] == Fate::Staged {
+                                        let _ = guards[k].append(s2.t, s2.v, floor, window);
+                                        fate[at2 + j2] = Fate::Other;
+                                    }
+                                }
+                            }
+                            at2 += hi2 - lo2;
                         }
                         pending[k] = false;
                     }
@@ -1040,11 +1062,23 @@ impl Appender<'_> {
                 m.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for (k, t, v, _) in apply.into_iter().filter(|e| !e.3) {
-            let k = k as usize;
-            // Locked since staging, so the in-order rule still holds.
-            let r = guards[k].append(t, v, floor, window);
-            debug_assert!(matches!(r, Ok(true)), "a staged sample was refused: {r:?}");
+        let mut at = 0;
+        for (i, (_, _, lo, hi)) in self.series.iter().enumerate() {
+            let k = slot[i];
+            let fates = &fate[at..at + (hi - lo)];
+            at += hi - lo;
+            if k == usize::MAX {
+                continue;
+            }
+            for (smp, _) in self.samples[*lo..*hi]
+                .iter()
+                .zip(fates)
+                .filter(|(_, f)| **f == Fate::Staged)
+            {
+                // Locked since staging, so the in-order rule still holds.
+                let r = guards[k].append(smp.t, smp.v, floor, window);
+                debug_assert!(matches!(r, Ok(true)), "a staged sample was refused: {r:?}");
+            }
         }
         if let Some(f) = &inner.head_chunks {
             for g in guards.iter_mut().filter(|g| g.has_chunks_on_heap()) {

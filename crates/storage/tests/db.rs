@@ -977,3 +977,53 @@ fn sealed_head_chunks_leave_the_heap_and_read_back_across_restarts_and_cuts() {
     check(&db, &more, &[], i64::MIN, i64::MAX);
     assert_eq!(files_in(&chunks), 1);
 }
+
+#[test]
+fn an_out_of_order_sample_behind_several_entries_of_its_series_keeps_every_sample() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = || Options {
+        ooo_window_ms: 10_000,
+        ..opts()
+    };
+    let (s, w) = (l(&[("__name__", "s")]), l(&[("__name__", "w")]));
+    let read = |db: &Db, ls: &Labels| -> Vec<(i64, f64)> {
+        db.select(&[Matcher::equal("__name__", ls.metric_name())], 0, i64::MAX)
+            .expect("select")
+            .first()
+            .map(|x| x.samples.iter().map(|p| (p.t, p.v)).collect())
+            .unwrap_or_default()
+    };
+    {
+        let db = Db::open(dir.path(), o()).expect("open");
+        let mut a = db.appender();
+        // Series s in three entries, w between them; 11 s arrives behind
+        // the staged 10 s and 12 s of two earlier entries, then 13 s.
+        a.append(&s, 10_000, 1.0);
+        a.append(&w, 1_000, 1.0);
+        a.append(&s, 12_000, 2.0);
+        a.append(&w, 2_000, 2.0);
+        a.append(&s, 11_000, 3.0);
+        a.append(&s, 13_000, 4.0);
+        a.append(&s, 13_000, 4.0);
+        let r = a.commit().expect("commit");
+        assert_eq!(
+            (r.appended, r.duplicates, r.rejected_count),
+            (6, 1, 0),
+            "{:?}",
+            r.rejected
+        );
+        assert_eq!(
+            read(&db, &s),
+            vec![(10_000, 1.0), (11_000, 3.0), (12_000, 2.0), (13_000, 4.0)]
+        );
+        assert_eq!(read(&db, &w), vec![(1_000, 1.0), (2_000, 2.0)]);
+        db.close().expect("close");
+    }
+    let db = Db::open(dir.path(), o()).expect("reopen");
+    assert_eq!(
+        read(&db, &s),
+        vec![(10_000, 1.0), (11_000, 3.0), (12_000, 2.0), (13_000, 4.0)],
+        "the replay agrees"
+    );
+    assert_eq!(read(&db, &w), vec![(1_000, 1.0), (2_000, 2.0)]);
+}
