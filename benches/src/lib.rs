@@ -1,6 +1,8 @@
 //! Shared setup for Sextant's benchmarks: loading a synthetic inference fleet
 //! into a store.
 
+pub mod requests;
+
 use sextant_fleet::{Fleet, FleetSpec};
 use sextant_storage::{Db, FsyncPolicy, Options};
 

@@ -12,8 +12,11 @@
 //! bash benches/peers/run.sh --series 139520 --hours 2
 //! ```
 //!
-//! `--runs N` sets the timed runs per query (5); `--systems sextant,prometheus`
-//! measures only those.
+//! The requests are encoded once to files under `--requests-dir DIR`
+//! (`target/fleet-requests/<series>-<hours>h` unless told; see
+//! `sextant_benches::requests`) and replayed over `--connections N` (4)
+//! keep-alive connections. `--runs N` sets the timed runs per query (5);
+//! `--systems sextant,prometheus` measures only those.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,10 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use prost::Message;
-use sextant_benches::arg;
-use sextant_fleet::Fleet;
-use sextant_ingest::remote_write::v1;
+use sextant_benches::{arg, requests};
 
 /// The dashboard: the vLLM example dashboard's panels (latency quantiles
 /// from `_bucket` rates, token rates, running and waiting requests, KV-cache
@@ -274,52 +274,29 @@ fn main() {
     let n = sextant_benches::series_arg(139_520);
     let hours: i64 = arg("--hours").and_then(|s| s.parse().ok()).unwrap_or(2);
     let sextant_bin = arg("--sextant").unwrap_or_else(|| "target/release/sextant".into());
-    let fleet = sextant_benches::fleet(n);
-    let steps = (hours * 240) as usize;
-    let t0 = 1_764_547_200_000i64;
-    // Pre-encode: each request holds 5,000 series with 40 consecutive samples.
+    let connections: usize = arg("--connections").and_then(|s| s.parse().ok()).unwrap_or(4);
+    // The requests are encoded to files once (kept for later runs with the
+    // same size) and read into memory before any system starts, so that the
+    // client is never the bottleneck.
+    let requests_dir = arg("--requests-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("target/fleet-requests/{n}-{hours}h")));
     let started = Instant::now();
-    let mut bodies = Vec::new();
-    let mut samples = 0usize;
-    for s0 in (0..steps).step_by(40) {
-        for chunk in (0..fleet.series.len()).collect::<Vec<_>>().chunks(5000) {
-            let mut req = v1::WriteRequest::default();
-            for &i in chunk {
-                let labels = fleet.series[i]
-                    .labels
-                    .iter()
-                    .map(|l| v1::Label {
-                        name: l.name.to_string(),
-                        value: l.value.to_string(),
-                    })
-                    .collect();
-                let smp: Vec<v1::Sample> = (s0..(s0 + 40).min(steps))
-                    .map(|k| {
-                        let t = t0 + k as i64 * 15_000;
-                        v1::Sample {
-                            timestamp: t,
-                            value: fleet.value(i, t),
-                        }
-                    })
-                    .collect();
-                samples += smp.len();
-                req.timeseries.push(v1::TimeSeries {
-                    labels,
-                    samples: smp,
-                    ..Default::default()
-                });
-            }
-            bodies.push(
-                snap::raw::Encoder::new()
-                    .compress_vec(&req.encode_to_vec())
-                    .expect("snappy"),
-            );
-        }
-    }
+    let (manifest, fresh) = requests::encode(&requests_dir, n, hours).unwrap_or_else(|e| panic!("encode: {e}"));
+    let (manifest, bodies) = match requests::load(&requests_dir) {
+        Ok((m, b)) if m == manifest => (m, b),
+        Ok(_) => panic!("{}: changed while loading", requests_dir.display()),
+        Err(e) => panic!("load: {e}"),
+    };
+    let samples = manifest.samples;
+    let steps = (hours * 240) as usize;
+    let t0 = manifest.t0;
     eprintln!(
-        "encoded {samples} samples of {} series in {} requests ({:.1}s)",
-        fleet.series.len(),
+        "{} {samples} samples of {} series in {} requests under {} ({:.1}s)",
+        if fresh { "encoded" } else { "reused" },
+        manifest.series,
         bodies.len(),
+        requests_dir.display(),
         started.elapsed().as_secs_f64()
     );
     let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(5);
@@ -423,27 +400,25 @@ fn main() {
         );
         let (cpu0, _) = proc_usage(peer.child.id());
         let t = Instant::now();
-        let mut peak_rss = 0u64;
-        for b in &bodies {
-            let r = http(
-                port,
-                "POST",
-                "/api/v1/write",
-                &[
-                    ("Content-Type", "application/x-protobuf"),
-                    ("Content-Encoding", "snappy"),
-                    ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-                ],
-                b,
-            );
-            match r {
-                Some((s, _)) if s < 300 => {}
-                other => panic!(
-                    "{name} rejected a write: {:?}",
-                    other.map(|x| x.1.chars().take(300).collect::<String>())
-                ),
-            }
-            peak_rss = peak_rss.max(proc_usage(peer.child.id()).1);
+        // Peak RSS: sampled every 20 ms while the requests are replayed.
+        let pid = peer.child.id();
+        let replaying = std::sync::atomic::AtomicBool::new(true);
+        let (replay, mut peak_rss) = std::thread::scope(|sc| {
+            let sampler = sc.spawn(|| {
+                let mut peak = 0u64;
+                while replaying.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(proc_usage(pid).1);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                peak
+            });
+            let url = format!("http://127.0.0.1:{port}/api/v1/write");
+            let r = requests::replay(&url, &bodies, manifest.per_window, connections);
+            replaying.store(false, std::sync::atomic::Ordering::Relaxed);
+            (r, sampler.join().expect("sampler"))
+        });
+        if let Some(e) = replay.error {
+            panic!("{name} rejected a write: {e}");
         }
         let ingest_secs = t.elapsed().as_secs_f64();
         let (cpu1, rss) = proc_usage(peer.child.id());
@@ -529,7 +504,7 @@ fn main() {
         }
         latencies.push((name, lat));
         answers.push((name, ans));
-        let series = fleet.series.len() as f64;
+        let series = manifest.series as f64;
         rows.push((
             name,
             on_disk as f64 / samples as f64,
@@ -541,9 +516,10 @@ fn main() {
         drop(peer);
     }
     println!(
-        "Fleet: {} series, {} h at 15 s, {samples} samples; one run, same requests for every system.\n",
-        fleet.series.len(),
-        hours
+        "Fleet: {} series, {} h at 15 s, {samples} samples in {} requests; one run, same requests for every system, over {connections} keep-alive connections.\n",
+        manifest.series,
+        hours,
+        bodies.len()
     );
     println!("| system | bytes/sample on disk | ingest CPU s per 1M samples | ingest samples/s | peak RSS bytes per series | steady RSS bytes per series |\n| --- | --- | --- | --- | --- | --- |");
     for r in &rows {
@@ -623,7 +599,6 @@ fn main() {
     println!(
         "\n{equal} of {compared} answers equal to Prometheus's; slowest ratio Sextant / Prometheus {worst_p:.2}x, Sextant / VictoriaMetrics {worst_v:.2}x"
     );
-    let _ = Fleet::new;
 }
 
 fn enc(s: &str) -> String {
