@@ -13,7 +13,7 @@ use memmap2::Mmap;
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use sextant_model::{Label, Labels, Matcher, Sample, Str};
+use sextant_model::{Label, Labels, Matcher, Sample, Str, METRIC_NAME};
 
 use crate::bits::{put_len_prefixed, put_uvarint, put_varint, ByteReader};
 use crate::chunkenc::{self, ValueKind};
@@ -37,6 +37,9 @@ pub const BLOCK_CHUNK_SAMPLES: usize = 480;
 /// Set in a chunk meta's kind byte when the chunk's columns begin with
 /// restart tables.
 const INDEXED_KIND_BIT: u8 = 0x80;
+/// With [`INDEXED_KIND_BIT`]: the restart tables end with a tail restart point
+/// ([`chunkenc::Restarts::EveryAndTail`]).
+const TAIL_KIND_BIT: u8 = 0x40;
 const ZSTD_LEVEL: i32 = 15;
 /// Distinct timestamp columns remembered for de-duplication while writing.
 const TS_DEDUP_MAX: usize = 200_000;
@@ -101,8 +104,9 @@ struct ChunkMeta {
     maxt: i64,
     n: u32,
     kind: ValueKind,
-    /// The columns begin with restart tables ([`chunkenc::encode_block`]).
-    indexed: bool,
+    /// Whether and where the columns have restart points
+    /// ([`chunkenc::encode_block`]).
+    restarts: chunkenc::Restarts,
     ts_ref: u64,
     val_ref: u64,
 }
@@ -310,7 +314,7 @@ impl BlockWriter {
                 maxt: c.maxt,
                 n: run.len() as u32,
                 kind: c.kind,
-                indexed: c.indexed,
+                restarts: c.restarts,
                 ts_ref,
                 val_ref,
             });
@@ -381,7 +385,14 @@ impl BlockWriter {
                 put_varint(&mut entry, m.mint);
                 put_uvarint(&mut entry, m.maxt.wrapping_sub(m.mint) as u64);
                 put_uvarint(&mut entry, m.n as u64);
-                entry.push(m.kind.to_byte() | if m.indexed { INDEXED_KIND_BIT } else { 0 });
+                entry.push(
+                    m.kind.to_byte()
+                        | match m.restarts {
+                            chunkenc::Restarts::None => 0,
+                            chunkenc::Restarts::Every => INDEXED_KIND_BIT,
+                            chunkenc::Restarts::EveryAndTail => INDEXED_KIND_BIT | TAIL_KIND_BIT,
+                        },
+                );
                 put_uvarint(&mut entry, m.ts_ref);
                 put_uvarint(&mut entry, m.val_ref);
             }
@@ -788,6 +799,31 @@ impl Block {
         Some(Labels::from_sorted_unchecked(v))
     }
 
+    /// The labels of series `id` named in `names`, and its metric name: what
+    /// an aggregation that groups by `names` needs of it, without resolving
+    /// the other labels' values.
+    pub fn labels_named(&self, id: u32, names: &[String]) -> Option<Labels> {
+        let (page, off) = self.series_entry(id)?;
+        let mut r = ByteReader::new(page.get(off..)?);
+        let n = r.uvarint().ok()? as usize;
+        let mut v = Vec::with_capacity((names.len() + 1).min(n));
+        for _ in 0..n {
+            let name = r.uvarint().ok()? as u32;
+            let value = r.uvarint().ok()? as u32;
+            let text = match self.sym_strs.get(name as usize)?.get() {
+                Some(s) => &**s,
+                None => self.symbol(name)?,
+            };
+            if text == METRIC_NAME || names.iter().any(|x| x == text) {
+                v.push(Label {
+                    name: self.shared_symbol(name)?,
+                    value: self.shared_symbol(value)?,
+                });
+            }
+        }
+        Some(Labels::from_sorted_unchecked(v))
+    }
+
     fn page(&self, file_off: u64) -> Result<Arc<Vec<u8>>> {
         if let Some(p) = self.page_cache.lock().get(&file_off) {
             return Ok(p.clone());
@@ -853,8 +889,13 @@ impl Block {
             let cmax = cmin.wrapping_add(r.uvarint().map_err(|_| bad())? as i64);
             let cn = r.uvarint().map_err(|_| bad())? as usize;
             let kb = r.u8().map_err(|_| bad())?;
-            let indexed = kb & INDEXED_KIND_BIT != 0;
-            let kind = ValueKind::from_byte(kb & !INDEXED_KIND_BIT).ok_or_else(bad)?;
+            let restarts = match (kb & INDEXED_KIND_BIT != 0, kb & TAIL_KIND_BIT != 0) {
+                (false, false) => chunkenc::Restarts::None,
+                (true, false) => chunkenc::Restarts::Every,
+                (true, true) => chunkenc::Restarts::EveryAndTail,
+                (false, true) => return Err(bad()),
+            };
+            let kind = ValueKind::from_byte(kb & !(INDEXED_KIND_BIT | TAIL_KIND_BIT)).ok_or_else(bad)?;
             let ts_ref = r.uvarint().map_err(|_| bad())?;
             let val_ref = r.uvarint().map_err(|_| bad())?;
             if cmax < mint || cmin > maxt {
@@ -864,7 +905,7 @@ impl Block {
             let (vp, vo, vl) = self.column(val_ref)?;
             let cc = |_| corrupt("chunk", &self.dir.join("chunks"), format!("series {id}"));
             let (tcol, vcol) = (&tp[to..to + tl], &vp[vo..vo + vl]);
-            chunkenc::decode_block_range(tcol, kind, vcol, cn, indexed, (mint, maxt), out).map_err(cc)?;
+            chunkenc::decode_block_range(tcol, kind, vcol, cn, restarts, (mint, maxt), out).map_err(cc)?;
         }
         if let Some(tomb) = self.tombstones.read().get(&id) {
             let tail = out.split_off(start);

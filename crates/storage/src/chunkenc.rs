@@ -181,10 +181,10 @@ impl WidthHistogram {
 /// then each change of the delta, as the head's columns do; mode 1 codes a
 /// base (bucketed with the `Int` widths) and then each delta minus the base,
 /// which suits counters whose increments vary around a level. Mode, widths
-/// and base are the ones that make the column shortest. With `every` above
-/// zero, the bit offset of the code of every sample `i` with `i % every == 0`
-/// (`i > 0`) goes to `marks`. Returns the column and whether it took mode 1.
-fn fit_ints(ints: &[i64], every: usize, marks: &mut Vec<usize>) -> (Vec<u8>, bool) {
+/// and base are the ones that make the column shortest. The bit offset of
+/// the code of every sample `i` in `points` (sorted, each above zero) goes
+/// to `marks`. Returns the column and whether it took mode 1.
+fn fit_ints(ints: &[i64], points: &[usize], marks: &mut Vec<usize>) -> (Vec<u8>, bool) {
     let mut w = BitWriter::new();
     let Some(&first) = ints.first() else {
         return (Vec::new(), false);
@@ -193,9 +193,11 @@ fn fit_ints(ints: &[i64], every: usize, marks: &mut Vec<usize>) -> (Vec<u8>, boo
     if ints.len() == 1 {
         return (w.into_bytes(), false);
     }
+    let mut next = 0;
     let mut mark = |i: usize, w: &BitWriter| {
-        if every > 0 && i.is_multiple_of(every) {
+        if points.get(next) == Some(&i) {
             marks.push(w.bit_len());
+            next += 1;
         }
     };
     let deltas: Vec<i64> = ints.windows(2).map(|p| p[1].wrapping_sub(p[0])).collect();
@@ -716,18 +718,19 @@ fn split_indexed(col: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Decodes the samples in `range` (inclusive) of a block chunk of `n`
-/// samples into `out`. An indexed chunk (see [`encode_block`]) is decoded only
-/// from the last restart point before `range` to the first one after it.
+/// samples into `out`. A chunk with restart points (see [`encode_block`]) is
+/// decoded only from the last restart point before `range` to the first one
+/// after it.
 pub fn decode_block_range(
     ts: &[u8],
     kind: ValueKind,
     vals: &[u8],
     n: usize,
-    indexed: bool,
+    restarts: Restarts,
     range: (i64, i64),
     out: &mut Vec<Sample>,
 ) -> Result<(), CorruptChunk> {
-    if !indexed {
+    if restarts == Restarts::None {
         return decode_range(ts, kind, vals, n, range, out);
     }
     let start = out.len();
@@ -747,7 +750,7 @@ pub fn decode_block_range(
     let mut end = n;
     let mut tr = ByteReader::new(tt);
     let (mut bit, mut nfrom) = (0usize, 0usize);
-    for j in 1..=n.saturating_sub(1) / RESTART_EVERY {
+    for (j, at) in restart_points(n, restarts).enumerate() {
         let e = (|| {
             bit = bit.checked_add(usize::try_from(tr.uvarint().ok()?).ok()?)?;
             let t = mint.wrapping_add(tr.uvarint().ok()? as i64);
@@ -755,10 +758,10 @@ pub fn decode_block_range(
         })()
         .ok_or(CorruptChunk)?;
         if e.1 < range.0 {
-            (from.ts_bit, from.t, from.dt, from.at) = (e.0, e.1, e.2, j * RESTART_EVERY);
-            nfrom = j;
+            (from.ts_bit, from.t, from.dt, from.at) = (e.0, e.1, e.2, at);
+            nfrom = j + 1;
         } else if e.1 >= range.1 {
-            end = j * RESTART_EVERY;
+            end = at;
             break;
         }
     }
@@ -1279,22 +1282,64 @@ impl<'a> FloatDecoder<'a> {
 /// values take the fitted kinds, whose coding parameters are chosen for the
 /// whole run.
 pub fn encode(samples: &[Sample]) -> SealedChunk {
-    encode_parts(samples, 0).0
+    encode_parts(samples, &[]).0
 }
 
 /// Samples between the restart points of a block chunk: decoding can start
 /// at every sample `i` with `i % RESTART_EVERY == 0`.
 pub const RESTART_EVERY: usize = 160;
 
-/// A chunk as the block writer stores it. When `indexed`, each column starts
-/// with its restart table (`docs/format/chunks.md`); a run of at most
-/// [`RESTART_EVERY`] samples has none, and its columns are those of [`encode`].
+/// Samples after a block chunk's tail restart point ([`Restarts::EveryAndTail`]):
+/// a read of the chunk's last minutes, an instant query's, decodes this many
+/// samples instead of up to [`RESTART_EVERY`] more.
+pub const RESTART_TAIL: usize = 40;
+
+/// Where the restart points of a block chunk are (`docs/format/chunks.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restarts {
+    /// None: the columns are those of [`encode`].
+    None,
+    /// Every [`RESTART_EVERY`] samples.
+    Every,
+    /// Those of `Every`, then one [`RESTART_TAIL`] samples before the end.
+    EveryAndTail,
+}
+
+/// The tail restart point of a chunk of `n` samples: [`RESTART_TAIL`]
+/// samples before its end, when that is at least as far after its last
+/// regular restart point.
+fn tail_point(n: usize) -> Option<usize> {
+    if n <= RESTART_EVERY {
+        return None;
+    }
+    let last = (n - 1) / RESTART_EVERY * RESTART_EVERY;
+    let p = n - RESTART_TAIL;
+    (p >= last + RESTART_TAIL).then_some(p)
+}
+
+/// The restart points of a chunk of `n` samples, in order.
+pub fn restart_points(n: usize, layout: Restarts) -> impl Iterator<Item = usize> {
+    let regular = match layout {
+        Restarts::None => 0,
+        _ => n.saturating_sub(1) / RESTART_EVERY,
+    };
+    let tail = match layout {
+        Restarts::EveryAndTail => tail_point(n),
+        _ => None,
+    };
+    (1..=regular).map(|j| j * RESTART_EVERY).chain(tail)
+}
+
+/// A chunk as the block writer stores it. Unless `restarts` is
+/// [`Restarts::None`], each column starts with its restart table
+/// (`docs/format/chunks.md`); a run of at most [`RESTART_EVERY`] samples has
+/// none, and its columns are those of [`encode`].
 #[derive(Debug, Clone)]
 pub struct BlockChunk {
     pub kind: ValueKind,
     pub mint: i64,
     pub maxt: i64,
-    pub indexed: bool,
+    pub restarts: Restarts,
     pub ts: Vec<u8>,
     pub vals: Vec<u8>,
 }
@@ -1302,18 +1347,28 @@ pub struct BlockChunk {
 /// Encodes a run of samples for a block: the columns of [`encode`], each
 /// preceded by a table of the decoder's state at every restart point.
 pub fn encode_block(samples: &[Sample]) -> BlockChunk {
-    let every = if samples.len() > RESTART_EVERY {
-        RESTART_EVERY
+    let n = samples.len();
+    let layout = if n <= RESTART_EVERY {
+        Restarts::None
+    } else if tail_point(n).is_some() {
+        Restarts::EveryAndTail
     } else {
-        0
+        Restarts::Every
     };
-    let (c, restarts, by_delta) = encode_parts(samples, every);
+    encode_block_as(samples, layout)
+}
+
+/// [`encode_block`] with the given restart points (`Every` is what blocks
+/// written before tail points have).
+fn encode_block_as(samples: &[Sample], layout: Restarts) -> BlockChunk {
+    let points: Vec<usize> = restart_points(samples.len(), layout).collect();
+    let (c, restarts, by_delta) = encode_parts(samples, &points);
     if restarts.is_empty() {
         return BlockChunk {
             kind: c.kind,
             mint: c.mint,
             maxt: c.maxt,
-            indexed: false,
+            restarts: Restarts::None,
             ts: c.ts().to_vec(),
             vals: c.vals().to_vec(),
         };
@@ -1354,7 +1409,7 @@ pub fn encode_block(samples: &[Sample]) -> BlockChunk {
         kind: c.kind,
         mint: c.mint,
         maxt: c.maxt,
-        indexed: true,
+        restarts: layout,
         ts: column(&tt, c.ts()),
         vals: column(&vt, c.vals()),
     }
@@ -1365,10 +1420,10 @@ fn first_raw(col: &[u8]) -> i64 {
     BitReader::new(col).read_bits(64).unwrap_or(0) as i64
 }
 
-/// [`encode`], also giving the decoder's state at every sample `i > 0` with
-/// `i % every == 0` (none when `every` is zero) and whether a fitted value
-/// column took mode 1.
-fn encode_parts(samples: &[Sample], every: usize) -> (SealedChunk, Vec<Resume>, bool) {
+/// [`encode`], also giving the decoder's state at every sample `i` in
+/// `points` (sorted, each above zero) and whether a fitted value column
+/// took mode 1.
+fn encode_parts(samples: &[Sample], points: &[usize]) -> (SealedChunk, Vec<Resume>, bool) {
     let mut a = ChunkAppender::new();
     // Decide the kind up front so a long run is never re-coded: integers,
     // else the smallest decimal scale that holds every value, else floats.
@@ -1399,7 +1454,7 @@ fn encode_parts(samples: &[Sample], every: usize) -> (SealedChunk, Vec<Resume>, 
     }
     let mut restarts = Vec::new();
     for (i, s) in samples.iter().enumerate() {
-        if every > 0 && i > 0 && i.is_multiple_of(every) {
+        if points.get(restarts.len()) == Some(&i) {
             let (v, dv) = (a.last_bits as i64, (a.leading as i64) << 8 | a.trailing as i64);
             restarts.push(Resume {
                 at: i,
@@ -1421,7 +1476,7 @@ fn encode_parts(samples: &[Sample], every: usize) -> (SealedChunk, Vec<Resume>, 
     match fitted {
         Some((kind, ints)) => {
             let mut marks = Vec::with_capacity(restarts.len());
-            let (vals, by_delta) = fit_ints(&ints, every, &mut marks);
+            let (vals, by_delta) = fit_ints(&ints, points, &mut marks);
             for (r, bit) in restarts.iter_mut().zip(marks) {
                 r.val_bit = bit;
                 r.v = ints[r.at - 1];
@@ -1470,11 +1525,23 @@ mod tests {
     /// the samples inside.
     fn check_block(samples: &[Sample]) {
         let c = encode_block(samples);
-        assert_eq!(c.indexed, samples.len() > RESTART_EVERY);
+        let n = samples.len();
+        assert_eq!(c.restarts != Restarts::None, n > RESTART_EVERY);
+        assert_eq!(c.restarts == Restarts::EveryAndTail, tail_point(n).is_some());
+        check_block_ranges(samples, &c);
+        // Chunks written before tail restart points read the same.
+        if c.restarts == Restarts::EveryAndTail {
+            let old = encode_block_as(samples, Restarts::Every);
+            assert!(old.vals.len() < c.vals.len() && old.ts.len() < c.ts.len());
+            check_block_ranges(samples, &old);
+        }
+    }
+
+    fn check_block_ranges(samples: &[Sample], c: &BlockChunk) {
         let n = samples.len();
         let mut cuts: Vec<usize> = vec![0, 1, n / 3, n / 2, n.saturating_sub(20), n.saturating_sub(1)];
-        for j in 1..=n.saturating_sub(1) / RESTART_EVERY {
-            cuts.extend([j * RESTART_EVERY - 1, j * RESTART_EVERY, j * RESTART_EVERY + 1]);
+        for at in restart_points(n, c.restarts) {
+            cuts.extend([at - 1, at, at + 1]);
         }
         cuts.retain(|&i| i < n);
         let mut ranges = vec![(i64::MIN, i64::MAX), (5, 4)];
@@ -1491,7 +1558,7 @@ mod tests {
         }
         for (lo, hi) in ranges {
             let mut out = vec![Sample::new(-1, 0.0)];
-            decode_block_range(&c.ts, c.kind, &c.vals, n, c.indexed, (lo, hi), &mut out).expect("decodes");
+            decode_block_range(&c.ts, c.kind, &c.vals, n, c.restarts, (lo, hi), &mut out).expect("decodes");
             let want: Vec<Sample> = std::iter::once(Sample::new(-1, 0.0))
                 .chain(samples.iter().copied().filter(|x| x.t >= lo && x.t <= hi))
                 .collect();
@@ -1505,31 +1572,77 @@ mod tests {
             .map(|i| Sample::new(1_000 + i * 15_000, (i * 7 + i % 5) as f64))
             .collect();
         let c = encode_block(&s);
-        assert!(c.indexed);
-        // Damage the value codes of the first restart interval: a read of
-        // the last twenty samples does not reach them, a read of all does.
+        assert_eq!(c.restarts, Restarts::EveryAndTail);
+        assert_eq!(restart_points(480, c.restarts).collect::<Vec<_>>(), [160, 320, 440]);
         let (table, body) = split_indexed(&c.vals).unwrap();
         let body_at = c.vals.len() - body.len();
+        assert!(!table.is_empty());
+        let read = |vals: &[u8], from: usize| {
+            let mut out = Vec::new();
+            decode_block_range(&c.ts, c.kind, vals, 480, c.restarts, (s[from].t, i64::MAX), &mut out).map(|_| out)
+        };
+        // Damage the value codes of the first restart interval: a read of
+        // the last twenty samples does not reach them, a read of all does.
         let mut vals = c.vals.clone();
         for b in &mut vals[body_at + 10..body_at + 20] {
             *b = !*b;
         }
-        assert!(!table.is_empty());
-        let tail = (s[460].t, i64::MAX);
-        let mut out = Vec::new();
-        decode_block_range(&c.ts, c.kind, &vals, 480, true, tail, &mut out).unwrap();
-        assert_eq!(out, s[460..]);
-        let mut all = Vec::new();
-        let whole = decode_block_range(&c.ts, c.kind, &vals, 480, true, (i64::MIN, i64::MAX), &mut all);
-        assert!(whole.is_err() || all != s, "the damaged interval was not read");
+        assert_eq!(read(&vals, 460).unwrap(), s[460..]);
+        let whole = read(&vals, 0);
+        assert!(
+            whole.is_err() || whole.unwrap() != s,
+            "the damaged interval was not read"
+        );
+        // Damage the codes between the last regular restart point and the
+        // tail one: a read of the last twenty samples starts at the tail
+        // point and does not reach them, a read of the last hundred does.
+        let (_, resumes, _) = encode_parts(&s, &[160, 320, 440]);
+        let (a, b) = (resumes[1].val_bit / 8 + 1, resumes[2].val_bit / 8);
+        assert!(b > a + 2, "{a}..{b}");
+        let mut vals = c.vals.clone();
+        for x in &mut vals[body_at + a..body_at + b] {
+            *x = !*x;
+        }
+        assert_eq!(read(&vals, 460).unwrap(), s[460..]);
+        assert_eq!(read(&vals, 441).unwrap(), s[441..]);
+        let longer = read(&vals, 380);
+        assert!(
+            longer.is_err() || longer.unwrap() != s[380..],
+            "the damaged interval was not read"
+        );
         // Restart tables cost a few bytes a restart point.
         let plain = encode(&s);
         assert!(
-            c.vals.len() - plain.vals().len() <= 2 + 2 * 6,
+            c.vals.len() - plain.vals().len() <= 2 + 3 * 6,
             "{} vs {}",
             c.vals.len(),
             plain.vals().len()
         );
+    }
+
+    #[test]
+    fn block_chunks_of_every_length_around_their_restart_points_read_every_range() {
+        // Where the tail point goes: 40 samples before the end, when that is
+        // at least 40 after the last regular point.
+        assert_eq!(tail_point(160), None);
+        assert_eq!(tail_point(239), None);
+        assert_eq!(tail_point(240), Some(200));
+        assert_eq!(tail_point(360), None);
+        assert_eq!(tail_point(400), Some(360));
+        assert_eq!(tail_point(480), Some(440));
+        assert_eq!(tail_point(481), None);
+        for n in [161, 200, 239, 240, 241, 320, 359, 360, 400, 479, 480, 481, 520, 1000] {
+            let kinds: [&dyn Fn(i64) -> f64; 3] =
+                [&|i| (i * 13 + i % 7) as f64, &|i| (i % 97) as f64 / 100.0 + 3.0, &|i| {
+                    (i as f64 * 0.37).sin()
+                }];
+            for value in kinds {
+                let s: Vec<Sample> = (0..n as i64)
+                    .map(|i| Sample::new(1_000 + i * 15_000 + i % 3, value(i)))
+                    .collect();
+                check_block(&s);
+            }
+        }
     }
 
     #[test]

@@ -47,6 +47,9 @@ impl SeriesReader for Block {
     fn labels(&self, id: u32) -> Option<Labels> {
         Block::labels(self, id)
     }
+    fn labels_for(&self, id: u32, names: &[String]) -> Option<Labels> {
+        Block::labels_named(self, id, names)
+    }
     fn samples(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
         Block::samples(self, id, mint, maxt, out)
     }

@@ -401,6 +401,59 @@ fn a_selection_for_some_labels_gets_head_series_with_only_those_and_keeps_them_a
 }
 
 #[test]
+fn a_selection_for_some_labels_gets_block_series_with_only_those_and_keeps_them_apart() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let mut app = db.appender();
+    for (i, zone) in ["z1", "z1", "z2"].iter().enumerate() {
+        let s = l(&[
+            ("__name__", "up"),
+            ("gpu", &i.to_string()),
+            ("host", "h"),
+            ("zone", zone),
+        ]);
+        app.append(&s, 1_000, i as f64);
+    }
+    // A series without the label asked for keeps its name alone.
+    app.append(&l(&[("__name__", "up"), ("gpu", "9")]), 1_000, 9.0);
+    app.commit().expect("commit");
+    db.flush().expect("flush");
+    let select = |names: &[&str]| {
+        let only = SelectHints {
+            only_labels: Some(names.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()),
+            ..SelectHints::default()
+        };
+        let m = db
+            .select_map(&[Matcher::equal("__name__", "up")], 0, 2_000, only, &copy_all)
+            .expect("select_map");
+        assert_eq!(m.samples_read, 4);
+        let mut got: Vec<(Labels, f64)> = m.series.iter().map(|s| (s.labels.clone(), s.samples[0].v)).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        got
+    };
+    let z = |zone| l(&[("__name__", "up"), ("zone", zone)]);
+    assert_eq!(
+        select(&["zone"]),
+        vec![
+            (l(&[("__name__", "up")]), 9.0),
+            (z("z1"), 0.0),
+            (z("z1"), 1.0),
+            (z("z2"), 2.0)
+        ]
+    );
+    let hz = |zone| l(&[("__name__", "up"), ("host", "h"), ("zone", zone)]);
+    assert_eq!(
+        select(&["zone", "host", "absent"]),
+        vec![
+            (l(&[("__name__", "up")]), 9.0),
+            (hz("z1"), 0.0),
+            (hz("z1"), 1.0),
+            (hz("z2"), 2.0)
+        ]
+    );
+}
+
+#[test]
 fn head_is_cut_into_blocks_and_retention_drops_old_ones() {
     let d = tempfile::tempdir().expect("tempdir");
     let hour = 3_600_000;
