@@ -99,6 +99,43 @@ pub fn new_block_id() -> String {
     )
 }
 
+/// Decoded pages by offset, at most about `capacity` of them: a shard that
+/// fills is emptied. Sharded so that the threads of one query, which read
+/// neighbouring series at once, do not wait on one lock.
+struct PageCache {
+    shards: [Mutex<HashMap<u64, Arc<Vec<u8>>>>; PAGE_CACHE_SHARDS],
+    per_shard: usize,
+}
+
+const PAGE_CACHE_SHARDS: usize = 8;
+
+impl PageCache {
+    fn new(capacity: usize) -> PageCache {
+        PageCache {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            per_shard: capacity.div_ceil(PAGE_CACHE_SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, off: u64) -> &Mutex<HashMap<u64, Arc<Vec<u8>>>> {
+        // Offsets of neighbouring pages differ in their low bits by varying
+        // amounts: a multiplicative hash spreads them.
+        &self.shards[(off.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61) as usize % PAGE_CACHE_SHARDS]
+    }
+
+    fn get(&self, off: u64) -> Option<Arc<Vec<u8>>> {
+        self.shard(off).lock().get(&off).cloned()
+    }
+
+    fn insert(&self, off: u64, page: Arc<Vec<u8>>) {
+        let mut m = self.shard(off).lock();
+        if m.len() >= self.per_shard {
+            m.clear();
+        }
+        m.insert(off, page);
+    }
+}
+
 struct ChunkMeta {
     mint: i64,
     maxt: i64,
@@ -499,11 +536,12 @@ pub struct Block {
     sym_strs: Vec<std::sync::OnceLock<Str>>,
     /// name symbol → sorted `(value symbol, postings offset, postings length)`.
     ptable: HashMap<u32, Vec<(u32, u64, u32)>>,
-    page_cache: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// Decoded chunk pages, by file offset.
+    page_cache: PageCache,
     /// Decoded index pages of series entries, by frame offset.
-    series_pages: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    series_pages: PageCache,
     /// Decoded postings pages, by frame offset.
-    postings_pages: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    postings_pages: PageCache,
     /// `(first series id, frame offset)` of each series page.
     series_table: Vec<(u32, u64)>,
     n_series: u32,
@@ -579,9 +617,9 @@ impl Block {
             sym_offsets: Vec::new(),
             sym_strs: Vec::new(),
             ptable: HashMap::new(),
-            page_cache: Mutex::new(HashMap::new()),
-            series_pages: Mutex::new(HashMap::new()),
-            postings_pages: Mutex::new(HashMap::new()),
+            page_cache: PageCache::new(256),
+            series_pages: PageCache::new(1024),
+            postings_pages: PageCache::new(1024),
             series_table: Vec::new(),
             n_series: 0,
             tombstones: RwLock::new(HashMap::new()),
@@ -734,6 +772,16 @@ impl Block {
         r.str().ok()
     }
 
+    /// Symbol `id`, through the shared strings (made on first use).
+    fn cached_symbol(&self, id: u32) -> Option<&str> {
+        let cell = self.sym_strs.get(id as usize)?;
+        if let Some(s) = cell.get() {
+            return Some(s);
+        }
+        let s = Str::from(self.symbol(id)?);
+        Some(cell.get_or_init(|| s))
+    }
+
     fn shared_symbol(&self, id: u32) -> Option<Str> {
         let cell = self.sym_strs.get(id as usize)?;
         if let Some(s) = cell.get() {
@@ -810,10 +858,7 @@ impl Block {
         for _ in 0..n {
             let name = r.uvarint().ok()? as u32;
             let value = r.uvarint().ok()? as u32;
-            let text = match self.sym_strs.get(name as usize)?.get() {
-                Some(s) => &**s,
-                None => self.symbol(name)?,
-            };
+            let text = self.cached_symbol(name)?;
             if text == METRIC_NAME || names.iter().any(|x| x == text) {
                 v.push(Label {
                     name: self.shared_symbol(name)?,
@@ -825,8 +870,8 @@ impl Block {
     }
 
     fn page(&self, file_off: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some(p) = self.page_cache.lock().get(&file_off) {
-            return Ok(p.clone());
+        if let Some(p) = self.page_cache.get(file_off) {
+            return Ok(p);
         }
         let bad = |d: &str| {
             corrupt(
@@ -851,11 +896,7 @@ impl Block {
         }
         let page = zstd::bulk::decompress(comp, raw_len).map_err(|_| bad("undecodable page"))?;
         let page = Arc::new(page);
-        let mut cache = self.page_cache.lock();
-        if cache.len() >= 256 {
-            cache.clear();
-        }
-        cache.insert(file_off, page.clone());
+        self.page_cache.insert(file_off, page.clone());
         Ok(page)
     }
 
@@ -932,9 +973,9 @@ impl Block {
     }
 
     /// Decodes (through `cache`) the page frame at `frame` in index section `sec`.
-    fn decoded_frame(&self, sec: usize, frame: u64, cache: &Mutex<HashMap<u64, Arc<Vec<u8>>>>) -> Option<Arc<Vec<u8>>> {
-        if let Some(p) = cache.lock().get(&frame) {
-            return Some(p.clone());
+    fn decoded_frame(&self, sec: usize, frame: u64, cache: &PageCache) -> Option<Arc<Vec<u8>>> {
+        if let Some(p) = cache.get(frame) {
+            return Some(p);
         }
         let b = self.section(sec);
         let f = frame as usize;
@@ -944,11 +985,7 @@ impl Block {
             return None;
         }
         let page = Arc::new(zstd::bulk::decompress(b.get(f + 8..f + 8 + comp_len)?, raw_len).ok()?);
-        let mut c = cache.lock();
-        if c.len() >= 1024 {
-            c.clear();
-        }
-        c.insert(frame, page.clone());
+        cache.insert(frame, page.clone());
         Some(page)
     }
 
@@ -1098,6 +1135,21 @@ fn verify_chunks(b: &[u8], path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_cache_gives_back_what_it_holds_and_stays_bounded() {
+        let c = PageCache::new(64);
+        for off in 0..10_000u64 {
+            let page = Arc::new(vec![off as u8; 3]);
+            c.insert(off * 4096, page.clone());
+            assert_eq!(c.get(off * 4096).as_deref(), Some(&*page));
+            let held: usize = c.shards.iter().map(|s| s.lock().len()).sum();
+            assert!(held <= 64, "{held} pages held");
+        }
+        assert_eq!(c.get(1), None);
+        // Every shard is used for page-aligned offsets.
+        assert!(c.shards.iter().all(|s| !s.lock().is_empty()));
+    }
 
     fn write_block(dir: &Path, n: usize) -> BlockMeta {
         let mut w = BlockWriter::new(dir, "b1").expect("writer");
