@@ -7,6 +7,7 @@
 
 mod labels;
 mod matcher;
+pub mod parallel;
 mod sample;
 
 pub use labels::{Grouper, Label, Labels, LabelsBuilder, Str, METRIC_NAME};

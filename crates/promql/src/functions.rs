@@ -225,23 +225,18 @@ fn over_evaluated(
         Ok(out)
     };
     let n = input.series.len();
-    let threads = std::thread::available_parallelism()
-        .map(|x| x.get())
-        .unwrap_or(1)
-        .min(8);
+    let threads = sextant_model::parallel::workers();
     let work_units = n * input.refs.len();
     if threads < 2 || n < 64 || work_units < 200_000 {
         return work(&input.series);
     }
     let chunk = n.div_ceil(threads);
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = input.series.chunks(chunk).map(|c| sc.spawn(move || work(c))).collect();
-        let mut out = Vec::with_capacity(n);
-        for h in handles {
-            out.extend(h.join().map_err(|_| Error::exec("BUG: a window worker panicked"))??);
-        }
-        Ok(out)
-    })
+    let parts: Vec<&[SSeries]> = input.series.chunks(chunk).collect();
+    let mut out = Vec::with_capacity(n);
+    for r in sextant_model::parallel::map_parts(parts.len(), |k| work(parts[k])) {
+        out.extend(r?);
+    }
+    Ok(out)
 }
 
 fn extrapolated_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> Option<f64> {

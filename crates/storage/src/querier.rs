@@ -124,8 +124,20 @@ impl SeriesReader for HeadReader<'_> {
 }
 
 /// Series ids of one reader at or above which `select` reads them on several
-/// threads (below it, starting threads costs more than it saves).
+/// threads whatever the range (below it, starting threads can cost more than
+/// it saves).
 const PARALLEL_SELECT_MIN: usize = 2048;
+/// Fewer series are read on several threads when the range is at least
+/// `PARALLEL_LONG_RANGE_MS`: at a 15 s scrape interval, 128 series over 30
+/// minutes are about 15,000 samples, hundreds of microseconds of decoding
+/// against tens for starting a thread.
+const PARALLEL_LONG_MIN: usize = 128;
+const PARALLEL_LONG_RANGE_MS: i64 = 30 * 60_000;
+
+/// Whether reading `n` series over `[mint, maxt]` is worth several threads.
+fn worth_threads(n: usize, mint: i64, maxt: i64) -> bool {
+    n >= PARALLEL_SELECT_MIN || (n >= PARALLEL_LONG_MIN && maxt.saturating_sub(mint) >= PARALLEL_LONG_RANGE_MS)
+}
 
 /// The readers whose bounds overlap `[mint, maxt]`, in order.
 fn overlapping<'a>(readers: &[&'a dyn SeriesReader], mint: i64, maxt: i64) -> Vec<&'a dyn SeriesReader> {
@@ -176,36 +188,31 @@ fn read_series(
 }
 
 /// Runs `work` over `0..n` split into one contiguous part per core (a
-/// single part when `n` is small), and concatenates the results in order.
-fn in_parallel<T: Send>(n: usize, work: impl Fn(std::ops::Range<usize>) -> Result<Vec<T>> + Sync) -> Result<Vec<T>> {
-    let threads = std::thread::available_parallelism()
-        .map(|x| x.get())
-        .unwrap_or(1)
-        .min(8);
-    if threads < 2 || n < PARALLEL_SELECT_MIN {
+/// single part unless `parallel`), and concatenates the results in order.
+fn in_parallel<T: Send>(
+    n: usize,
+    parallel: bool,
+    work: impl Fn(std::ops::Range<usize>) -> Result<Vec<T>> + Sync,
+) -> Result<Vec<T>> {
+    let threads = sextant_model::parallel::workers();
+    if threads < 2 || !parallel || n < 2 {
         return work(0..n);
     }
     let part = n.div_ceil(threads);
-    let work = &work;
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..n)
-            .step_by(part)
-            .map(|lo| sc.spawn(move || work(lo..(lo + part).min(n))))
-            .collect();
-        let mut out = Vec::with_capacity(n);
-        let mut first_err = None;
-        for h in handles {
-            match h.join() {
-                Ok(Ok(v)) => out.extend(v),
-                Ok(Err(e)) => first_err = first_err.or(Some(e)),
-                Err(p) => std::panic::resume_unwind(p),
-            }
+    let parts = n.div_ceil(part);
+    let results = sextant_model::parallel::map_parts(parts, |k| work(k * part..((k + 1) * part).min(n)));
+    let mut out = Vec::with_capacity(n);
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(v) => out.extend(v),
+            Err(e) => first_err = first_err.or(Some(e)),
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
-    })
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Counts `n` samples read against the query's `limit`.
@@ -255,7 +262,7 @@ pub fn select_map(
         [] => Vec::new(),
         [r] => {
             let ids: Vec<u32> = r.select_ids(ms).iter().collect();
-            in_parallel(ids.len(), |part| {
+            in_parallel(ids.len(), worth_threads(ids.len(), mint, maxt), |part| {
                 let mut buf = Vec::new();
                 let mut out = Vec::new();
                 for &id in &ids[part] {
@@ -294,7 +301,7 @@ pub fn select_map(
                 }
             }
             drop(index);
-            in_parallel(groups.len(), |part| {
+            in_parallel(groups.len(), worth_threads(groups.len(), mint, maxt), |part| {
                 let (mut buf, mut piece, mut merged) = (Vec::new(), Vec::new(), Vec::new());
                 let mut out = Vec::new();
                 for (labels, parts) in &groups[part] {
@@ -353,7 +360,10 @@ pub fn select(
     let single = overlapping.len() == 1;
     for (k, r) in overlapping.iter().enumerate() {
         let ids: Vec<u32> = r.select_ids(ms).iter().collect();
-        let read = in_parallel(ids.len(), |part| read_series(*r, &ids[part], mint, maxt, limit, &total))?;
+        let parallel = worth_threads(ids.len(), mint, maxt);
+        let read = in_parallel(ids.len(), parallel, |part| {
+            read_series(*r, &ids[part], mint, maxt, limit, &total)
+        })?;
         if single {
             out = read;
             break;

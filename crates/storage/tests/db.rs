@@ -935,6 +935,55 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
 }
 
 #[test]
+fn a_few_hundred_series_over_a_long_range_are_read_on_several_threads() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let series: Vec<Labels> = (0..300)
+        .map(|i| l(&[("__name__", "g"), ("i", &format!("{i}"))]))
+        .collect();
+    for k in 0..120i64 {
+        let mut app = db.appender();
+        for (i, ls) in series.iter().enumerate() {
+            app.append(ls, k * 60_000, (i as i64 * 1000 + k) as f64);
+        }
+        app.commit().expect("commit");
+    }
+    db.flush().expect("flush");
+    let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+    let map = |s: &[Sample], out: &mut Vec<Sample>| {
+        threads.lock().unwrap().insert(std::thread::current().id());
+        out.push(Sample::new(s.len() as i64, s.iter().map(|x| x.v).sum()));
+        true
+    };
+    let read = |mint: i64, maxt: i64| {
+        threads.lock().unwrap().clear();
+        let m = db
+            .select_map(&[], mint, maxt, SelectHints::default(), &map)
+            .expect("select_map");
+        let mut got: Vec<(i64, Sample)> = m
+            .series
+            .iter()
+            .map(|s| (s.labels.get("i").parse().expect("i"), s.samples[0]))
+            .collect();
+        got.sort_by_key(|x| x.0);
+        (got, threads.lock().unwrap().len())
+    };
+    let cores = std::thread::available_parallelism().map(|x| x.get()).unwrap_or(1);
+    // An hour of 300 series: split across threads.
+    let (got, used) = read(60 * 60_000, 119 * 60_000);
+    assert_eq!(got.len(), 300);
+    for (i, s) in &got {
+        let want: f64 = (60..120).map(|k| (i * 1000 + k) as f64).sum();
+        assert_eq!(*s, Sample::new(60, want), "series {i}");
+    }
+    assert_eq!(used > 1, cores > 1, "{used} threads on {cores} cores");
+    // Ten minutes of them: one thread.
+    let (got, used) = read(100 * 60_000, 109 * 60_000);
+    assert_eq!(got.len(), 300);
+    assert_eq!(used, 1);
+}
+
+#[test]
 fn samples_at_the_ends_of_time_are_stored_and_read() {
     // The head's time span is computed from its extremes; samples near
     // i64::MIN and i64::MAX once overflowed that subtraction.

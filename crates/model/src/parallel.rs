@@ -1,0 +1,88 @@
+//! Work split across the machine's cores on one pool of long-lived threads,
+//! shared by the storage reader and the PromQL evaluator.
+//!
+//! A query's parts used to run on threads started for it: each new thread
+//! faulted in a fresh stack and allocator heap, and gave them back when it
+//! ended, which on a loaded two-core machine cost as much as the work of a
+//! small query. The pool's threads and their heaps outlive the queries.
+
+/// Worker threads in the pool: the machine's cores, at most eight.
+pub fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|x| x.get())
+        .unwrap_or(1)
+        .min(8)
+}
+
+/// Runs `work(i)` for each `i` in `0..parts` on the pool and returns the
+/// results in order of `i`. Blocks until every part has run; a part that
+/// panics makes this panic with its payload once the others are done.
+pub fn map_parts<T: Send, F: Fn(usize) -> T + Sync>(parts: usize, work: F) -> Vec<T> {
+    if parts <= 1 {
+        return (0..parts).map(&work).collect();
+    }
+    let mut slots: Vec<Option<T>> = (0..parts).map(|_| None).collect();
+    let work = &work;
+    pool().scope(|s| {
+        for (i, slot) in slots.iter_mut().enumerate() {
+            s.spawn(move |_| *slot = Some(work(i)));
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| unreachable!("a scope returns only after its parts ran")))
+        .collect()
+}
+
+fn pool() -> &'static rayon_core::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon_core::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon_core::ThreadPoolBuilder::new()
+            .num_threads(workers())
+            .thread_name(|i| format!("sextant-query-{i}"))
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the query worker threads: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_run_once_each_and_come_back_in_order() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let data: Vec<u64> = (0..1000).collect();
+        let sums = map_parts(7, |i| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            data.iter().skip(i).step_by(7).sum::<u64>()
+        });
+        assert_eq!(calls.into_inner(), 7);
+        assert_eq!(sums.len(), 7);
+        for (i, s) in sums.iter().enumerate() {
+            assert_eq!(*s, (i as u64..1000).step_by(7).sum::<u64>());
+        }
+        assert_eq!(sums.iter().sum::<u64>(), 999 * 1000 / 2);
+        assert!(map_parts(0, |i| i).is_empty());
+        assert_eq!(map_parts(1, |i| i + 5), vec![5]);
+    }
+
+    #[test]
+    fn a_part_that_panics_panics_the_caller_after_the_others_ran() {
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            map_parts(4, |i| {
+                if i == 2 {
+                    panic!("part two");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+        }));
+        let payload = r.expect_err("panics");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"part two"));
+        assert_eq!(done.into_inner(), 3);
+        // The pool still works.
+        assert_eq!(map_parts(3, |i| i * 2), vec![0, 2, 4]);
+    }
+}
