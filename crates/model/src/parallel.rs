@@ -14,6 +14,14 @@ pub fn workers() -> usize {
         .min(8)
 }
 
+/// Parts a pool thread takes at a time: a few for each worker, so that a
+/// worker that wakes late, or whose parts are the cheap ones, takes parts
+/// from the others instead of leaving its core idle; at least `min` items a
+/// part.
+pub fn part_len(n: usize, min: usize) -> usize {
+    n.div_ceil(workers() * 4).max(min).max(1)
+}
+
 /// Runs `work(i)` for each `i` in `0..parts` on the pool and returns the
 /// results in order of `i`. Blocks until every part has run; a part that
 /// panics makes this panic with its payload once the others are done.
@@ -48,6 +56,15 @@ fn pool() -> &'static rayon_core::ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_are_a_few_per_worker_and_never_empty() {
+        let w = workers();
+        assert_eq!(part_len(0, 16), 16);
+        assert_eq!(part_len(10, 0), 10usize.div_ceil(w * 4).max(1));
+        assert_eq!(part_len(100_000, 16), 100_000usize.div_ceil(w * 4));
+        assert_eq!(part_len(100, 64), 64);
+    }
 
     #[test]
     fn parts_run_once_each_and_come_back_in_order() {

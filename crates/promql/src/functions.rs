@@ -230,8 +230,7 @@ fn over_evaluated(
     if threads < 2 || n < 64 || work_units < 200_000 {
         return work(&input.series);
     }
-    let chunk = n.div_ceil(threads);
-    let parts: Vec<&[SSeries]> = input.series.chunks(chunk).collect();
+    let parts: Vec<&[SSeries]> = input.series.chunks(sextant_model::parallel::part_len(n, 16)).collect();
     let mut out = Vec::with_capacity(n);
     for r in sextant_model::parallel::map_parts(parts.len(), |k| work(parts[k])) {
         out.extend(r?);

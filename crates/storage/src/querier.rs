@@ -198,7 +198,7 @@ fn in_parallel<T: Send>(
     if threads < 2 || !parallel || n < 2 {
         return work(0..n);
     }
-    let part = n.div_ceil(threads);
+    let part = sextant_model::parallel::part_len(n, 16);
     let parts = n.div_ceil(part);
     let results = sextant_model::parallel::map_parts(parts, |k| work(k * part..((k + 1) * part).min(n)));
     let mut out = Vec::with_capacity(n);
