@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sextant_model::Sample;
-use sextant_storage::chunkenc::{decode_block_range, decode_columns, decode_range, encode, encode_block, ValueKind};
+use sextant_storage::chunkenc::{decode_block_range, decode_columns, decode_range, encode, encode_block, Restarts, ValueKind};
 
 fn kind(b: u8) -> ValueKind {
     ValueKind::ALL[b as usize % ValueKind::ALL.len()]
@@ -25,10 +25,13 @@ fuzz_target!(|data: &[u8]| {
     if decode_range(ts, k, vals, n, (lo, lo + (1 << 44)), &mut part).is_ok() {
         assert!(part.iter().all(|s| s.t >= lo && s.t <= lo + (1 << 44)));
     }
-    // The same bytes as the columns of an indexed block chunk.
-    let mut part = Vec::new();
-    if decode_block_range(ts, k, vals, n, true, (lo, lo + (1 << 44)), &mut part).is_ok() {
-        assert!(part.iter().all(|s| s.t >= lo && s.t <= lo + (1 << 44)));
+    // The same bytes as the columns of an indexed block chunk, with and
+    // without a tail restart point.
+    for restarts in [Restarts::Every, Restarts::EveryAndTail] {
+        let mut part = Vec::new();
+        if decode_block_range(ts, k, vals, n, restarts, (lo, lo + (1 << 44)), &mut part).is_ok() {
+            assert!(part.iter().all(|s| s.t >= lo && s.t <= lo + (1 << 44)));
+        }
     }
 
     // Round trip: 16 bytes a sample, timestamps made increasing.
@@ -77,11 +80,13 @@ fn round_trip(samples: &[Sample]) {
     let want: Vec<_> = samples.iter().filter(|s| s.t >= a && s.t <= b).map(|s| (s.t, s.v.to_bits())).collect();
     assert_eq!(mid.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>(), want);
     // As a block chunk, with its restart tables: the same range, and the
-    // newest fifth, which starts after a restart point when there is one.
+    // newest fifth, which starts after a restart point when there is one,
+    // and the newest twenty samples (after the tail point when there is one).
     let bc = encode_block(samples);
-    for (lo, hi) in [(a, b), (samples[samples.len() * 4 / 5].t, i64::MAX)] {
+    let newest = samples[samples.len().saturating_sub(20)].t;
+    for (lo, hi) in [(a, b), (samples[samples.len() * 4 / 5].t, i64::MAX), (newest, i64::MAX)] {
         let mut got = Vec::new();
-        decode_block_range(&bc.ts, bc.kind, &bc.vals, samples.len(), bc.indexed, (lo, hi), &mut got)
+        decode_block_range(&bc.ts, bc.kind, &bc.vals, samples.len(), bc.restarts, (lo, hi), &mut got)
             .expect("a block chunk the encoder wrote decodes");
         let want: Vec<_> = samples.iter().filter(|s| s.t >= lo && s.t <= hi).map(|s| (s.t, s.v.to_bits())).collect();
         assert_eq!(got.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>(), want);
