@@ -772,8 +772,8 @@ impl Block {
         r.str().ok()
     }
 
-    /// Symbol `id`, through the shared strings (made on first use).
-    fn cached_symbol(&self, id: u32) -> Option<&str> {
+    /// Symbol `id` as a shared string, made the first time it is needed.
+    fn symbol_cell(&self, id: u32) -> Option<&Str> {
         let cell = self.sym_strs.get(id as usize)?;
         if let Some(s) = cell.get() {
             return Some(s);
@@ -783,12 +783,7 @@ impl Block {
     }
 
     fn shared_symbol(&self, id: u32) -> Option<Str> {
-        let cell = self.sym_strs.get(id as usize)?;
-        if let Some(s) = cell.get() {
-            return Some(s.clone());
-        }
-        let s = Str::from(self.symbol(id)?);
-        Some(cell.get_or_init(|| s).clone())
+        self.symbol_cell(id).cloned()
     }
 
     fn symbol_id(&self, s: &str) -> Option<u32> {
@@ -858,7 +853,7 @@ impl Block {
         for _ in 0..n {
             let name = r.uvarint().ok()? as u32;
             let value = r.uvarint().ok()? as u32;
-            let text = self.cached_symbol(name)?;
+            let text: &str = self.symbol_cell(name)?;
             if text == METRIC_NAME || names.iter().any(|x| x == text) {
                 v.push(Label {
                     name: self.shared_symbol(name)?,
