@@ -124,13 +124,13 @@ impl SeriesReader for HeadReader<'_> {
 }
 
 /// Series ids of one reader at or above which `select` reads them on several
-/// threads whatever the range (below it, starting threads can cost more than
-/// it saves).
+/// threads whatever the range (below it, handing parts to the worker pool can
+/// cost more than it saves).
 const PARALLEL_SELECT_MIN: usize = 2048;
 /// Fewer series are read on several threads when the range is at least
 /// `PARALLEL_LONG_RANGE_MS`: at a 15 s scrape interval, 128 series over 30
 /// minutes are about 15,000 samples, hundreds of microseconds of decoding
-/// against tens for starting a thread.
+/// against tens for handing parts to the worker pool and waking it.
 const PARALLEL_LONG_MIN: usize = 128;
 const PARALLEL_LONG_RANGE_MS: i64 = 30 * 60_000;
 
