@@ -24,6 +24,33 @@ pub struct Series {
     pub samples: Vec<Sample>,
 }
 
+/// Takes, on one thread, the mapped output of a run of consecutive series of
+/// a folded read ([`Queryable::select_fold`]): an aggregation keeps per-group
+/// sums instead of a vector per series.
+pub trait FoldPart: Send {
+    /// One series' labels (no more than `hints.only_labels` asks for) and
+    /// its mapped output, never empty.
+    fn add(&mut self, labels: &Labels, mapped: &[Sample]);
+    /// The part's series are done; it hands over what it gathered.
+    fn finish(self: Box<Self>);
+}
+
+/// Makes the part that takes the series from position `first` of the read
+/// on (positions count the matching series in the order the store reads
+/// them), so that the caller can combine the parts in that order.
+pub type NewFoldPart<'a> = dyn Fn(usize) -> Box<dyn FoldPart + 'a> + Sync + 'a;
+
+/// What [`Queryable::select_fold`] gives back besides what its parts gathered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Folded {
+    /// Series whose mapped output went to a part.
+    pub series: usize,
+    /// Samples read from the store (before mapping), for the caller's limits.
+    pub samples_read: usize,
+    /// The map asked to stop, so the parts may have missed series.
+    pub stopped: bool,
+}
+
 /// Errors a [`Queryable`] can return.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -125,6 +152,33 @@ pub trait Queryable: Send + Sync {
             }
         }
         Ok(out)
+    }
+
+    /// Like [`select_map`](Self::select_map), but each series' output goes
+    /// with its labels to a [`FoldPart`] made by `part` instead of being
+    /// returned: a store that reads a selection on several threads gives
+    /// each run of series its own part and calls its `finish` when the run
+    /// is read. This default reads through `select_map` into one part.
+    fn select_fold(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        hints: SelectHints,
+        map: &SampleMap<'_>,
+        part: &NewFoldPart<'_>,
+    ) -> Result<Folded, ReadError> {
+        let m = self.select_map(matchers, mint, maxt, hints, map)?;
+        let mut p = part(0);
+        for s in &m.series {
+            p.add(&s.labels, &s.samples);
+        }
+        p.finish();
+        Ok(Folded {
+            series: m.series.len(),
+            samples_read: m.samples_read,
+            stopped: m.stopped,
+        })
     }
 
     /// Label sets of matching series with data in `[mint, maxt]`, sorted.

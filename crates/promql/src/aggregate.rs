@@ -14,7 +14,7 @@ use crate::value::{Error, Point};
 
 /// Groups series by an aggregation's `by` or `without` labels (none: one
 /// group).
-fn grouper(m: &Option<LabelModifier>) -> Grouper<impl Fn(&str) -> bool + '_> {
+pub(crate) fn grouper(m: &Option<LabelModifier>) -> Grouper<impl Fn(&str) -> bool + '_> {
     Grouper::new(move |name: &str| match m {
         Some(LabelModifier::Include(by)) => by.labels.iter().any(|n| n == name),
         Some(LabelModifier::Exclude(without)) => name != METRIC_NAME && !without.labels.iter().any(|n| n == name),
@@ -24,7 +24,7 @@ fn grouper(m: &Option<LabelModifier>) -> Grouper<impl Fn(&str) -> bool + '_> {
 
 /// Streaming state of one group at one step.
 #[derive(Clone, Copy, Default)]
-struct Acc {
+pub(crate) struct Acc {
     count: f64,
     value: f64,
     kahan: f64,
@@ -35,7 +35,7 @@ struct Acc {
 /// Range functions whose output has one series per input series, with its
 /// labels (the metric name aside): an aggregation over one of them applied
 /// to a selector reads of each series only the labels it groups by.
-const PER_SERIES_RANGE_FUNCTIONS: &[&str] = &[
+pub(crate) const PER_SERIES_RANGE_FUNCTIONS: &[&str] = &[
     "rate",
     "increase",
     "delta",
@@ -68,7 +68,7 @@ fn unparen(e: &Expr) -> &Expr {
 /// The selector whose series an aggregation takes one for one (directly, or
 /// through a per-series range function), and the labels it reads of them:
 /// for an aggregation whose output is built from its `by` labels alone.
-fn label_projection(a: &AggregateExpr) -> Option<(&VectorSelector, Arc<[String]>)> {
+pub(crate) fn label_projection(a: &AggregateExpr) -> Option<(&VectorSelector, Arc<[String]>)> {
     let groups_only = matches!(
         a.op.id(),
         token::T_SUM
@@ -102,7 +102,18 @@ fn label_projection(a: &AggregateExpr) -> Option<(&VectorSelector, Arc<[String]>
 
 pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> {
     let op = a.op.id();
-    let input = match label_projection(a) {
+    let input = match crate::fold::eval(ev, a)? {
+        crate::fold::Outcome::Folded(out) => return Ok(Val::Vector(out)),
+        crate::fold::Outcome::Input(input) => input,
+        crate::fold::Outcome::NotTried => unfolded_input(ev, a)?,
+    };
+    aggregate_input(ev, a, op, input)
+}
+
+/// The input of aggregation `a`, each series read whole (with the label
+/// projection the aggregation allows).
+fn unfolded_input(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Vec<SSeries>, Error> {
+    Ok(match label_projection(a) {
         Some((vs, names)) => {
             let outer = ev
                 .only_labels
@@ -112,7 +123,15 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> 
             input?
         }
         None => ev.eval_vector_arg(&a.expr)?,
-    };
+    })
+}
+
+fn aggregate_input(
+    ev: &Evaluator<'_>,
+    a: &AggregateExpr,
+    op: token::TokenId,
+    input: Vec<SSeries>,
+) -> Result<Val, Error> {
     let n = ev.steps();
     let param_scalar = match (&a.param, op) {
         (Some(p), token::T_TOPK | token::T_BOTTOMK | token::T_QUANTILE | token::T_LIMITK | token::T_LIMIT_RATIO) => {
@@ -378,9 +397,94 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, Error> 
 
 /// One group at one step, for the series-major aggregations.
 #[derive(Clone, Copy, Default)]
-struct Cell {
-    n: f64,
+pub(crate) struct Cell {
+    pub(crate) n: f64,
     acc: Acc,
+}
+
+/// Adds value `v` of a member to its group's cell, for `op` (one of
+/// [`series_major`]'s).
+pub(crate) fn add_point(op: token::TokenId, c: &mut Cell, v: f64) {
+    c.n += 1.0;
+    let a = &mut c.acc;
+    match op {
+        token::T_SUM => (a.value, a.kahan) = kahan_inc(v, a.value, a.kahan),
+        token::T_MIN if c.n == 1.0 || a.value > v || a.value.is_nan() => a.value = v,
+        token::T_MAX if c.n == 1.0 || a.value < v || a.value.is_nan() => a.value = v,
+        token::T_AVG => {
+            if c.n == 1.0 {
+                a.count = 1.0;
+                a.value = v;
+                return;
+            }
+            a.count += 1.0;
+            if !a.incremental {
+                let (nv, nc) = kahan_inc(v, a.value, a.kahan);
+                if !nv.is_infinite() {
+                    a.value = nv;
+                    a.kahan = nc;
+                    return;
+                }
+                a.incremental = true;
+                a.mean = a.value / (a.count - 1.0);
+                a.kahan /= a.count - 1.0;
+            }
+            let q = (a.count - 1.0) / a.count;
+            (a.mean, a.kahan) = kahan_inc(v / a.count, q * a.mean, q * a.kahan);
+        }
+        _ => {}
+    }
+}
+
+/// Merges the cell `from`, which saw the members after those of `into`,
+/// into `into`. `false` when it cannot be done without changing the result
+/// beyond rounding (an `avg` whose sum overflowed: its mean is then updated
+/// member by member).
+pub(crate) fn merge_cell(op: token::TokenId, into: &mut Cell, from: &Cell) -> bool {
+    if from.n == 0.0 {
+        return true;
+    }
+    if into.n == 0.0 {
+        *into = *from;
+        return true;
+    }
+    let (a, b) = (&mut into.acc, &from.acc);
+    match op {
+        token::T_SUM => {
+            (a.value, a.kahan) = kahan_inc(b.value, a.value, a.kahan);
+            a.kahan += b.kahan;
+        }
+        token::T_MIN if a.value > b.value || a.value.is_nan() => a.value = b.value,
+        token::T_MAX if a.value < b.value || a.value.is_nan() => a.value = b.value,
+        token::T_AVG => {
+            if a.incremental || b.incremental {
+                return false;
+            }
+            let (v, k) = kahan_inc(b.value, a.value, a.kahan);
+            if v.is_infinite() {
+                return false;
+            }
+            (a.value, a.kahan) = (v, k + b.kahan);
+            a.count += b.count;
+        }
+        _ => {}
+    }
+    into.n += from.n;
+    true
+}
+
+/// The aggregate of a cell that saw at least one member.
+pub(crate) fn cell_value(op: token::TokenId, c: &Cell) -> f64 {
+    let a = &c.acc;
+    match op {
+        token::T_SUM if a.value.is_infinite() => a.value,
+        token::T_SUM => a.value + a.kahan,
+        token::T_COUNT => c.n,
+        token::T_GROUP => 1.0,
+        token::T_AVG if a.incremental => a.mean + a.kahan,
+        token::T_AVG => a.value / a.count + a.kahan / a.count,
+        _ => a.value,
+    }
 }
 
 /// `sum`, `count`, `group`, `min`, `max` and `avg` walk each series once, in
@@ -416,37 +520,7 @@ fn series_major(
                 // Not on the step grid: leave it to the general walk.
                 return Ok(None);
             }
-            let c = &mut cells[base + (off / step) as usize];
-            let v = p.v;
-            c.n += 1.0;
-            let a = &mut c.acc;
-            match op {
-                token::T_SUM => (a.value, a.kahan) = kahan_inc(v, a.value, a.kahan),
-                token::T_MIN if c.n == 1.0 || a.value > v || a.value.is_nan() => a.value = v,
-                token::T_MAX if c.n == 1.0 || a.value < v || a.value.is_nan() => a.value = v,
-                token::T_AVG => {
-                    if c.n == 1.0 {
-                        a.count = 1.0;
-                        a.value = v;
-                        continue;
-                    }
-                    a.count += 1.0;
-                    if !a.incremental {
-                        let (nv, nc) = kahan_inc(v, a.value, a.kahan);
-                        if !nv.is_infinite() {
-                            a.value = nv;
-                            a.kahan = nc;
-                            continue;
-                        }
-                        a.incremental = true;
-                        a.mean = a.value / (a.count - 1.0);
-                        a.kahan /= a.count - 1.0;
-                    }
-                    let q = (a.count - 1.0) / a.count;
-                    (a.mean, a.kahan) = kahan_inc(v / a.count, q * a.mean, q * a.kahan);
-                }
-                _ => {}
-            }
+            add_point(op, &mut cells[base + (off / step) as usize], p.v);
         }
     }
     let out = glabels
@@ -456,25 +530,10 @@ fn series_major(
             let points = (0..n)
                 .filter_map(|k| {
                     let c = &cells[g * n + k];
-                    if c.n == 0.0 {
-                        return None;
-                    }
-                    let a = &c.acc;
-                    let v = match op {
-                        token::T_SUM => {
-                            if a.value.is_infinite() {
-                                a.value
-                            } else {
-                                a.value + a.kahan
-                            }
-                        }
-                        token::T_COUNT => c.n,
-                        token::T_GROUP => 1.0,
-                        token::T_AVG if a.incremental => a.mean + a.kahan,
-                        token::T_AVG => a.value / a.count + a.kahan / a.count,
-                        _ => a.value,
-                    };
-                    Some(Point { t: ev.ts(k), v })
+                    (c.n != 0.0).then(|| Point {
+                        t: ev.ts(k),
+                        v: cell_value(op, c),
+                    })
                 })
                 .collect();
             SSeries {
@@ -536,4 +595,67 @@ fn count_values(ev: &Evaluator<'_>, input: &[SSeries], label: &str, m: &Option<L
 /// Go's `%g`-like formatting used in messages.
 pub(crate) fn fmt_g(v: f64) -> String {
     crate::value::format_float(v)
+}
+
+#[cfg(test)]
+mod cell_tests {
+    use promql_parser::parser::token;
+
+    use super::{add_point, cell_value, merge_cell, Cell};
+
+    fn fold(op: token::TokenId, vs: &[f64]) -> Cell {
+        let mut c = Cell::default();
+        for v in vs {
+            add_point(op, &mut c, *v);
+        }
+        c
+    }
+
+    fn same(a: f64, b: f64) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
+    }
+
+    #[test]
+    fn a_merge_of_two_runs_equals_the_run_of_both_or_refuses() {
+        let runs: [&[f64]; 7] = [
+            &[f64::NAN, 3.0, -2.0, 7.5],
+            &[3.0, f64::NAN, 1.0],
+            &[1.0, f64::INFINITY, -4.0, f64::NEG_INFINITY, 2.0],
+            &[0.1, 0.2, 0.3, 1e16, -1e16, 0.4],
+            &[1.5e308, 1.5e308, -1.0],
+            &[-0.0, 0.0, -0.0],
+            &[5.0],
+        ];
+        let ops = [
+            token::T_SUM,
+            token::T_AVG,
+            token::T_MIN,
+            token::T_MAX,
+            token::T_COUNT,
+            token::T_GROUP,
+        ];
+        let mut refused = 0;
+        for op in ops {
+            for run in runs {
+                let whole = cell_value(op, &fold(op, run));
+                for cut in 0..=run.len() {
+                    let mut into = fold(op, &run[..cut]);
+                    if !merge_cell(op, &mut into, &fold(op, &run[cut..])) {
+                        assert_eq!(op, token::T_AVG, "only an average may refuse: {run:?} at {cut}");
+                        refused += 1;
+                        continue;
+                    }
+                    assert_eq!(into.n, run.len() as f64);
+                    let merged = cell_value(op, &into);
+                    assert!(
+                        same(merged, whole),
+                        "{op:?} of {run:?} cut at {cut}: {merged} vs {whole}"
+                    );
+                }
+            }
+        }
+        // The two halves of 1.5e308 + 1.5e308 each have a finite sum; their
+        // merge overflows, which the walk handles by switching to a mean.
+        assert!(refused >= 1);
+    }
 }

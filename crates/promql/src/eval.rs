@@ -104,6 +104,8 @@ pub(crate) struct Evaluator<'a> {
     /// The labels an aggregation reads of the selector it aggregates
     /// directly (see [`SelectHints::only_labels`]).
     pub only_labels: &'a RefCell<Option<OnlyLabels>>,
+    /// The read an aggregation folds into itself (see [`crate::fold`]).
+    pub(crate) fold: &'a RefCell<Option<crate::fold::Slot>>,
 }
 
 /// A selector, by address, and the only labels its reader needs.
@@ -289,6 +291,22 @@ impl<'a> Evaluator<'a> {
             last_only,
             only_labels,
         };
+        if let Some(spec) = crate::fold::spec_for(self, vs) {
+            let done = std::sync::Mutex::new(Vec::new());
+            let part = |first: usize| crate::fold::new_part(&spec, first, &done);
+            let folded = self
+                .q
+                .select_fold(&ms, mint, maxt, hints, map, &part)
+                .map_err(read_err)?;
+            self.series_loaded.set(self.series_loaded.get() + folded.series);
+            self.count_samples(folded.samples_read)?;
+            if folded.stopped {
+                self.check()?;
+                return Err(Error::exec("BUG: a series read stopped without a reason"));
+            }
+            crate::fold::store(self, vs, done.into_inner().unwrap_or_else(|e| e.into_inner()));
+            return Ok(Vec::new());
+        }
         let mapped = self.q.select_map(&ms, mint, maxt, hints, map).map_err(read_err)?;
         self.series_loaded.set(self.series_loaded.get() + mapped.series.len());
         self.count_samples(mapped.samples_read)?;

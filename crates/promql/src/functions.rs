@@ -1038,8 +1038,17 @@ fn window_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
             let is_rate = name == "rate";
             let out = over_windows(ev, &input, drop, &|p, w, _| extrapolated_rate(p, w, counter, is_rate))?;
             if counter {
-                for s in &out {
-                    let m = s.labels.metric_name();
+                // A read folded into an aggregation leaves no series here,
+                // only the metric names it saw.
+                let folded = match &input {
+                    RangeArg::Matrix { vs, .. } => crate::fold::folded_names(ev, vs),
+                    RangeArg::Ready(_) => Vec::new(),
+                };
+                let names = out
+                    .iter()
+                    .map(|s| s.labels.metric_name())
+                    .chain(folded.iter().map(|n| n.as_str()));
+                for m in names {
                     if !m.is_empty() && !["_total", "_sum", "_count", "_bucket"].iter().any(|x| m.ends_with(x)) {
                         ev.info(format!(
                             "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {:?} {}",

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod eval;
+mod fold;
 mod functions;
 mod histogram;
 mod memstore;
@@ -269,6 +270,7 @@ impl Engine {
         let loaded = Cell::new(0usize);
         let series_loaded = Cell::new(0usize);
         let only_labels = RefCell::new(None);
+        let fold = RefCell::new(None);
         let ev = Evaluator {
             q,
             start,
@@ -286,6 +288,7 @@ impl Engine {
             series_loaded: &series_loaded,
             is_range_query: is_range,
             only_labels: &only_labels,
+            fold: &fold,
         };
         let val = ev.eval(expr)?;
         let value = if is_range {

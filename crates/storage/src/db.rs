@@ -452,6 +452,25 @@ impl Db {
         querier::select_map(&readers, ms, mint, maxt, &hints, map)
     }
 
+    /// [`select_map`](Self::select_map) with each part's mapped series
+    /// handed to a part made by `part` (see [`querier::select_fold`]).
+    pub fn select_fold(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+        map: &sextant_model::SampleMap<'_>,
+        part: &sextant_model::NewFoldPart<'_>,
+    ) -> Result<sextant_model::Folded> {
+        self.check_open()?;
+        let (_gate, blocks, floor) = self.read_view();
+        let head = HeadReader(&self.inner.head, floor);
+        let mut readers: Vec<&dyn SeriesReader> = blocks.iter().map(|b| &**b as &dyn SeriesReader).collect();
+        readers.push(&head);
+        querier::select_fold(&readers, ms, mint, maxt, &hints, map, part)
+    }
+
     /// Label sets of matching series with data in the range.
     pub fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>> {
         self.check_open()?;
@@ -698,6 +717,17 @@ impl sextant_model::Queryable for Db {
         map: &sextant_model::SampleMap<'_>,
     ) -> Result<sextant_model::Mapped, ReadError> {
         Db::select_map(self, ms, mint, maxt, hints, map).map_err(read_err)
+    }
+    fn select_fold(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+        map: &sextant_model::SampleMap<'_>,
+        part: &sextant_model::NewFoldPart<'_>,
+    ) -> Result<sextant_model::Folded, ReadError> {
+        Db::select_fold(self, ms, mint, maxt, hints, map, part).map_err(read_err)
     }
     fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>, ReadError> {
         Db::series(self, ms, mint, maxt).map_err(read_err)

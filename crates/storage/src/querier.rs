@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
-use sextant_model::{Labels, Mapped, Matcher, Sample, SampleMap, SelectHints, Series};
+use sextant_model::{FoldPart, Folded, Labels, Mapped, Matcher, NewFoldPart, Sample, SampleMap, SelectHints, Series};
 
 use crate::block::Block;
 use crate::error::{Error, Result};
@@ -224,47 +224,86 @@ fn count_read(total: &AtomicUsize, n: usize, limit: Option<usize>) -> Result<()>
     }
 }
 
-/// Like [`select`] in any order, with each series' samples passed through
-/// `map` as soon as they are read and only its output kept: a series is
-/// decoded into a buffer that is reused for the next, so the samples of all
-/// series are never in memory at once. A series spanning several readers is
-/// merged before it is mapped. With `last_only`, the map is given each
-/// series' last sample in the range alone.
-pub fn select_map(
+/// Where the mapped series of one part of a read go: collected as series,
+/// or handed to a caller's fold.
+trait PartSink: Send {
+    /// One series' mapped output (`kept`, not empty) and how to get its labels.
+    fn put(&mut self, labels: &dyn Fn() -> Option<Labels>, kept: &mut Vec<Sample>);
+}
+
+/// Collects the mapped series of a part.
+#[derive(Default)]
+struct Collect(Vec<Series>);
+
+impl PartSink for Collect {
+    fn put(&mut self, labels: &dyn Fn() -> Option<Labels>, kept: &mut Vec<Sample>) {
+        if let Some(labels) = labels() {
+            self.0.push(Series {
+                labels,
+                samples: std::mem::take(kept),
+            });
+        }
+    }
+}
+
+/// Hands the mapped series of a part to a caller's [`FoldPart`]; the output
+/// buffer is reused from series to series.
+struct Fold<'a> {
+    part: Box<dyn FoldPart + 'a>,
+    series: usize,
+}
+
+impl PartSink for Fold<'_> {
+    fn put(&mut self, labels: &dyn Fn() -> Option<Labels>, kept: &mut Vec<Sample>) {
+        if let Some(labels) = labels() {
+            self.part.add(&labels, kept);
+            self.series += 1;
+        }
+        kept.clear();
+    }
+}
+
+/// Reads the matching series of every overlapping reader, each through
+/// `map`, its output going to the sink of its part (`sink(first)` makes the
+/// sink of the part that starts at position `first`). Returns the sinks in
+/// order, the samples read, and whether `map` stopped the read.
+fn read_mapped<S: PartSink>(
     readers: &[&dyn SeriesReader],
     ms: &[Matcher],
     mint: i64,
     maxt: i64,
     hints: &SelectHints,
     map: &SampleMap<'_>,
-) -> Result<Mapped> {
+    sink: &(dyn Fn(usize) -> S + Sync),
+) -> Result<(Vec<S>, usize, bool)> {
     let (limit, last_only) = (hints.sample_limit, hints.last_only);
     let overlapping = overlapping(readers, mint, maxt);
     let total = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    // Maps one series' samples; `Some` when it produced output.
-    let map_one = |buf: &[Sample], labels: &dyn Fn() -> Option<Labels>| -> Result<Option<Series>> {
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        count_read(&total, buf.len(), limit)?;
-        let mut kept = Vec::new();
-        if !map(buf, &mut kept) {
-            stop.store(true, Ordering::Relaxed);
-            return Ok(None);
-        }
-        if kept.is_empty() {
-            return Ok(None);
-        }
-        Ok(labels().map(|labels| Series { labels, samples: kept }))
-    };
-    let series = match overlapping.as_slice() {
+    // Maps one series' samples into `kept` and passes them on.
+    let map_one =
+        |buf: &[Sample], labels: &dyn Fn() -> Option<Labels>, kept: &mut Vec<Sample>, out: &mut S| -> Result<()> {
+            if buf.is_empty() {
+                return Ok(());
+            }
+            count_read(&total, buf.len(), limit)?;
+            kept.clear();
+            if !map(buf, kept) {
+                stop.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            if !kept.is_empty() {
+                out.put(labels, kept);
+            }
+            Ok(())
+        };
+    let sinks = match overlapping.as_slice() {
         [] => Vec::new(),
         [r] => {
             let ids: Vec<u32> = r.select_ids(ms).iter().collect();
             in_parallel(ids.len(), worth_threads(ids.len(), mint, maxt), |part| {
-                let mut buf = Vec::new();
-                let mut out = Vec::new();
+                let (mut buf, mut kept) = (Vec::new(), Vec::new());
+                let mut out = sink(part.start);
                 for &id in &ids[part] {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -275,12 +314,13 @@ pub fn select_map(
                     } else {
                         r.samples(id, mint, maxt, &mut buf)?;
                     }
-                    out.extend(map_one(&buf, &|| match &hints.only_labels {
+                    let labels = || match &hints.only_labels {
                         Some(names) => r.labels_for(id, names),
                         None => r.labels(id),
-                    })?);
+                    };
+                    map_one(&buf, &labels, &mut kept, &mut out)?;
                 }
-                Ok(out)
+                Ok(vec![out])
             })?
         }
         _ => {
@@ -302,8 +342,8 @@ pub fn select_map(
             }
             drop(index);
             in_parallel(groups.len(), worth_threads(groups.len(), mint, maxt), |part| {
-                let (mut buf, mut piece, mut merged) = (Vec::new(), Vec::new(), Vec::new());
-                let mut out = Vec::new();
+                let (mut buf, mut piece, mut merged, mut kept) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let mut out = sink(part.start);
                 for (labels, parts) in &groups[part] {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -326,16 +366,62 @@ pub fn select_map(
                     if last_only {
                         keep_last(&mut buf, 0);
                     }
-                    out.extend(map_one(&buf, &|| Some(labels.clone()))?);
+                    map_one(&buf, &|| Some(labels.clone()), &mut kept, &mut out)?;
                 }
-                Ok(out)
+                Ok(vec![out])
             })?
         }
     };
+    Ok((sinks, total.into_inner(), stop.into_inner()))
+}
+
+/// Like [`select`] in any order, with each series' samples passed through
+/// `map` as soon as they are read and only its output kept: a series is
+/// decoded into a buffer that is reused for the next, so the samples of all
+/// series are never in memory at once. A series spanning several readers is
+/// merged before it is mapped. With `last_only`, the map is given each
+/// series' last sample in the range alone.
+pub fn select_map(
+    readers: &[&dyn SeriesReader],
+    ms: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    hints: &SelectHints,
+    map: &SampleMap<'_>,
+) -> Result<Mapped> {
+    let (parts, samples_read, stopped) = read_mapped(readers, ms, mint, maxt, hints, map, &|_| Collect::default())?;
     Ok(Mapped {
+        series: parts.into_iter().flat_map(|c| c.0).collect(),
+        samples_read,
+        stopped,
+    })
+}
+
+/// [`select_map`] with each part's mapped series handed to a part made by
+/// `part` (see [`sextant_model::Queryable::select_fold`]); each part is
+/// finished, in order, once the whole read has succeeded.
+pub fn select_fold(
+    readers: &[&dyn SeriesReader],
+    ms: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    hints: &SelectHints,
+    map: &SampleMap<'_>,
+    part: &NewFoldPart<'_>,
+) -> Result<Folded> {
+    let (parts, samples_read, stopped) = read_mapped(readers, ms, mint, maxt, hints, map, &|first| Fold {
+        part: part(first),
+        series: 0,
+    })?;
+    let mut series = 0;
+    for p in parts {
+        series += p.series;
+        p.part.finish();
+    }
+    Ok(Folded {
         series,
-        samples_read: total.into_inner(),
-        stopped: stop.into_inner(),
+        samples_read,
+        stopped,
     })
 }
 

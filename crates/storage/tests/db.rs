@@ -913,6 +913,7 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
     assert!(!m.stopped);
     assert_eq!(m.series.len(), series.len());
     assert_eq!(m.samples_read, series.len() * 61);
+    let m_all = &m;
     let mut seen = std::collections::HashSet::new();
     for s in &m.series {
         let i: i64 = s.labels.get("i").parse().expect("i");
@@ -926,12 +927,58 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
     // A map that asks to stop ends the read early and says so.
     let calls = std::sync::atomic::AtomicUsize::new(0);
     let stop = |_: &[Sample], _: &mut Vec<Sample>| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10;
-    let m = db
+    let stopped = db
         .select_map(&[], mint, maxt, SelectHints::default(), &stop)
         .expect("select_map");
-    assert!(m.stopped);
-    assert!(m.series.is_empty());
+    assert!(stopped.stopped);
+    assert!(stopped.series.is_empty());
     assert!(calls.into_inner() < series.len());
+
+    // A folded read hands the same mapped series to parts, one run of
+    // series a part, and finishes each part once.
+    type Runs = std::sync::Mutex<Vec<(usize, Vec<(i64, Sample)>)>>;
+    struct Part<'a> {
+        first: usize,
+        got: Vec<(i64, Sample)>,
+        done: &'a Runs,
+    }
+    impl sextant_model::FoldPart for Part<'_> {
+        fn add(&mut self, labels: &Labels, mapped: &[Sample]) {
+            assert_eq!(mapped.len(), 1);
+            self.got.push((labels.get("i").parse().expect("i"), mapped[0]));
+        }
+        fn finish(self: Box<Self>) {
+            self.done.lock().unwrap().push((self.first, self.got));
+        }
+    }
+    let done: Runs = std::sync::Mutex::new(Vec::new());
+    let part = |first: usize| -> Box<dyn sextant_model::FoldPart + '_> {
+        Box::new(Part {
+            first,
+            got: Vec::new(),
+            done: &done,
+        })
+    };
+    let f = db
+        .select_fold(&[], mint, maxt, SelectHints::default(), &map, &part)
+        .expect("select_fold");
+    assert!(!f.stopped);
+    assert_eq!((f.series, f.samples_read), (series.len(), series.len() * 61));
+    let mut runs = done.into_inner().unwrap();
+    assert!(runs.len() >= 2, "{} parts", runs.len());
+    runs.sort_by_key(|r| r.0);
+    let mut next = 0;
+    for (first, got) in &runs {
+        assert_eq!(*first, next, "the parts' runs follow each other");
+        next += got.len();
+    }
+    let folded: Vec<(i64, Sample)> = runs.into_iter().flat_map(|r| r.1).collect();
+    let mapped: Vec<(i64, Sample)> = m_all
+        .series
+        .iter()
+        .map(|s| (s.labels.get("i").parse().expect("i"), s.samples[0]))
+        .collect();
+    assert_eq!(folded, mapped, "the same series in the same order as select_map's");
 }
 
 #[test]

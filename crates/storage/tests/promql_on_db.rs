@@ -120,6 +120,17 @@ impl Queryable for DbStore {
     ) -> Result<Mapped, ReadError> {
         Queryable::select_map(&*self.read(), ms, mint, maxt, hints, map)
     }
+    fn select_fold(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+        map: &SampleMap<'_>,
+        part: &sextant_model::NewFoldPart<'_>,
+    ) -> Result<sextant_model::Folded, ReadError> {
+        Queryable::select_fold(&*self.read(), ms, mint, maxt, hints, map, part)
+    }
     fn label_names(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, ReadError> {
         Queryable::label_names(&*self.read(), ms, mint, maxt)
     }

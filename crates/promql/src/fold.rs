@@ -1,0 +1,475 @@
+//! Aggregations folded into the read. `sum`, `count`, `group`, `min`, `max`
+//! and `avg` of a selector, directly or through a per-series range function
+//! (`sum by (le) (rate(x_bucket[5m]))`), do not need a vector per input
+//! series: each reading thread folds the output of the series it reads
+//! into per-group, per-step cells of its own, and the parts' cells are
+//! merged in read order at the end. The step-by-step evaluation stays the
+//! reference; whatever the fold cannot reproduce (a point off the step
+//! grid, an `avg` whose sum overflowed) makes the aggregation run that way.
+
+use std::sync::{Arc, Mutex};
+
+use promql_parser::parser::token::{self, TokenId};
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier, VectorSelector};
+use sextant_model::{FoldPart, Grouper, Labels, Sample, METRIC_NAME};
+
+use crate::aggregate::{
+    add_point, cell_value, grouper, label_projection, merge_cell, Cell, PER_SERIES_RANGE_FUNCTIONS,
+};
+use crate::eval::{Evaluator, SSeries};
+use crate::value::{Error, Point};
+
+/// What an aggregation asks of the read of its selector.
+pub(crate) struct Spec {
+    op: TokenId,
+    modifier: Option<LabelModifier>,
+    start: i64,
+    step: i64,
+    steps: usize,
+}
+
+/// The fold an aggregation has asked for, by its selector's address, and,
+/// once the selector is read, what the read's parts gathered, in read order.
+pub(crate) struct Slot {
+    pub(crate) at: usize,
+    pub(crate) spec: Arc<Spec>,
+    pub(crate) parts: Option<Vec<Gathered>>,
+}
+
+/// What one part of the read gathered.
+pub(crate) struct Gathered {
+    first: usize,
+    groups: Vec<Labels>,
+    /// `steps` cells a group, group after group.
+    cells: Vec<Cell>,
+    /// A point fell off the step grid: the cells are incomplete.
+    off_grid: bool,
+    /// The distinct metric names of the series the part took.
+    names: Vec<String>,
+}
+
+struct Part<'s, F> {
+    spec: &'s Spec,
+    grouper: Grouper<F>,
+    gathered: Gathered,
+    done: &'s Mutex<Vec<Gathered>>,
+}
+
+impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
+    fn add(&mut self, labels: &Labels, mapped: &[Sample]) {
+        let (spec, g) = (self.spec, &mut self.gathered);
+        let name = labels.metric_name();
+        if !name.is_empty() && g.names.last().is_none_or(|l| l != name) && !g.names.iter().any(|l| l == name) {
+            g.names.push(name.to_string());
+        }
+        let group = self.grouper.group_of(labels);
+        let base = group * spec.steps;
+        if g.cells.len() < base + spec.steps {
+            g.cells.resize(base + spec.steps, Cell::default());
+        }
+        for s in mapped {
+            let off = s.t - spec.start;
+            if off < 0 || off % spec.step != 0 || (off / spec.step) as usize >= spec.steps {
+                g.off_grid = true;
+                continue;
+            }
+            add_point(spec.op, &mut g.cells[base + (off / spec.step) as usize], s.v);
+        }
+    }
+
+    fn finish(self: Box<Self>) {
+        let Part {
+            grouper,
+            mut gathered,
+            done,
+            ..
+        } = *self;
+        gathered.groups = grouper.into_groups();
+        done.lock().unwrap_or_else(|e| e.into_inner()).push(gathered);
+    }
+}
+
+/// Makes the part of a folded read that starts at position `first`; it
+/// hands its cells to `done` when finished.
+pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gathered>>) -> Box<dyn FoldPart + 's> {
+    Box::new(Part {
+        spec,
+        grouper: grouper(&spec.modifier),
+        gathered: Gathered {
+            first,
+            groups: Vec::new(),
+            cells: Vec::new(),
+            off_grid: false,
+            names: Vec::new(),
+        },
+        done,
+    })
+}
+
+/// The distinct metric names of the series a folded read of `vs` took, when
+/// `vs` was read by a fold: the function applied to it cannot see them in
+/// its (empty) output.
+pub(crate) fn folded_names(ev: &Evaluator<'_>, vs: &VectorSelector) -> Vec<String> {
+    let slot = ev.fold.borrow();
+    let mut out: Vec<String> = Vec::new();
+    if let Some(Slot {
+        at, parts: Some(parts), ..
+    }) = &*slot
+    {
+        if *at == vs as *const VectorSelector as usize {
+            for n in parts.iter().flat_map(|p| &p.names) {
+                if !out.contains(n) {
+                    out.push(n.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The selector an aggregation can fold the read of: the aggregation is one
+/// of those with per-group cells, does not group by the metric name, and
+/// takes its selector directly or through a per-series range function of a
+/// single metric (so that dropping the name cannot make two series one).
+fn foldable(a: &AggregateExpr) -> Option<&VectorSelector> {
+    let op = a.op.id();
+    if !matches!(
+        op,
+        token::T_SUM | token::T_COUNT | token::T_GROUP | token::T_MIN | token::T_MAX | token::T_AVG
+    ) || a.param.is_some()
+    {
+        return None;
+    }
+    if let Some(LabelModifier::Include(by)) = &a.modifier {
+        if by.labels.iter().any(|l| l == METRIC_NAME) {
+            return None;
+        }
+    }
+    match unparen(&a.expr) {
+        Expr::VectorSelector(vs) => Some(vs),
+        Expr::Call(c) if PER_SERIES_RANGE_FUNCTIONS.contains(&c.func.name) => {
+            let vs = c.args.args.iter().find_map(|x| match unparen(x) {
+                Expr::MatrixSelector(m) => Some(&m.vs),
+                _ => None,
+            })?;
+            let named = vs.name.is_some()
+                || vs
+                    .matchers
+                    .matchers
+                    .iter()
+                    .any(|m| m.name == METRIC_NAME && matches!(m.op, promql_parser::label::MatchOp::Equal));
+            named.then_some(vs)
+        }
+        _ => None,
+    }
+}
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        e => e,
+    }
+}
+
+/// What [`eval`] did.
+pub(crate) enum Outcome {
+    /// The aggregation's result.
+    Folded(Vec<SSeries>),
+    /// The input was evaluated, but not folded: aggregate it as usual.
+    Input(Vec<SSeries>),
+    /// Nothing was done: evaluate the aggregation as usual.
+    NotTried,
+}
+
+/// Evaluates aggregation `a` with its selector's read folded, when it can be.
+pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Outcome, Error> {
+    let Some(vs) = foldable(a) else {
+        return Ok(Outcome::NotTried);
+    };
+    let steps = ev.steps();
+    let spec = Arc::new(Spec {
+        op: a.op.id(),
+        modifier: a.modifier.clone(),
+        start: ev.ts(0),
+        step: if steps > 1 { ev.ts(1) - ev.ts(0) } else { 1 },
+        steps,
+    });
+    let at = vs as *const VectorSelector as usize;
+    let outer_fold = ev.fold.replace(Some(Slot {
+        at,
+        spec: spec.clone(),
+        parts: None,
+    }));
+    let outer_labels = label_projection(a).map(|(_, names)| ev.only_labels.replace(Some((at, names))));
+    let input = ev.eval_vector_arg(&a.expr);
+    let slot = ev.fold.replace(outer_fold);
+    if let Some(outer) = outer_labels {
+        *ev.only_labels.borrow_mut() = outer;
+    }
+    let input = input?;
+    let Some(parts) = slot.and_then(|s| s.parts) else {
+        return Ok(Outcome::Input(input));
+    };
+    if !input.is_empty() || parts.iter().any(|p| p.off_grid) {
+        return Ok(Outcome::NotTried);
+    }
+    // The parts' groups, in read order, become the output's groups.
+    let mut groups = grouper(&spec.modifier);
+    let mut cells: Vec<Cell> = Vec::new();
+    for p in &parts {
+        for (g, labels) in p.groups.iter().enumerate() {
+            let to = groups.group_of(labels) * steps;
+            if cells.len() < to + steps {
+                cells.resize(to + steps, Cell::default());
+            }
+            let from = &p.cells[g * steps..(g + 1) * steps];
+            for (into, from) in cells[to..to + steps].iter_mut().zip(from) {
+                if !merge_cell(spec.op, into, from) {
+                    return Ok(Outcome::NotTried);
+                }
+            }
+        }
+    }
+    let out = groups
+        .into_groups()
+        .into_iter()
+        .enumerate()
+        .map(|(g, labels)| SSeries {
+            labels,
+            drop_name: false,
+            points: (0..steps)
+                .filter_map(|k| {
+                    let c = &cells[g * steps + k];
+                    (c.n != 0.0).then(|| Point {
+                        t: ev.ts(k),
+                        v: cell_value(spec.op, c),
+                    })
+                })
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    Ok(Outcome::Folded(out))
+}
+
+/// Whether a read of `vs` is to be folded, and how.
+pub(crate) fn spec_for(ev: &Evaluator<'_>, vs: &VectorSelector) -> Option<Arc<Spec>> {
+    match &*ev.fold.borrow() {
+        Some(s) if s.at == vs as *const VectorSelector as usize && s.parts.is_none() => Some(s.spec.clone()),
+        _ => None,
+    }
+}
+
+/// Keeps what the parts of the folded read of `vs` gathered, in read order.
+pub(crate) fn store(ev: &Evaluator<'_>, vs: &VectorSelector, mut parts: Vec<Gathered>) {
+    parts.sort_by_key(|p| p.first);
+    match &mut *ev.fold.borrow_mut() {
+        Some(s) if s.at == vs as *const VectorSelector as usize => s.parts = Some(parts),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use sextant_model::{
+        Folded, Labels, Mapped, Matcher, NewFoldPart, Queryable, ReadError, Sample, SampleMap, SelectHints, Series,
+    };
+
+    use crate::{Engine, MemStore, QueryResult, Value};
+
+    /// A store whose folded reads hand out the series three at a time to
+    /// parts that are finished last first, as several threads might.
+    struct Parted {
+        inner: MemStore,
+        folds: AtomicUsize,
+        parts: AtomicUsize,
+    }
+
+    impl Queryable for Parted {
+        fn select(&self, ms: &[Matcher], mint: i64, maxt: i64, hints: SelectHints) -> Result<Vec<Series>, ReadError> {
+            self.inner.select(ms, mint, maxt, hints)
+        }
+        fn select_map(
+            &self,
+            ms: &[Matcher],
+            mint: i64,
+            maxt: i64,
+            hints: SelectHints,
+            map: &SampleMap<'_>,
+        ) -> Result<Mapped, ReadError> {
+            self.inner.select_map(ms, mint, maxt, hints, map)
+        }
+        fn select_fold(
+            &self,
+            ms: &[Matcher],
+            mint: i64,
+            maxt: i64,
+            hints: SelectHints,
+            map: &SampleMap<'_>,
+            part: &NewFoldPart<'_>,
+        ) -> Result<Folded, ReadError> {
+            self.folds.fetch_add(1, Ordering::Relaxed);
+            let m = self.inner.select_map(ms, mint, maxt, hints, map)?;
+            let mut parts = Vec::new();
+            for (k, run) in m.series.chunks(3).enumerate() {
+                let mut p = part(k * 3);
+                for s in run {
+                    p.add(&s.labels, &s.samples);
+                }
+                parts.push(p);
+            }
+            self.parts.fetch_add(parts.len(), Ordering::Relaxed);
+            for p in parts.into_iter().rev() {
+                p.finish();
+            }
+            Ok(Folded {
+                series: m.series.len(),
+                samples_read: m.samples_read,
+                stopped: m.stopped,
+            })
+        }
+        fn label_names(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, ReadError> {
+            self.inner.label_names(ms, mint, maxt)
+        }
+        fn label_values(&self, n: &str, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, ReadError> {
+            self.inner.label_values(n, ms, mint, maxt)
+        }
+    }
+
+    /// Counters with resets (`c_total`), gauges with NaN, infinities and
+    /// values so large that an average's sum overflows (`g`), a gauge that is
+    /// not a counter by name (`level`), and series with gaps.
+    fn store() -> Parted {
+        let inner = MemStore::new();
+        for i in 0..20i64 {
+            let zone = ["a", "b", "c"][(i % 3) as usize];
+            let model = ["m1", "m2"][(i % 2) as usize];
+            let gpu = i.to_string();
+            let l =
+                |name: &str| Labels::from_pairs([("__name__", name), ("zone", zone), ("model", model), ("gpu", &gpu)]);
+            let counter: Vec<Sample> = (0..120)
+                .filter(|k| (k + i) % 17 != 0)
+                .map(|k| {
+                    Sample::new(
+                        k * 15_000,
+                        ((k * (i + 1)) % (50 + i * 7)) as f64 * 1.25 + 0.1 * i as f64,
+                    )
+                })
+                .collect();
+            inner.add(l("c_total"), &counter);
+            let gauge: Vec<Sample> = (0..120)
+                .map(|k| {
+                    let v = match (i, k % 29) {
+                        (3, 5) => f64::NAN,
+                        (4, 7) => f64::INFINITY,
+                        (5, 7) => f64::NEG_INFINITY,
+                        (6..=9, 11) => 1.5e308,
+                        _ => ((k * 31 + i * 17) % 97) as f64 / 7.0 - 3.0,
+                    };
+                    Sample::new(k * 15_000 + i * 100, v)
+                })
+                .collect();
+            inner.add(l("g"), &gauge);
+            inner.add(l("level"), &counter[..counter.len() / 2]);
+        }
+        Parted {
+            inner,
+            folds: AtomicUsize::new(0),
+            parts: AtomicUsize::new(0),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        a.to_bits() == b.to_bits()
+            || (a.is_nan() && b.is_nan())
+            || (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1e-300)
+    }
+
+    /// The same values (within rounding), labels, times and annotations.
+    fn assert_same(got: &QueryResult, want: &QueryResult, q: &str) {
+        assert_eq!(got.annotations, want.annotations, "{q}");
+        match (&got.value, &want.value) {
+            (Value::Vector(a), Value::Vector(b)) => {
+                assert_eq!(a.len(), b.len(), "{q}: {a:?} vs {b:?}");
+                for (x, y) in a.iter().zip(b) {
+                    assert_eq!((&x.labels, x.t), (&y.labels, y.t), "{q}");
+                    assert!(close(x.v, y.v), "{q}: {x:?} vs {y:?}");
+                }
+            }
+            (Value::Matrix(a), Value::Matrix(b)) => {
+                assert_eq!(a.len(), b.len(), "{q}");
+                for (x, y) in a.iter().zip(b) {
+                    assert_eq!(x.labels, y.labels, "{q}");
+                    assert_eq!(x.points.len(), y.points.len(), "{q} {:?}", x.labels);
+                    for (p, r) in x.points.iter().zip(&y.points) {
+                        assert_eq!(p.t, r.t, "{q}");
+                        assert!(close(p.v, r.v), "{q} {:?}: {p:?} vs {r:?}", x.labels);
+                    }
+                }
+            }
+            (a, b) => panic!("{q}: {a:?} vs {b:?}"),
+        }
+    }
+
+    #[test]
+    fn folded_aggregations_answer_as_the_step_by_step_walk() {
+        let eng = Engine::default();
+        let mut folded_queries = 0;
+        for op in ["sum", "avg", "min", "max", "count", "group"] {
+            for grouping in ["", " by (zone)", " by (zone, model)", " without (gpu)"] {
+                for inner in [
+                    "rate(c_total[1m])",
+                    "increase(c_total[2m])",
+                    "g",
+                    "max_over_time(g[1m])",
+                    "rate(level[1m])",
+                ] {
+                    let q = format!("{op}{grouping} ({inner})");
+                    // A binary operation is not folded: the reference.
+                    let reference = format!("{op}{grouping} ({inner} * 1)");
+                    let s = store();
+                    let got = eng.range(&s, &q, 0, 1_800_000, 30_000).expect(&q);
+                    let want = eng.range(&s.inner, &reference, 0, 1_800_000, 30_000).expect(&reference);
+                    assert_same(&got, &want, &q);
+                    let got = eng.instant(&s, &q, 1_000_000).expect(&q);
+                    let want = eng.instant(&s.inner, &reference, 1_000_000).expect(&reference);
+                    assert_same(&got, &want, &q);
+                    assert_eq!(s.folds.load(Ordering::Relaxed), 2, "{q} is folded");
+                    assert!(s.parts.load(Ordering::Relaxed) >= 2, "{q} read in several parts");
+                    folded_queries += 1;
+                }
+            }
+        }
+        assert_eq!(folded_queries, 120);
+    }
+
+    #[test]
+    fn an_overflowing_average_falls_back_to_the_walk_and_name_grouping_is_not_folded() {
+        let eng = Engine::default();
+        let s = store();
+        // Four series of one zone hold 1.5e308 at the same step: their sum
+        // overflows in the parts, and the fold gives way to the walk.
+        let q = "avg by (model) (g)";
+        let got = eng.range(&s, q, 0, 1_800_000, 15_000).expect(q);
+        let want = eng
+            .range(&s.inner, "avg by (model) (g * 1)", 0, 1_800_000, 15_000)
+            .expect(q);
+        assert_same(&got, &want, q);
+        let Value::Matrix(m) = &got.value else { panic!("{q}") };
+        assert!(
+            m.iter().flat_map(|s| &s.points).any(|p| p.v.is_finite() && p.v > 1e307),
+            "{q}: the large values are averaged, not overflowed: {m:?}"
+        );
+        for q in [
+            "sum by (__name__) (g)",
+            "sum(rate({__name__=~\"c_total|level\"}[1m]))",
+            "topk(2, g)",
+        ] {
+            let s = store();
+            eng.range(&s, q, 0, 600_000, 30_000).expect(q);
+            assert_eq!(s.folds.load(Ordering::Relaxed), 0, "{q} is not folded");
+        }
+    }
+}
