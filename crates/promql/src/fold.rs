@@ -89,6 +89,29 @@ impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
     }
 }
 
+/// Cell buffers of finished folds, kept for the next ones: a part's cells
+/// take a few hundred kilobytes, and on a machine whose allocator returns
+/// freed memory at once, faulting in fresh pages for them costs more than
+/// filling them.
+static SPARE: Mutex<Vec<Vec<Cell>>> = Mutex::new(Vec::new());
+
+/// At most this many bytes of spare cell buffers are kept.
+const SPARE_BYTES: usize = 8 << 20;
+
+fn take_cells() -> Vec<Cell> {
+    let mut v = SPARE.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+    v.clear();
+    v
+}
+
+fn give_back(v: Vec<Cell>) {
+    let bytes = |v: &Vec<Cell>| v.capacity() * std::mem::size_of::<Cell>();
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    if v.capacity() > 0 && spare.iter().map(bytes).sum::<usize>() + bytes(&v) <= SPARE_BYTES {
+        spare.push(v);
+    }
+}
+
 /// Makes the part of a folded read that starts at position `first`; it
 /// hands its cells to `done` when finished.
 pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gathered>>) -> Box<dyn FoldPart + 's> {
@@ -98,7 +121,7 @@ pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gat
         gathered: Gathered {
             first,
             groups: Vec::new(),
-            cells: Vec::new(),
+            cells: take_cells(),
             off_grid: false,
             names: Vec::new(),
         },
@@ -210,13 +233,27 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Outcome, Err
     let Some(parts) = slot.and_then(|s| s.parts) else {
         return Ok(Outcome::Input(input));
     };
-    if !input.is_empty() || parts.iter().any(|p| p.off_grid) {
-        return Ok(Outcome::NotTried);
+    let folded = merge(ev, &spec, &parts, input.is_empty());
+    for p in parts {
+        give_back(p.cells);
+    }
+    Ok(match folded {
+        Some(out) => Outcome::Folded(out),
+        None => Outcome::NotTried,
+    })
+}
+
+/// The aggregation's output from the cells of the parts, in read order;
+/// `None` when they cannot give it exactly.
+fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool) -> Option<Vec<SSeries>> {
+    let steps = spec.steps;
+    if !input_empty || parts.iter().any(|p| p.off_grid) {
+        return None;
     }
     // The parts' groups, in read order, become the output's groups.
     let mut groups = grouper(&spec.modifier);
-    let mut cells: Vec<Cell> = Vec::new();
-    for p in &parts {
+    let mut cells = take_cells();
+    for p in parts {
         for (g, labels) in p.groups.iter().enumerate() {
             let to = groups.group_of(labels) * steps;
             if cells.len() < to + steps {
@@ -225,7 +262,8 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Outcome, Err
             let from = &p.cells[g * steps..(g + 1) * steps];
             for (into, from) in cells[to..to + steps].iter_mut().zip(from) {
                 if !merge_cell(spec.op, into, from) {
-                    return Ok(Outcome::NotTried);
+                    give_back(cells);
+                    return None;
                 }
             }
         }
@@ -249,7 +287,8 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Outcome, Err
         })
         .filter(|s| !s.points.is_empty())
         .collect();
-    Ok(Outcome::Folded(out))
+    give_back(cells);
+    Some(out)
 }
 
 /// Whether a read of `vs` is to be folded, and how.
