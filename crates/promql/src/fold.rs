@@ -99,7 +99,11 @@ static SPARE: Mutex<Vec<Vec<Cell>>> = Mutex::new(Vec::new());
 const SPARE_BYTES: usize = 8 << 20;
 
 fn take_cells() -> Vec<Cell> {
-    let mut v = SPARE.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+    let mut v = SPARE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
     v.clear();
     v
 }

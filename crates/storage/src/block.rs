@@ -830,16 +830,7 @@ impl Block {
     /// Labels of series `id`.
     pub fn labels(&self, id: u32) -> Option<Labels> {
         let (page, off) = self.series_entry(id)?;
-        let mut r = ByteReader::new(page.get(off..)?);
-        let n = r.uvarint().ok()? as usize;
-        // Each label takes at least two bytes.
-        let mut v = Vec::with_capacity(n.min(r.remaining() / 2));
-        for _ in 0..n {
-            let name = self.shared_symbol(r.uvarint().ok()? as u32)?;
-            let value = self.shared_symbol(r.uvarint().ok()? as u32)?;
-            v.push(Label { name, value });
-        }
-        Some(Labels::from_sorted_unchecked(v))
+        self.entry_labels(&mut ByteReader::new(page.get(off..)?), None)
     }
 
     /// The labels of series `id` named in `names`, and its metric name: what
@@ -847,19 +838,32 @@ impl Block {
     /// the other labels' values.
     pub fn labels_named(&self, id: u32, names: &[String]) -> Option<Labels> {
         let (page, off) = self.series_entry(id)?;
-        let mut r = ByteReader::new(page.get(off..)?);
+        self.entry_labels(&mut ByteReader::new(page.get(off..)?), Some(names))
+    }
+
+    /// The label set at the start of a series entry, all of it or only the
+    /// labels in `names` and the metric name; leaves `r` after it.
+    fn entry_labels(&self, r: &mut ByteReader<'_>, names: Option<&[String]>) -> Option<Labels> {
         let n = r.uvarint().ok()? as usize;
-        let mut v = Vec::with_capacity((names.len() + 1).min(n));
+        // Each label takes at least two bytes.
+        let cap = match names {
+            Some(names) => names.len() + 1,
+            None => r.remaining() / 2,
+        };
+        let mut v = Vec::with_capacity(n.min(cap));
         for _ in 0..n {
             let name = r.uvarint().ok()? as u32;
             let value = r.uvarint().ok()? as u32;
-            let text: &str = self.symbol_cell(name)?;
-            if text == METRIC_NAME || names.iter().any(|x| x == text) {
-                v.push(Label {
-                    name: self.shared_symbol(name)?,
-                    value: self.shared_symbol(value)?,
-                });
+            if let Some(names) = names {
+                let text: &str = self.symbol_cell(name)?;
+                if text != METRIC_NAME && !names.iter().any(|x| x == text) {
+                    continue;
+                }
             }
+            v.push(Label {
+                name: self.shared_symbol(name)?,
+                value: self.shared_symbol(value)?,
+            });
         }
         Some(Labels::from_sorted_unchecked(v))
     }
@@ -895,18 +899,16 @@ impl Block {
         Ok(page)
     }
 
-    fn column(&self, r: u64) -> Result<(Arc<Vec<u8>>, usize, usize)> {
-        let page = self.page(r >> 24)?;
+    /// The bytes of the column at reference `r`, in its decoded `page`.
+    fn column_in<'p>(&self, page: &'p [u8], r: u64) -> Result<&'p [u8]> {
         let off = (r & 0xff_ffff) as usize;
         let mut br = ByteReader::new(page.get(off..).unwrap_or_default());
         let len = br
             .uvarint()
             .map_err(|_| corrupt("chunk column", &self.dir, "bad length"))? as usize;
         let start = off + br.pos();
-        if start + len > page.len() {
-            return Err(corrupt("chunk column", &self.dir, "column exceeds its page"));
-        }
-        Ok((page, start, len))
+        page.get(start..start.saturating_add(len))
+            .ok_or_else(|| corrupt("chunk column", &self.dir, "column exceeds its page"))
     }
 
     /// Samples of series `id` in `[mint, maxt]`, tombstones applied.
@@ -918,6 +920,40 @@ impl Block {
         for _ in 0..n.saturating_mul(2) {
             r.uvarint().map_err(|_| bad())?;
         }
+        self.entry_samples(id, &mut r, mint, maxt, out)
+    }
+
+    /// The samples of series `id` in `[mint, maxt]` appended to `out` and,
+    /// when there are any, its labels (those in `names` and the metric name
+    /// when given, else all): one lookup of the series entry for both.
+    pub fn read(
+        &self,
+        id: u32,
+        mint: i64,
+        maxt: i64,
+        names: Option<&[String]>,
+        out: &mut Vec<Sample>,
+    ) -> Result<Option<Labels>> {
+        let bad = || corrupt("index series entry", &self.dir.join("index"), format!("series {id}"));
+        let (page, off) = self.series_entry(id).ok_or_else(bad)?;
+        let mut r = ByteReader::new(page.get(off..).ok_or_else(bad)?);
+        let labels = self.entry_labels(&mut r, names).ok_or_else(bad)?;
+        let start = out.len();
+        self.entry_samples(id, &mut r, mint, maxt, out)?;
+        Ok((out.len() > start).then_some(labels))
+    }
+
+    /// The chunks of a series entry, `r` positioned after its labels: those
+    /// overlapping `[mint, maxt]` decoded and cut to it, tombstones applied.
+    fn entry_samples(
+        &self,
+        id: u32,
+        r: &mut ByteReader<'_>,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<()> {
+        let bad = || corrupt("index series entry", &self.dir.join("index"), format!("series {id}"));
         let nchunks = r.uvarint().map_err(|_| bad())?;
         let start = out.len();
         for _ in 0..nchunks {
@@ -937,10 +973,16 @@ impl Block {
             if cmax < mint || cmin > maxt {
                 continue;
             }
-            let (tp, to, tl) = self.column(ts_ref)?;
-            let (vp, vo, vl) = self.column(val_ref)?;
+            let tp = self.page(ts_ref >> 24)?;
+            // The two columns of a chunk are mostly in one page.
+            let vp = if val_ref >> 24 == ts_ref >> 24 {
+                tp.clone()
+            } else {
+                self.page(val_ref >> 24)?
+            };
+            let tcol = self.column_in(&tp, ts_ref)?;
+            let vcol = self.column_in(&vp, val_ref)?;
             let cc = |_| corrupt("chunk", &self.dir.join("chunks"), format!("series {id}"));
-            let (tcol, vcol) = (&tp[to..to + tl], &vp[vo..vo + vl]);
             chunkenc::decode_block_range(tcol, kind, vcol, cn, restarts, (mint, maxt), out).map_err(cc)?;
         }
         if let Some(tomb) = self.tombstones.read().get(&id) {

@@ -33,6 +33,32 @@ pub trait SeriesReader: Sync {
         let _ = names;
         self.labels(id)
     }
+    /// The samples of `id` in `[mint, maxt]` (only the last with
+    /// `last_only`) appended to `out` and, when there are any, its labels:
+    /// [`labels_for`](Self::labels_for) `names` when given, else all.
+    fn read(
+        &self,
+        id: u32,
+        mint: i64,
+        maxt: i64,
+        last_only: bool,
+        names: Option<&[String]>,
+        out: &mut Vec<Sample>,
+    ) -> Result<Option<Labels>> {
+        let start = out.len();
+        if last_only {
+            self.last_sample(id, mint, maxt, out)?;
+        } else {
+            self.samples(id, mint, maxt, out)?;
+        }
+        if out.len() == start {
+            return Ok(None);
+        }
+        Ok(match names {
+            Some(names) => self.labels_for(id, names),
+            None => self.labels(id),
+        })
+    }
     fn label_names(&self, ids: Option<&RoaringBitmap>) -> Vec<String>;
     fn label_values(&self, name: &str, ids: Option<&RoaringBitmap>) -> Vec<String>;
 }
@@ -52,6 +78,22 @@ impl SeriesReader for Block {
     }
     fn samples(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<()> {
         Block::samples(self, id, mint, maxt, out)
+    }
+    fn read(
+        &self,
+        id: u32,
+        mint: i64,
+        maxt: i64,
+        last_only: bool,
+        names: Option<&[String]>,
+        out: &mut Vec<Sample>,
+    ) -> Result<Option<Labels>> {
+        let start = out.len();
+        let labels = Block::read(self, id, mint, maxt, names, out)?;
+        if last_only {
+            keep_last(out, start);
+        }
+        Ok(labels)
     }
     fn label_names(&self, ids: Option<&RoaringBitmap>) -> Vec<String> {
         Block::label_names(self, ids)
@@ -227,8 +269,8 @@ fn count_read(total: &AtomicUsize, n: usize, limit: Option<usize>) -> Result<()>
 /// Where the mapped series of one part of a read go: collected as series,
 /// or handed to a caller's fold.
 trait PartSink: Send {
-    /// One series' mapped output (`kept`, not empty) and how to get its labels.
-    fn put(&mut self, labels: &dyn Fn() -> Option<Labels>, kept: &mut Vec<Sample>);
+    /// One series' labels and mapped output (`kept`, not empty).
+    fn put(&mut self, labels: Labels, kept: &mut Vec<Sample>);
 }
 
 /// Collects the mapped series of a part.
@@ -236,13 +278,11 @@ trait PartSink: Send {
 struct Collect(Vec<Series>);
 
 impl PartSink for Collect {
-    fn put(&mut self, labels: &dyn Fn() -> Option<Labels>, kept: &mut Vec<Sample>) {
-        if let Some(labels) = labels() {
-            self.0.push(Series {
-                labels,
-                samples: std::mem::take(kept),
-            });
-        }
+    fn put(&mut self, labels: Labels, kept: &mut Vec<Sample>) {
+        self.0.push(Series {
+            labels,
+            samples: std::mem::take(kept),
+        });
     }
 }
 
@@ -254,11 +294,9 @@ struct Fold<'a> {
 }
 
 impl PartSink for Fold<'_> {
-    fn put(&mut self, labels: &dyn Fn() -> Option<Labels>, kept: &mut Vec<Sample>) {
-        if let Some(labels) = labels() {
-            self.part.add(&labels, kept);
-            self.series += 1;
-        }
+    fn put(&mut self, labels: Labels, kept: &mut Vec<Sample>) {
+        self.part.add(&labels, kept);
+        self.series += 1;
         kept.clear();
     }
 }
@@ -281,22 +319,21 @@ fn read_mapped<S: PartSink>(
     let total = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     // Maps one series' samples into `kept` and passes them on.
-    let map_one =
-        |buf: &[Sample], labels: &dyn Fn() -> Option<Labels>, kept: &mut Vec<Sample>, out: &mut S| -> Result<()> {
-            if buf.is_empty() {
-                return Ok(());
-            }
-            count_read(&total, buf.len(), limit)?;
-            kept.clear();
-            if !map(buf, kept) {
-                stop.store(true, Ordering::Relaxed);
-                return Ok(());
-            }
-            if !kept.is_empty() {
-                out.put(labels, kept);
-            }
-            Ok(())
-        };
+    let map_one = |buf: &[Sample], labels: Labels, kept: &mut Vec<Sample>, out: &mut S| -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        count_read(&total, buf.len(), limit)?;
+        kept.clear();
+        if !map(buf, kept) {
+            stop.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        if !kept.is_empty() {
+            out.put(labels, kept);
+        }
+        Ok(())
+    };
     let sinks = match overlapping.as_slice() {
         [] => Vec::new(),
         [r] => {
@@ -309,16 +346,11 @@ fn read_mapped<S: PartSink>(
                         break;
                     }
                     buf.clear();
-                    if last_only {
-                        r.last_sample(id, mint, maxt, &mut buf)?;
-                    } else {
-                        r.samples(id, mint, maxt, &mut buf)?;
-                    }
-                    let labels = || match &hints.only_labels {
-                        Some(names) => r.labels_for(id, names),
-                        None => r.labels(id),
+                    let Some(labels) = r.read(id, mint, maxt, last_only, hints.only_labels.as_deref(), &mut buf)?
+                    else {
+                        continue;
                     };
-                    map_one(&buf, &labels, &mut kept, &mut out)?;
+                    map_one(&buf, labels, &mut kept, &mut out)?;
                 }
                 Ok(vec![out])
             })?
@@ -366,7 +398,7 @@ fn read_mapped<S: PartSink>(
                     if last_only {
                         keep_last(&mut buf, 0);
                     }
-                    map_one(&buf, &|| Some(labels.clone()), &mut kept, &mut out)?;
+                    map_one(&buf, labels.clone(), &mut kept, &mut out)?;
                 }
                 Ok(vec![out])
             })?

@@ -999,6 +999,9 @@ fn a_few_hundred_series_over_a_long_range_are_read_on_several_threads() {
     let threads = std::sync::Mutex::new(std::collections::HashSet::new());
     let map = |s: &[Sample], out: &mut Vec<Sample>| {
         threads.lock().unwrap().insert(std::thread::current().id());
+        // Long enough a series that one worker cannot take every part
+        // before the other wakes.
+        std::thread::sleep(std::time::Duration::from_micros(200));
         out.push(Sample::new(s.len() as i64, s.iter().map(|x| x.v).sum()));
         true
     };
