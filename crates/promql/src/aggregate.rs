@@ -226,8 +226,9 @@ fn aggregate_input(
                         };
                         let mut v = m.clone();
                         let top = op == token::T_TOPK;
-                        // NaN sorts as the least desirable value either way.
-                        v.sort_by(|x, y| {
+                        // NaN sorts as the least desirable value either way;
+                        // labels break ties, so the order is total.
+                        let order = |x: &(usize, f64), y: &(usize, f64)| {
                             let o = match (x.1.is_nan(), y.1.is_nan()) {
                                 (true, true) => std::cmp::Ordering::Equal,
                                 (true, false) => std::cmp::Ordering::Greater,
@@ -241,8 +242,17 @@ fn aggregate_input(
                                 }
                             };
                             o.then_with(|| input[x.0].labels.cmp(&input[y.0].labels))
-                        });
-                        picked.extend(v.into_iter().take(kk));
+                        };
+                        // Only the first `kk` in order are kept: select them,
+                        // then sort just those.
+                        if kk < v.len() {
+                            if kk > 0 {
+                                v.select_nth_unstable_by(kk - 1, order);
+                            }
+                            v.truncate(kk);
+                        }
+                        v.sort_by(order);
+                        picked.extend(v);
                     }
                     token::T_LIMITK => {
                         let kk = if p >= m.len() as f64 {
@@ -657,5 +667,54 @@ mod cell_tests {
         // The two halves of 1.5e308 + 1.5e308 each have a finite sum; their
         // merge overflows, which the walk handles by switching to a mean.
         assert!(refused >= 1);
+    }
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use sextant_model::{Labels, Sample};
+
+    use crate::{Engine, MemStore, Value};
+
+    #[test]
+    fn topk_and_bottomk_keep_the_first_k_of_the_full_order() {
+        let store = MemStore::new();
+        let mut all = Vec::new();
+        for i in 0..50 {
+            // Few distinct values, so ties are broken by labels; some NaN.
+            let v = if i % 11 == 3 { f64::NAN } else { ((i * 7) % 5) as f64 };
+            let l = Labels::from_pairs([("__name__", "x"), ("i", &format!("{i:02}"))]);
+            store.add(l.clone(), &[Sample::new(0, v)]);
+            all.push((l, v));
+        }
+        let eng = Engine::default();
+        for top in [true, false] {
+            let mut want = all.clone();
+            want.sort_by(|a, b| {
+                let by_value = match (a.1.is_nan(), b.1.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ if top => b.1.total_cmp(&a.1),
+                    _ => a.1.total_cmp(&b.1),
+                };
+                by_value.then_with(|| a.0.cmp(&b.0))
+            });
+            for k in [0usize, 1, 2, 5, 17, 49, 50, 60] {
+                let q = format!("{}({k}, x)", if top { "topk" } else { "bottomk" });
+                let r = eng.instant(&store, &q, 0).expect(&q);
+                let Value::Vector(got) = r.value else { panic!("{q}") };
+                let got: Vec<(String, u64)> = got
+                    .iter()
+                    .map(|s| (s.labels.get("i").to_string(), s.v.to_bits()))
+                    .collect();
+                let want: Vec<(String, u64)> = want
+                    .iter()
+                    .take(k)
+                    .map(|(l, v)| (l.get("i").to_string(), v.to_bits()))
+                    .collect();
+                assert_eq!(got, want, "{q}");
+            }
+        }
     }
 }

@@ -254,44 +254,55 @@ fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool)
     if !input_empty || parts.iter().any(|p| p.off_grid) {
         return None;
     }
-    // The parts' groups, in read order, become the output's groups.
+    // The parts' groups, in read order, become the output's groups; each
+    // group's cells are those of its parts, merged in read order (often a
+    // group is in one part alone, and its cells are used as they are).
     let mut groups = grouper(&spec.modifier);
-    let mut cells = take_cells();
-    for p in parts {
+    let mut members: Vec<Vec<(usize, usize)>> = Vec::new();
+    for (pi, p) in parts.iter().enumerate() {
         for (g, labels) in p.groups.iter().enumerate() {
-            let to = groups.group_of(labels) * steps;
-            if cells.len() < to + steps {
-                cells.resize(to + steps, Cell::default());
+            let to = groups.group_of(labels);
+            if to == members.len() {
+                members.push(Vec::new());
             }
-            let from = &p.cells[g * steps..(g + 1) * steps];
-            for (into, from) in cells[to..to + steps].iter_mut().zip(from) {
-                if !merge_cell(spec.op, into, from) {
-                    give_back(cells);
-                    return None;
-                }
-            }
+            members[to].push((pi, g));
         }
     }
-    let out = groups
-        .into_groups()
-        .into_iter()
-        .enumerate()
-        .map(|(g, labels)| SSeries {
-            labels,
-            drop_name: false,
-            points: (0..steps)
-                .filter_map(|k| {
-                    let c = &cells[g * steps + k];
-                    (c.n != 0.0).then(|| Point {
-                        t: ev.ts(k),
-                        v: cell_value(spec.op, c),
-                    })
-                })
-                .collect(),
-        })
-        .filter(|s| !s.points.is_empty())
-        .collect();
-    give_back(cells);
+    let mut merged = vec![Cell::default(); steps];
+    let mut out = Vec::with_capacity(members.len());
+    for (labels, of) in groups.into_groups().into_iter().zip(&members) {
+        let cells_of = |(pi, g): (usize, usize)| &parts[pi].cells[g * steps..(g + 1) * steps];
+        let cells = match of.as_slice() {
+            [one] => cells_of(*one),
+            _ => {
+                merged.fill(Cell::default());
+                for &m in of {
+                    for (into, from) in merged.iter_mut().zip(cells_of(m)) {
+                        if !merge_cell(spec.op, into, from) {
+                            return None;
+                        }
+                    }
+                }
+                &merged[..]
+            }
+        };
+        let points: Vec<Point> = cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.n != 0.0)
+            .map(|(k, c)| Point {
+                t: ev.ts(k),
+                v: cell_value(spec.op, c),
+            })
+            .collect();
+        if !points.is_empty() {
+            out.push(SSeries {
+                labels,
+                drop_name: false,
+                points,
+            });
+        }
+    }
     Some(out)
 }
 
