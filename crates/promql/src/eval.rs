@@ -396,8 +396,7 @@ impl<'a> Evaluator<'a> {
             .map(|s| SSeries {
                 labels: s.labels,
                 drop_name: false,
-                // Same layout, so this reuses the vector in place.
-                points: s.samples.into_iter().map(|p| Point { t: p.t, v: p.v }).collect(),
+                points: s.samples,
             })
             .collect())
     }
@@ -414,13 +413,11 @@ impl<'a> Evaluator<'a> {
             .map(|s| SSeries {
                 labels: s.labels,
                 drop_name: false,
-                // Same layout, so this reuses the sample vector in place.
-                points: s
-                    .samples
-                    .into_iter()
-                    .filter(|p| !is_stale_nan(p.v))
-                    .map(|p| Point { t: p.t, v: p.v })
-                    .collect(),
+                points: {
+                    let mut points = s.samples;
+                    points.retain(|p| !is_stale_nan(p.v));
+                    points
+                },
             })
             .collect();
         Ok(RangeInput { series, range, refs })

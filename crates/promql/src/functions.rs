@@ -162,16 +162,19 @@ fn over_windows(
                 if limits.check().is_err() {
                     return false;
                 }
+                out.reserve(refs.len().min(samples.len()));
+                // Windows take the decoded samples as they are, unless stale
+                // markers are to be left out first.
+                if !samples.iter().any(|s| is_stale_nan(s.v)) {
+                    let done = windows_of(samples, refs, range, start, step, f, limits, |t, v| {
+                        out.push(Sample { t, v })
+                    });
+                    return done.is_ok();
+                }
                 POINTS.with(|cell| -> bool {
                     let mut pts = cell.borrow_mut();
                     pts.clear();
-                    pts.extend(
-                        samples
-                            .iter()
-                            .filter(|s| !is_stale_nan(s.v))
-                            .map(|s| Point { t: s.t, v: s.v }),
-                    );
-                    out.reserve(refs.len().min(pts.len()));
+                    pts.extend(samples.iter().filter(|s| !is_stale_nan(s.v)));
                     let done = windows_of(&pts, refs, range, start, step, f, limits, |t, v| {
                         out.push(Sample { t, v })
                     });
@@ -190,8 +193,7 @@ fn over_windows(
                 .map(|s| SSeries {
                     labels: s.labels,
                     drop_name,
-                    // Same layout, so this reuses the vector in place.
-                    points: s.samples.into_iter().map(|x| Point { t: x.t, v: x.v }).collect(),
+                    points: s.samples,
                 })
                 .collect())
         }

@@ -2,12 +2,10 @@
 
 use sextant_model::Labels;
 
-/// One float point of a result series.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    pub t: i64,
-    pub v: f64,
-}
+/// One float point of a result series: the storage's sample type, so a
+/// series read from the store is windowed where it was decoded, without a
+/// copy. Points compare bit for bit, as samples do.
+pub use sextant_model::Sample as Point;
 
 /// A sample of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
