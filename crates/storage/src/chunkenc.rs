@@ -653,8 +653,9 @@ struct Resume {
     dv: i64,
 }
 
-/// Appends `count` samples decoded from the restart point `at` to `out`; on
-/// `None`, `out` may hold a partial tail that the caller cuts off.
+/// Appends `count` samples decoded from the restart point `at` to `out`,
+/// their timestamps checked to increase; on `None`, `out` may hold a
+/// partial tail that the caller cuts off.
 fn decode_from(
     ts: &[u8],
     kind: ValueKind,
@@ -667,7 +668,11 @@ fn decode_from(
     out.resize(start + count, Sample { t: 0, v: 0.0 });
     let slots = &mut out[start..];
     let r = BitReader::at(ts, at.ts_bit)?;
-    code_loop::<false, false>(r, &TS_WIDTHS, at.t, at.dt, &mut Times(slots))?;
+    let mut times = Times::new(slots);
+    code_loop::<false, false>(r, &TS_WIDTHS, at.t, at.dt, &mut times)?;
+    if !times.increasing {
+        return None;
+    }
     let r = BitReader::at(vals, at.val_bit)?;
     match kind {
         ValueKind::Int => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints(slots)),
@@ -922,15 +927,11 @@ pub fn decode_range(
     cut_to_range(out, start, range)
 }
 
-/// Keeps, of the samples decoded into `out[start..]`, those in `range`.
+/// Keeps, of the samples decoded into `out[start..]`, those in `range`. The
+/// decoders have checked that their timestamps increase (the cut relies on
+/// it).
 fn cut_to_range(out: &mut Vec<Sample>, start: usize, range: (i64, i64)) -> Result<(), CorruptChunk> {
     let got = &out[start..];
-    // Timestamps a writer stored always increase; bytes that decode to any
-    // other order are damaged, and the cut below would keep the wrong ones.
-    if got.windows(2).any(|w| w[0].t >= w[1].t) {
-        out.truncate(start);
-        return Err(CorruptChunk);
-    }
     if got.first().is_some_and(|s| s.t < range.0) || got.last().is_some_and(|s| s.t > range.1) {
         let a = got.partition_point(|s| s.t < range.0);
         // An empty range (`mint > maxt`) keeps nothing.
@@ -941,7 +942,8 @@ fn cut_to_range(out: &mut Vec<Sample>, start: usize, range: (i64, i64)) -> Resul
     Ok(())
 }
 
-/// Decodes both columns into samples, appending to `out`.
+/// Decodes both columns into samples, appending to `out`; timestamps that
+/// do not increase make the chunk damaged.
 pub fn decode_columns(
     ts: &[u8],
     kind: ValueKind,
@@ -955,7 +957,8 @@ pub fn decode_columns(
     let start = out.len();
     out.resize(start + n, Sample { t: 0, v: 0.0 });
     let slots = &mut out[start..];
-    if decode_dod(ts, &TS_WIDTHS, n, &mut Times(slots)).is_none() {
+    let mut times = Times::new(slots);
+    if decode_dod(ts, &TS_WIDTHS, n, &mut times).is_none() || !times.increasing {
         out.truncate(start);
         return Err(CorruptChunk);
     }
@@ -1019,24 +1022,50 @@ trait DodSink {
     fn run(&mut self, i: usize, z: usize, v: i64, d: i64) -> i64;
 }
 
-/// Timestamps of samples.
-struct Times<'a>(&'a mut [Sample]);
+/// Timestamps of samples, and whether each one written so far is later
+/// than the one before it (timestamps a writer stored always increase;
+/// bytes that decode to any other order are damaged).
+struct Times<'a> {
+    slots: &'a mut [Sample],
+    prev: i64,
+    increasing: bool,
+}
+
+impl<'a> Times<'a> {
+    fn new(slots: &'a mut [Sample]) -> Self {
+        Times {
+            slots,
+            prev: i64::MIN,
+            increasing: true,
+        }
+    }
+}
 
 impl DodSink for Times<'_> {
     #[inline(always)]
     fn len(&self) -> usize {
-        self.0.len()
+        self.slots.len()
     }
     #[inline(always)]
     fn put(&mut self, i: usize, v: i64) {
-        self.0[i].t = v;
+        self.increasing &= (v > self.prev) | (i == 0);
+        self.prev = v;
+        self.slots[i].t = v;
     }
     #[inline(always)]
     fn run(&mut self, i: usize, z: usize, mut v: i64, d: i64) -> i64 {
-        for s in &mut self.0[i..i + z] {
+        if z == 0 {
+            return v;
+        }
+        let first = v.wrapping_add(d);
+        // The run goes up by `d` each, without wrapping around.
+        let last = first as i128 + d as i128 * (z as i128 - 1);
+        self.increasing &= ((first > self.prev) | (i == 0)) & (z == 1 || d > 0) & (last <= i64::MAX as i128);
+        for s in &mut self.slots[i..i + z] {
             v = v.wrapping_add(d);
             s.t = v;
         }
+        self.prev = v;
         v
     }
 }
@@ -1505,6 +1534,48 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use sextant_model::STALE_NAN;
+
+    #[test]
+    fn timestamps_that_do_not_increase_make_a_chunk_damaged() {
+        let at = |ts: &[i64]| -> Vec<Sample> { ts.iter().map(|&t| Sample::new(t, 1.0)).collect() };
+        let regular: Vec<i64> = (0..480).map(|k| k * 15_000).collect();
+        let mut repeated = regular.clone();
+        repeated[300] = repeated[299];
+        let mut backwards = regular.clone();
+        backwards[2] = -5;
+        // Steady steps that wrap past the largest timestamp: a run of zero
+        // codes in the decoder's fast path.
+        let wrapping: Vec<i64> = (0..480)
+            .map(|k| (i64::MAX - 3_000_000).wrapping_add(k * 15_000))
+            .collect();
+        // Each case, and where a read from a restart point on still meets
+        // the damage.
+        for (ts, after) in [(&repeated, Some(290)), (&backwards, None), (&wrapping, None)] {
+            let samples = at(ts);
+            let c = encode_block(&samples);
+            let mut out = Vec::new();
+            assert!(decode_columns(
+                split_indexed(&c.ts).unwrap().1,
+                c.kind,
+                split_indexed(&c.vals).unwrap().1,
+                480,
+                &mut out
+            )
+            .is_err());
+            assert!(out.is_empty());
+            for from in after.map(|k| ts[k]).into_iter().chain([i64::MIN]) {
+                let mut out = vec![Sample::new(1, 2.0)];
+                let r = decode_block_range(&c.ts, c.kind, &c.vals, 480, c.restarts, (from, i64::MAX), &mut out);
+                assert!(r.is_err(), "from {from}: {:?}", out.len());
+                assert_eq!(out, vec![Sample::new(1, 2.0)], "what was there before is kept");
+            }
+        }
+        // The same chunk with increasing timestamps reads whole.
+        let c = encode_block(&at(&regular));
+        let mut out = Vec::new();
+        decode_block_range(&c.ts, c.kind, &c.vals, 480, c.restarts, (i64::MIN, i64::MAX), &mut out).expect("decodes");
+        assert_eq!(out, at(&regular));
+    }
 
     fn check(samples: &[Sample]) {
         let mut a = ChunkAppender::new();
