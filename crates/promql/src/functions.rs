@@ -240,6 +240,63 @@ fn over_evaluated(
     Ok(out)
 }
 
+/// The part of a rate's extrapolation that depends only on where a window's
+/// first and last samples sit in it, not on their values: with regular
+/// scrapes most windows of a query, across its series too, share it, so it
+/// is worked out once and its divisions are not repeated window after window.
+#[derive(Clone, Copy)]
+struct RateShape {
+    /// `(first.t - start, end - last.t, last.t - first.t, points, range,
+    /// is_rate)`, in ms.
+    key: (i64, i64, i64, usize, i64, bool),
+    sampled: f64,
+    /// The extrapolation to the window's start, before a counter's
+    /// extrapolation to zero is considered.
+    to_start: f64,
+    to_end: f64,
+    /// The factor with that `to_start`.
+    factor: f64,
+}
+
+thread_local! {
+    /// The shape of the last window this thread took a rate of.
+    static RATE_SHAPE: std::cell::Cell<Option<RateShape>> = const { std::cell::Cell::new(None) };
+}
+
+impl RateShape {
+    /// Prometheus's arithmetic, in its order: every figure equals what it
+    /// computes, bit for bit.
+    fn new(key: (i64, i64, i64, usize, i64, bool)) -> RateShape {
+        let (first_off, last_off, span, n, range, is_rate) = key;
+        let mut to_start = first_off as f64 / 1000.0;
+        let mut to_end = last_off as f64 / 1000.0;
+        let sampled = span as f64 / 1000.0;
+        let avg = sampled / (n - 1) as f64;
+        let threshold = avg * 1.1;
+        if to_start >= threshold {
+            to_start = avg / 2.0;
+        }
+        if to_end >= threshold {
+            to_end = avg / 2.0;
+        }
+        RateShape {
+            key,
+            sampled,
+            to_start,
+            to_end,
+            factor: Self::factor(sampled, to_start, to_end, range, is_rate),
+        }
+    }
+
+    fn factor(sampled: f64, to_start: f64, to_end: f64, range: i64, is_rate: bool) -> f64 {
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if is_rate {
+            factor /= range as f64 / 1000.0;
+        }
+        factor
+    }
+}
+
 fn extrapolated_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> Option<f64> {
     if p.len() < 2 {
         return None;
@@ -256,31 +313,38 @@ fn extrapolated_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> O
             prev = c.v;
         }
     }
-    let mut to_start = (first.t - w.start) as f64 / 1000.0;
-    let mut to_end = (w.end - last.t) as f64 / 1000.0;
-    let sampled = (last.t - first.t) as f64 / 1000.0;
-    let avg = sampled / (p.len() - 1) as f64;
-    let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
-    if is_counter {
-        let mut to_zero = to_start;
-        if result > 0.0 && first.v >= 0.0 {
-            to_zero = sampled * (first.v / result);
+    let key = (
+        first.t - w.start,
+        w.end - last.t,
+        last.t - first.t,
+        p.len(),
+        w.range,
+        is_rate,
+    );
+    let shape = match RATE_SHAPE.get() {
+        Some(s) if s.key == key => s,
+        _ => {
+            let s = RateShape::new(key);
+            RATE_SHAPE.set(Some(s));
+            s
         }
-        if to_zero < to_start {
-            to_start = to_zero;
+    };
+    // A counter is not extrapolated below zero: where the window's start is
+    // further back than the counter's zero would be, the zero is the start.
+    // That point, `sampled * (first / result)`, is computed only when it can
+    // be nearer than the start: the test below multiplies instead of
+    // dividing, with a margin far wider than the rounding of either side.
+    if is_counter && result > 0.0 && first.v >= 0.0 {
+        let lhs = first.v * shape.sampled;
+        let clearly_beyond = lhs.is_finite() && result >= 1e-300 && lhs > shape.to_start * result * (1.0 + 1e-9);
+        if !clearly_beyond {
+            let to_zero = shape.sampled * (first.v / result);
+            if to_zero < shape.to_start {
+                return Some(result * RateShape::factor(shape.sampled, to_zero, shape.to_end, w.range, is_rate));
+            }
         }
     }
-    if to_end >= threshold {
-        to_end = avg / 2.0;
-    }
-    let mut factor = (sampled + to_start + to_end) / sampled;
-    if is_rate {
-        factor /= w.range as f64 / 1000.0;
-    }
-    Some(result * factor)
+    Some(result * shape.factor)
 }
 
 fn instant_delta(p: &[Point], is_rate: bool) -> Option<f64> {
@@ -1172,6 +1236,138 @@ fn window_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
 mod tests {
     use super::*;
     use crate::value::braced;
+
+    /// Prometheus's extrapolation as it reads, each window on its own.
+    fn reference_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> Option<f64> {
+        if p.len() < 2 {
+            return None;
+        }
+        let (first, last) = (p[0], p[p.len() - 1]);
+        let mut result = last.v - first.v;
+        if is_counter {
+            let mut prev = first.v;
+            for c in &p[1..] {
+                if c.v < prev {
+                    result += prev;
+                }
+                prev = c.v;
+            }
+        }
+        let mut to_start = (first.t - w.start) as f64 / 1000.0;
+        let mut to_end = (w.end - last.t) as f64 / 1000.0;
+        let sampled = (last.t - first.t) as f64 / 1000.0;
+        let avg = sampled / (p.len() - 1) as f64;
+        let threshold = avg * 1.1;
+        if to_start >= threshold {
+            to_start = avg / 2.0;
+        }
+        if is_counter {
+            let mut to_zero = to_start;
+            if result > 0.0 && first.v >= 0.0 {
+                to_zero = sampled * (first.v / result);
+            }
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
+        }
+        if to_end >= threshold {
+            to_end = avg / 2.0;
+        }
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if is_rate {
+            factor /= w.range as f64 / 1000.0;
+        }
+        Some(result * factor)
+    }
+
+    #[test]
+    fn rates_with_a_remembered_shape_equal_prometheus_arithmetic_bit_for_bit() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut zero_extrapolations = 0;
+        for case in 0..200_000 {
+            let range = [60_000, 300_000, 301_000, 3_600_000][rnd(4) as usize];
+            let interval = [1_000, 15_000, 15_000, 30_000, 7_000][rnd(5) as usize];
+            let end = 1_700_000_000_000 + rnd(100_000) as i64;
+            let start = end - range;
+            // Samples at a regular interval with jitter, or at irregular times.
+            let mut t = start + 1 + rnd(interval as u64) as i64;
+            let mut p = Vec::new();
+            while t <= end {
+                p.push(Point { t, v: 0.0 });
+                t += if case % 3 == 0 {
+                    1 + rnd(2 * interval as u64) as i64
+                } else {
+                    interval
+                };
+            }
+            if p.len() < 2 {
+                continue;
+            }
+            // Values: a counter from some base (near zero, so that the zero
+            // extrapolation competes with the start's), sometimes reset,
+            // sometimes flat, sometimes negative, NaN or huge.
+            let mut v = match rnd(6) {
+                0 => 0.0,
+                1 => rnd(10) as f64 * 0.37,
+                2 => 1e300 * rnd(100) as f64,
+                3 => -(rnd(50) as f64),
+                _ => rnd(1_000_000) as f64 / 8.0,
+            };
+            for q in p.iter_mut() {
+                q.v = v;
+                v += match rnd(12) {
+                    0 => -v / 2.0,
+                    1 => 0.0,
+                    2 if case % 97 == 0 => f64::NAN,
+                    _ => rnd(1000) as f64 / 16.0,
+                };
+            }
+            let last = p.len() - 1;
+            // Now and then put the zero exactly where the start would be.
+            if case % 5 == 0 && p[last].v > p[0].v {
+                let sampled = (p[last].t - p[0].t) as f64 / 1000.0;
+                let to_start = (p[0].t - start) as f64 / 1000.0;
+                let result = p[last].v - p[0].v;
+                p[0].v = to_start * result / sampled * (1.0 + (rnd(5) as f64 - 2.0) * f64::EPSILON);
+            }
+            let monotonic = p.windows(2).all(|q| q[1].v >= q[0].v);
+            let w = Win {
+                start,
+                end,
+                range,
+                t: end,
+                monotonic,
+            };
+            for (counter, is_rate) in [(true, true), (true, false), (false, false)] {
+                let want = reference_rate(&p, &w, counter, is_rate);
+                let got = extrapolated_rate(&p, &w, counter, is_rate);
+                let same = match (want, got) {
+                    (Some(a), Some(b)) => a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    (a, b) => a == b,
+                };
+                assert!(
+                    same,
+                    "case {case} counter {counter} rate {is_rate}: {want:?} vs {got:?} for {p:?}"
+                );
+                // Twice: the second call takes the remembered shape.
+                let again = extrapolated_rate(&p, &w, counter, is_rate);
+                assert_eq!(got.map(f64::to_bits), again.map(f64::to_bits));
+            }
+            let sampled = (p[last].t - p[0].t) as f64 / 1000.0;
+            let result = p[last].v - p[0].v;
+            if result > 0.0 && p[0].v >= 0.0 && sampled * (p[0].v / result) < (p[0].t - start) as f64 / 1000.0 {
+                zero_extrapolations += 1;
+            }
+        }
+        // The cases reach the zero extrapolation, not only the start's.
+        assert!(zero_extrapolations > 1000, "{zero_extrapolations}");
+    }
 
     #[test]
     fn natural_order_compares_numbers_by_value() {
