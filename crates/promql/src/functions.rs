@@ -95,6 +95,7 @@ const POINTS_BETWEEN_CHECKS: usize = 1 << 22;
 #[allow(clippy::too_many_arguments)]
 fn windows_of(
     pts: &[Point],
+    monotonic: bool,
     refs: &[i64],
     range: i64,
     start: i64,
@@ -105,7 +106,6 @@ fn windows_of(
 ) -> Result<(), Error> {
     let mut since_check = 0usize;
     let (mut lo, mut hi) = (0usize, 0usize);
-    let monotonic = pts.windows(2).all(|p| p[1].v >= p[0].v);
     for (k, &r) in refs.iter().enumerate() {
         let wstart = r - range;
         while hi < pts.len() && pts[hi].t <= r {
@@ -137,6 +137,25 @@ fn windows_of(
     Ok(())
 }
 
+/// Whether any point is a stale marker, and whether no value is below the
+/// one before it (a NaN counts as a fall): one pass without early exits, so
+/// that it runs at the speed of the loads.
+fn stale_and_monotonic(pts: &[Point]) -> (bool, bool) {
+    let Some(first) = pts.first() else {
+        return (false, true);
+    };
+    let (mut stale, mut monotonic) = (is_stale_nan(first.v), true);
+    for w in pts.windows(2) {
+        stale |= is_stale_nan(w[1].v);
+        monotonic &= w[1].v >= w[0].v;
+    }
+    (stale, monotonic)
+}
+
+fn is_monotonic(pts: &[Point]) -> bool {
+    stale_and_monotonic(pts).1
+}
+
 thread_local! {
     /// A reader thread's points of the series it is windowing.
     static POINTS: std::cell::RefCell<Vec<Point>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -165,8 +184,9 @@ fn over_windows(
                 out.reserve(refs.len().min(samples.len()));
                 // Windows take the decoded samples as they are, unless stale
                 // markers are to be left out first.
-                if !samples.iter().any(|s| is_stale_nan(s.v)) {
-                    let done = windows_of(samples, refs, range, start, step, f, limits, |t, v| {
+                let (stale, monotonic) = stale_and_monotonic(samples);
+                if !stale {
+                    let done = windows_of(samples, monotonic, refs, range, start, step, f, limits, |t, v| {
                         out.push(Sample { t, v })
                     });
                     return done.is_ok();
@@ -175,7 +195,7 @@ fn over_windows(
                     let mut pts = cell.borrow_mut();
                     pts.clear();
                     pts.extend(samples.iter().filter(|s| !is_stale_nan(s.v)));
-                    let done = windows_of(&pts, refs, range, start, step, f, limits, |t, v| {
+                    let done = windows_of(&pts, is_monotonic(&pts), refs, range, start, step, f, limits, |t, v| {
                         out.push(Sample { t, v })
                     });
                     // A thread of the runtime's pool keeps this buffer; do not
@@ -213,9 +233,18 @@ fn over_evaluated(
         for s in series {
             limits.check()?;
             let mut points = Vec::with_capacity(input.refs.len().min(s.points.len()));
-            windows_of(&s.points, &input.refs, input.range, start, step, f, limits, |t, v| {
-                points.push(Point { t, v })
-            })?;
+            let monotonic = is_monotonic(&s.points);
+            windows_of(
+                &s.points,
+                monotonic,
+                &input.refs,
+                input.range,
+                start,
+                step,
+                f,
+                limits,
+                |t, v| points.push(Point { t, v }),
+            )?;
             if !points.is_empty() {
                 out.push(SSeries {
                     labels: s.labels.clone(),
