@@ -1,12 +1,20 @@
 //! The Prometheus API's JSON shapes, written directly into a buffer (query
 //! results can be large; no intermediate tree is built).
 
+use std::fmt::Write as _;
+
 use sextant_model::Labels;
 use sextant_promql::{Annotations, QueryStats, Value};
 
 /// Appends `s` as a JSON string.
 pub fn string(out: &mut String, s: &str) {
     out.push('"');
+    // Label names and values rarely need escaping: copy them whole then.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -14,7 +22,9 @@ pub fn string(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
             c => out.push(c),
         }
     }
@@ -31,10 +41,10 @@ pub fn timestamp(out: &mut String, t: i64) {
     if neg {
         out.push('-');
     }
-    out.push_str(&(t / 1000).to_string());
+    let _ = write!(out, "{}", t / 1000);
     let frac = t % 1000;
     if frac != 0 {
-        out.push_str(&format!(".{frac:03}"));
+        let _ = write!(out, ".{frac:03}");
     }
 }
 
@@ -42,7 +52,14 @@ pub fn timestamp(out: &mut String, t: i64) {
 /// very large magnitudes, `NaN`, `+Inf`, `-Inf`.
 pub fn value(out: &mut String, v: f64) {
     out.push('"');
-    out.push_str(&format_value(v));
+    let a = v.abs();
+    if a == 0.0 || (1e-6..1e21).contains(&a) {
+        // The common case, written in place: shortest round-trip digits
+        // without an exponent, as `format_value` gives.
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&format_value(v));
+    }
     out.push('"');
 }
 
@@ -203,5 +220,55 @@ mod tests {
         s.push(' ');
         timestamp(&mut s, -1_005);
         assert_eq!(s, "1435781451.781 1.500 2 -1.005");
+    }
+
+    #[test]
+    fn values_written_in_place_equal_format_value() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1e-6,
+            -1e-6,
+            9.99e-7,
+            1e21,
+            9.9e20,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            0.1 + 0.2,
+        ];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            values.push(v);
+            values.push((x % 1_000_000) as f64 / 1000.0);
+        }
+        for v in values {
+            let mut s = String::new();
+            value(&mut s, v);
+            assert_eq!(s, format!("\"{}\"", format_value(v)), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_where_json_needs_it_and_copied_elsewhere() {
+        let cases = [
+            ("plain", "\"plain\""),
+            ("µs ✓", "\"µs ✓\""),
+            ("a\"b\\c", "\"a\\\"b\\\\c\""),
+            ("line\nnext\ttab\r", "\"line\\nnext\\ttab\\r\""),
+            ("bell\u{7}", "\"bell\\u0007\""),
+        ];
+        for (input, want) in cases {
+            let mut s = String::new();
+            string(&mut s, input);
+            assert_eq!(s, want);
+            let back: String = serde_json::from_str(&s).expect("valid JSON");
+            assert_eq!(back, input);
+        }
     }
 }

@@ -186,6 +186,20 @@ fn aggregate_input(
     };
     let mut sel_out: HashMap<usize, usize> = HashMap::new();
     let mut members: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
+    // `topk` and `bottomk` break ties of value by labels. Over many steps
+    // the input's order by labels is worked out once, so that a tie costs an
+    // integer comparison instead of comparing label sets at every step.
+    let label_rank: Option<Vec<u32>> = (n > 1 && matches!(op, token::T_TOPK | token::T_BOTTOMK)).then(|| {
+        let mut by_labels: Vec<usize> = (0..input.len()).collect();
+        by_labels.sort_by(|&x, &y| input[x].labels.cmp(&input[y].labels));
+        let mut rank = vec![0u32; input.len()];
+        for (r, w) in by_labels.windows(2).enumerate() {
+            // Equal label sets share a rank, as they compare equal.
+            let same = input[w[0]].labels == input[w[1]].labels;
+            rank[w[1]] = if same { rank[w[0]] } else { r as u32 + 1 };
+        }
+        rank
+    });
     for k in 0..n {
         ev.check()?;
         let t = ev.ts(k);
@@ -224,7 +238,6 @@ fn aggregate_input(
                         } else {
                             p as usize
                         };
-                        let mut v = m.clone();
                         let top = op == token::T_TOPK;
                         // NaN sorts as the least desirable value either way;
                         // labels break ties, so the order is total.
@@ -241,10 +254,31 @@ fn aggregate_input(
                                     }
                                 }
                             };
-                            o.then_with(|| input[x.0].labels.cmp(&input[y.0].labels))
+                            o.then_with(|| match &label_rank {
+                                Some(rank) => rank[x.0].cmp(&rank[y.0]),
+                                None => input[x.0].labels.cmp(&input[y.0].labels),
+                            })
                         };
-                        // Only the first `kk` in order are kept: select them,
-                        // then sort just those.
+                        // Only the first `kk` in order are kept. A few of many
+                        // are kept in order as the members go by: most members
+                        // cost one comparison with the last one kept.
+                        if kk > 0 && kk <= 32 && kk < m.len() {
+                            let mut best: Vec<(usize, f64)> = Vec::with_capacity(kk + 1);
+                            for x in m {
+                                if best.len() == kk {
+                                    if order(x, &best[kk - 1]) != std::cmp::Ordering::Less {
+                                        continue;
+                                    }
+                                    best.pop();
+                                }
+                                let at = best.partition_point(|y| order(y, x) != std::cmp::Ordering::Greater);
+                                best.insert(at, *x);
+                            }
+                            picked.extend(best);
+                            continue;
+                        }
+                        // Otherwise select them, then sort just those.
+                        let mut v = m.clone();
                         if kk < v.len() {
                             if kk > 0 {
                                 v.select_nth_unstable_by(kk - 1, order);
@@ -675,6 +709,65 @@ mod selection_tests {
     use sextant_model::{Labels, Sample};
 
     use crate::{Engine, MemStore, Value};
+
+    #[test]
+    fn topk_and_bottomk_over_a_range_keep_the_first_k_of_the_full_order_at_every_step() {
+        let store = MemStore::new();
+        let mut all = Vec::new();
+        let steps = 6i64;
+        for i in 0..40 {
+            // Values change from step to step and tie often; some NaN;
+            // labels are not in the order the series are added.
+            let l = Labels::from_pairs([("__name__", "x"), ("i", &format!("{:02}", (i * 17) % 40))]);
+            let vals: Vec<f64> = (0..steps)
+                .map(|k| {
+                    if (i + k) % 13 == 5 {
+                        f64::NAN
+                    } else {
+                        ((i * 7 + k * 3) % 4) as f64
+                    }
+                })
+                .collect();
+            let samples: Vec<Sample> = vals
+                .iter()
+                .enumerate()
+                .map(|(k, v)| Sample::new(k as i64 * 10_000, *v))
+                .collect();
+            store.add(l.clone(), &samples);
+            all.push((l, vals));
+        }
+        let eng = Engine::default();
+        for top in [true, false] {
+            for k in [1usize, 3, 10, 39, 45] {
+                let q = format!("{}({k}, x)", if top { "topk" } else { "bottomk" });
+                let r = eng.range(&store, &q, 0, (steps - 1) * 10_000, 10_000).expect(&q);
+                let Value::Matrix(got) = r.value else { panic!("{q}") };
+                for step in 0..steps as usize {
+                    let mut want: Vec<(Labels, f64)> = all.iter().map(|(l, v)| (l.clone(), v[step])).collect();
+                    want.sort_by(|a, b| {
+                        let by_value = match (a.1.is_nan(), b.1.is_nan()) {
+                            (true, true) => std::cmp::Ordering::Equal,
+                            (true, false) => std::cmp::Ordering::Greater,
+                            (false, true) => std::cmp::Ordering::Less,
+                            _ if top => b.1.total_cmp(&a.1),
+                            _ => a.1.total_cmp(&b.1),
+                        };
+                        by_value.then_with(|| a.0.cmp(&b.0))
+                    });
+                    let mut want: Vec<String> = want.iter().take(k).map(|(l, _)| l.get("i").to_string()).collect();
+                    want.sort();
+                    let t = step as i64 * 10_000;
+                    let mut picked: Vec<String> = got
+                        .iter()
+                        .filter(|s| s.points.iter().any(|p| p.t == t))
+                        .map(|s| s.labels.get("i").to_string())
+                        .collect();
+                    picked.sort();
+                    assert_eq!(picked, want, "{q} at step {step}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn topk_and_bottomk_keep_the_first_k_of_the_full_order() {
