@@ -178,6 +178,10 @@ pub struct ServeArgs {
     /// [default: 64MiB].
     #[arg(long, value_name = "BYTES")]
     pub write_decode_bytes: Option<String>,
+    /// Decoded block chunk pages kept in memory for queries, e.g. 512MiB; a
+    /// dashboard's refreshes then decompress nothing [default: 256MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub block_cache_size: Option<String>,
     /// Most labels a written series may have [default: 128].
     #[arg(long, value_name = "N")]
     pub max_labels_per_series: Option<usize>,
@@ -361,6 +365,7 @@ impl ServeArgs {
             query_cache_freshness: self.query_cache_freshness.or(f.query_cache_freshness),
             max_request_bytes: self.max_request_bytes.or(f.max_request_bytes),
             write_decode_bytes: self.write_decode_bytes.or(f.write_decode_bytes),
+            block_cache_size: self.block_cache_size.or(f.block_cache_size),
             max_labels_per_series: self.max_labels_per_series.or(f.max_labels_per_series),
             max_series: self.max_series.or(f.max_series),
             max_series_per_metric: self.max_series_per_metric.or(f.max_series_per_metric),
@@ -409,6 +414,9 @@ impl ServeArgs {
         };
         if let Some(o) = &self.ooo_window {
             storage.ooo_window_ms = duration_ms(o, "--ooo-window")?;
+        }
+        if let Some(b) = &self.block_cache_size {
+            storage.block_cache_bytes = parse_bytes(b).context("--block-cache-size")? as usize;
         }
         storage.max_series = self.max_series.filter(|n| *n > 0);
         storage.max_series_per_metric = self.max_series_per_metric.filter(|n| *n > 0);
@@ -511,6 +519,7 @@ impl ServeArgs {
             ),
             ("web.enable-remote-write-receiver".into(), "true".into()),
             ("web.write-decode-bytes".into(), server.write_decode_bytes.to_string()),
+            ("storage.block-cache-size".into(), storage.block_cache_bytes.to_string()),
             (
                 "storage.max-series".into(),
                 self.max_series.map(|n| n.to_string()).unwrap_or_else(|| "0".into()),

@@ -136,6 +136,118 @@ impl PageCache {
     }
 }
 
+/// Decoded chunk pages of every open block, within one byte budget for the
+/// process ([`set_decoded_pages_budget`], 256 MiB unless told): a dashboard
+/// reads the same few hundred pages at every refresh, and decompressing a
+/// page costs far more than finding it. Eviction is CLOCK: a page read since
+/// the hand last passed it gets another round, so a page read once (a long
+/// scan) leaves before the pages read again and again. Sharded so that the
+/// threads of one query, which read neighbouring series at once, do not wait
+/// on one lock.
+pub(crate) struct DecodedPages {
+    shards: [Mutex<ClockShard>; PAGE_CACHE_SHARDS],
+    budget: std::sync::atomic::AtomicUsize,
+}
+
+/// A page's key: the block's serial number and the page's file offset.
+type PageKey = (u64, u64);
+
+#[derive(Default)]
+struct ClockShard {
+    pages: HashMap<PageKey, (Arc<Vec<u8>>, bool)>,
+    /// Keys in the order the hand visits them.
+    ring: Vec<PageKey>,
+    hand: usize,
+    bytes: usize,
+}
+
+/// The process's decoded chunk pages.
+static DECODED_PAGES: std::sync::LazyLock<DecodedPages> =
+    std::sync::LazyLock::new(|| DecodedPages::new(DEFAULT_DECODED_PAGES_BUDGET));
+
+/// The decoded chunk pages kept when not told otherwise.
+pub const DEFAULT_DECODED_PAGES_BUDGET: usize = 256 << 20;
+
+/// Sets the bytes of decoded chunk pages the process keeps, for all blocks
+/// of all stores in it together.
+pub fn set_decoded_pages_budget(bytes: usize) {
+    DECODED_PAGES.budget.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Serial numbers of opened blocks: a key of [`DecodedPages`] never outlives
+/// the block whose pages it names, even when another block is later opened
+/// at the same address or from the same directory.
+static BLOCK_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl DecodedPages {
+    fn new(budget: usize) -> DecodedPages {
+        DecodedPages {
+            shards: std::array::from_fn(|_| Mutex::new(ClockShard::default())),
+            budget: std::sync::atomic::AtomicUsize::new(budget),
+        }
+    }
+
+    fn shard(&self, key: PageKey) -> &Mutex<ClockShard> {
+        let h = (key.1 ^ key.0.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        &self.shards[(h >> 61) as usize % PAGE_CACHE_SHARDS]
+    }
+
+    fn get(&self, key: PageKey) -> Option<Arc<Vec<u8>>> {
+        let mut s = self.shard(key).lock();
+        let (page, referenced) = s.pages.get_mut(&key)?;
+        *referenced = true;
+        Some(page.clone())
+    }
+
+    fn insert(&self, key: PageKey, page: Arc<Vec<u8>>) {
+        let per_shard = self.budget.load(std::sync::atomic::Ordering::Relaxed) / PAGE_CACHE_SHARDS;
+        let mut s = self.shard(key).lock();
+        if s.pages.contains_key(&key) {
+            return;
+        }
+        s.bytes += page.len();
+        s.pages.insert(key, (page, false));
+        s.ring.push(key);
+        while s.bytes > per_shard && !s.ring.is_empty() {
+            if s.hand >= s.ring.len() {
+                s.hand = 0;
+            }
+            let k = s.ring[s.hand];
+            let entry = s.pages.get_mut(&k).map(|e| {
+                let was = e.1;
+                e.1 = false;
+                was
+            });
+            if entry == Some(true) {
+                s.hand += 1;
+                continue;
+            }
+            let hand = s.hand;
+            s.ring.swap_remove(hand);
+            if let Some((p, _)) = s.pages.remove(&k) {
+                s.bytes -= p.len();
+            }
+        }
+    }
+
+    /// Drops the pages of block `serial`.
+    fn forget(&self, serial: u64) {
+        for shard in &self.shards {
+            let mut s = shard.lock();
+            let s = &mut *s;
+            s.ring.retain(|k| k.0 != serial);
+            s.pages.retain(|k, _| k.0 != serial);
+            s.bytes = s.pages.values().map(|(p, _)| p.len()).sum();
+            s.hand = 0;
+        }
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().bytes).sum()
+    }
+}
+
 struct ChunkMeta {
     mint: i64,
     maxt: i64,
@@ -536,8 +648,8 @@ pub struct Block {
     sym_strs: Vec<std::sync::OnceLock<Str>>,
     /// name symbol → sorted `(value symbol, postings offset, postings length)`.
     ptable: HashMap<u32, Vec<(u32, u64, u32)>>,
-    /// Decoded chunk pages, by file offset.
-    page_cache: PageCache,
+    /// This block's key in [`DecodedPages`].
+    serial: u64,
     /// Decoded index pages of series entries, by frame offset.
     series_pages: PageCache,
     /// Decoded postings pages, by frame offset.
@@ -617,7 +729,7 @@ impl Block {
             sym_offsets: Vec::new(),
             sym_strs: Vec::new(),
             ptable: HashMap::new(),
-            page_cache: PageCache::new(256),
+            serial: BLOCK_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             series_pages: PageCache::new(1024),
             postings_pages: PageCache::new(1024),
             series_table: Vec::new(),
@@ -869,7 +981,7 @@ impl Block {
     }
 
     fn page(&self, file_off: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some(p) = self.page_cache.get(file_off) {
+        if let Some(p) = DECODED_PAGES.get((self.serial, file_off)) {
             return Ok(p);
         }
         let bad = |d: &str| {
@@ -895,7 +1007,7 @@ impl Block {
         }
         let page = zstd::bulk::decompress(comp, raw_len).map_err(|_| bad("undecodable page"))?;
         let page = Arc::new(page);
-        self.page_cache.insert(file_off, page.clone());
+        DECODED_PAGES.insert((self.serial, file_off), page.clone());
         Ok(page)
     }
 
@@ -1055,6 +1167,12 @@ impl Block {
     }
 }
 
+impl Drop for Block {
+    fn drop(&mut self) {
+        DECODED_PAGES.forget(self.serial);
+    }
+}
+
 impl PostingsSource for Block {
     fn all_postings(&self) -> RoaringBitmap {
         let mut b = RoaringBitmap::new();
@@ -1186,6 +1304,54 @@ mod tests {
         assert_eq!(c.get(1), None);
         // Every shard is used for page-aligned offsets.
         assert!(c.shards.iter().all(|s| !s.lock().is_empty()));
+    }
+
+    #[test]
+    fn decoded_pages_stay_within_their_budget_and_keep_pages_read_again() {
+        let c = DecodedPages::new(8 * 40 * 1000);
+        let hot: Vec<PageKey> = (0..8).map(|i| (7, i * 4096)).collect();
+        for &k in &hot {
+            c.insert(k, Arc::new(vec![1u8; 1000]));
+        }
+        for off in 0..20_000u64 {
+            let key = (1, (off + 100) * 4096);
+            let page = Arc::new(vec![off as u8; 1000]);
+            c.insert(key, page.clone());
+            assert!(c.bytes() <= 8 * 40 * 1000, "{} bytes held", c.bytes());
+            // The hot pages are read between the inserts; pages read once
+            // go first.
+            for &k in &hot {
+                assert!(c.get(k).is_some(), "hot page {k:?} evicted after {off} inserts");
+            }
+            if off > 10 {
+                let recent = (1, (off + 90) * 4096);
+                let _ = c.get(recent);
+            }
+        }
+        assert!(
+            c.get((1, 100 * 4096)).is_none(),
+            "a page read once outlived 20,000 others"
+        );
+        // Inserting a page already held changes nothing.
+        let before = c.bytes();
+        c.insert(hot[0], Arc::new(vec![9u8; 5000]));
+        assert_eq!(c.bytes(), before);
+        assert_eq!(c.get(hot[0]).map(|p| p[0]), Some(1));
+        // A block's pages leave with it.
+        c.forget(7);
+        assert!(hot.iter().all(|&k| c.get(k).is_none()));
+        assert_eq!(
+            c.bytes(),
+            c.shards
+                .iter()
+                .map(|s| s.lock().pages.values().map(|(p, _)| p.len()).sum::<usize>())
+                .sum::<usize>()
+        );
+        // A budget smaller than a page keeps nothing, and nothing breaks.
+        let tiny = DecodedPages::new(10);
+        tiny.insert((1, 0), Arc::new(vec![0u8; 100]));
+        assert_eq!(tiny.bytes(), 0);
+        assert!(tiny.get((1, 0)).is_none());
     }
 
     fn write_block(dir: &Path, n: usize) -> BlockMeta {

@@ -52,6 +52,10 @@ pub struct Options {
     /// read through a memory map, instead of on the heap
     /// ([`crate::headchunks`]). Default on.
     pub head_chunks_on_disk: bool,
+    /// Bytes of decoded block chunk pages kept in memory for reads, shared by
+    /// every store in the process (the last one opened sets it). Default
+    /// 256 MiB.
+    pub block_cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -68,6 +72,7 @@ impl Default for Options {
             max_series_per_metric: None,
             late_write_ms: 10 * 60_000,
             head_chunks_on_disk: true,
+            block_cache_bytes: crate::block::DEFAULT_DECODED_PAGES_BUDGET,
         }
     }
 }
@@ -190,6 +195,7 @@ impl Db {
         if opts.block_range_ms <= 0 {
             return Err(Error::Invalid("block range must be positive".into()));
         }
+        crate::block::set_decoded_pages_budget(opts.block_cache_bytes);
         let dir = dir.as_ref().to_path_buf();
         let blocks_dir = dir.join("blocks");
         fs::create_dir_all(&blocks_dir)?;
