@@ -152,13 +152,46 @@ pub(crate) struct DecodedPages {
 /// A page's key: the block's serial number and the page's file offset.
 type PageKey = (u64, u64);
 
+/// Hashes a [`PageKey`]'s two integers with a multiply each (keys are not
+/// chosen by clients, so a keyed hash would be wasted work).
+#[derive(Default)]
+struct PageKeyHasher(u64);
+
+impl std::hash::Hasher for PageKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, b: &[u8]) {
+        for x in b {
+            self.write_u64(*x as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 #[derive(Default)]
 struct ClockShard {
-    pages: HashMap<PageKey, (Arc<Vec<u8>>, bool)>,
+    pages: HashMap<PageKey, (Arc<Vec<u8>>, bool), std::hash::BuildHasherDefault<PageKeyHasher>>,
     /// Keys in the order the hand visits them.
     ring: Vec<PageKey>,
     hand: usize,
     bytes: usize,
+}
+
+/// The label names a reading thread projected series of a block onto last,
+/// as that block's symbol ids ([`Block::entry_labels`]).
+struct Projection {
+    serial: u64,
+    names: Vec<String>,
+    ids: Vec<u32>,
+}
+
+thread_local! {
+    static PROJECTION: std::cell::RefCell<Projection> = const {
+        std::cell::RefCell::new(Projection { serial: u64::MAX, names: Vec::new(), ids: Vec::new() })
+    };
 }
 
 /// The process's decoded chunk pages.
@@ -195,7 +228,11 @@ impl DecodedPages {
     fn get(&self, key: PageKey) -> Option<Arc<Vec<u8>>> {
         let mut s = self.shard(key).lock();
         let (page, referenced) = s.pages.get_mut(&key)?;
-        *referenced = true;
+        // Written only when it changes: the threads of a query read the same
+        // pages, and a store to the entry would bounce its line between them.
+        if !*referenced {
+            *referenced = true;
+        }
         Some(page.clone())
     }
 
@@ -963,21 +1000,44 @@ impl Block {
             None => r.remaining() / 2,
         };
         let mut v = Vec::with_capacity(n.min(cap));
-        for _ in 0..n {
-            let name = r.uvarint().ok()? as u32;
-            let value = r.uvarint().ok()? as u32;
-            if let Some(names) = names {
-                let text: &str = self.symbol_cell(name)?;
-                if text != METRIC_NAME && !names.iter().any(|x| x == text) {
+        let Some(names) = names else {
+            for _ in 0..n {
+                let name = r.uvarint().ok()? as u32;
+                let value = r.uvarint().ok()? as u32;
+                v.push(Label {
+                    name: self.shared_symbol(name)?,
+                    value: self.shared_symbol(value)?,
+                });
+            }
+            return Some(Labels::from_sorted_unchecked(v));
+        };
+        // The wanted names as this block's symbol ids, worked out once for
+        // a run of series of one block read with one projection: a label is
+        // then kept or passed over by comparing integers.
+        PROJECTION.with_borrow_mut(|p| {
+            if p.serial != self.serial || p.names != names {
+                p.serial = self.serial;
+                p.names = names.to_vec();
+                p.ids = names
+                    .iter()
+                    .map(String::as_str)
+                    .chain([METRIC_NAME])
+                    .filter_map(|x| self.symbol_id(x))
+                    .collect();
+            }
+            for _ in 0..n {
+                let name = r.uvarint().ok()? as u32;
+                let value = r.uvarint().ok()? as u32;
+                if !p.ids.contains(&name) {
                     continue;
                 }
+                v.push(Label {
+                    name: self.shared_symbol(name)?,
+                    value: self.shared_symbol(value)?,
+                });
             }
-            v.push(Label {
-                name: self.shared_symbol(name)?,
-                value: self.shared_symbol(value)?,
-            });
-        }
-        Some(Labels::from_sorted_unchecked(v))
+            Some(Labels::from_sorted_unchecked(v))
+        })
     }
 
     fn page(&self, file_off: u64) -> Result<Arc<Vec<u8>>> {

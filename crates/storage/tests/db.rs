@@ -454,6 +454,50 @@ fn a_selection_for_some_labels_gets_block_series_with_only_those_and_keeps_them_
 }
 
 #[test]
+fn one_projection_read_from_blocks_with_different_symbols_gets_each_block_s_labels() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    let hour = 3_600_000;
+    // The second block has more symbols, so the same label names have other
+    // symbol ids there.
+    let mut app = db.appender();
+    app.append(&l(&[("__name__", "up"), ("zone", "z1")]), 1_000, 1.0);
+    app.commit().expect("commit");
+    db.flush().expect("flush");
+    let mut app = db.appender();
+    app.append(
+        &l(&[
+            ("__name__", "up"),
+            ("aa", "x"),
+            ("bb", "y"),
+            ("model", "m"),
+            ("zone", "z2"),
+        ]),
+        3 * hour,
+        2.0,
+    );
+    app.commit().expect("commit");
+    db.flush().expect("flush");
+    assert_eq!(db.blocks().len(), 2);
+    for _ in 0..2 {
+        for (mint, maxt, want) in [
+            (0, 2_000, l(&[("__name__", "up"), ("zone", "z1")])),
+            (3 * hour - 1, 3 * hour + 1, l(&[("__name__", "up"), ("zone", "z2")])),
+        ] {
+            let only = SelectHints {
+                only_labels: Some(["zone".to_string()].into()),
+                ..SelectHints::default()
+            };
+            let m = db
+                .select_map(&[Matcher::equal("__name__", "up")], mint, maxt, only, &copy_all)
+                .expect("select_map");
+            let got: Vec<Labels> = m.series.iter().map(|s| s.labels.clone()).collect();
+            assert_eq!(got, vec![want]);
+        }
+    }
+}
+
+#[test]
 fn head_is_cut_into_blocks_and_retention_drops_old_ones() {
     let d = tempfile::tempdir().expect("tempdir");
     let hour = 3_600_000;
