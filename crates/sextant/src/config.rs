@@ -648,6 +648,32 @@ mod tests {
     }
 
     #[test]
+    fn the_block_cache_size_comes_from_the_flag_or_the_file_and_is_listed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let f = dir.path().join("s.toml");
+        std::fs::write(&f, "block_cache_size = \"64MiB\"\n").expect("write");
+        let from_file = ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        let o = from_file.merged().expect("merge").resolve().expect("resolve");
+        assert_eq!(o.storage.block_cache_bytes, 64 << 20);
+        assert!(o
+            .server
+            .flags
+            .iter()
+            .any(|(k, v)| k == "storage.block-cache-size" && v == &(64u64 << 20).to_string()));
+        let default = ServeArgs::default().resolve().expect("resolve");
+        assert_eq!(default.storage.block_cache_bytes, 256 << 20);
+        let bad = ServeArgs {
+            block_cache_size: Some("lots".into()),
+            ..Default::default()
+        };
+        let e = bad.resolve().expect_err("not a size");
+        assert!(format!("{e:#}").contains("--block-cache-size"), "{e:#}");
+    }
+
+    #[test]
     fn unknown_config_keys_are_errors() {
         let dir = tempfile::tempdir().expect("dir");
         let f = dir.path().join("s.toml");
