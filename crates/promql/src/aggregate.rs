@@ -448,6 +448,7 @@ pub(crate) struct Cell {
 
 /// Adds value `v` of a member to its group's cell, for `op` (one of
 /// [`series_major`]'s).
+#[inline]
 pub(crate) fn add_point(op: token::TokenId, c: &mut Cell, v: f64) {
     c.n += 1.0;
     let a = &mut c.acc;

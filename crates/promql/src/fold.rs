@@ -67,13 +67,25 @@ impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
         if g.cells.len() < base + spec.steps {
             g.cells.resize(base + spec.steps, Cell::default());
         }
+        // A window function's points come in step order: the step of each is
+        // found by walking the grid along with them, not by dividing.
+        let (mut k, mut tk) = (0usize, spec.start);
         for s in mapped {
-            let off = s.t - spec.start;
-            if off < 0 || off % spec.step != 0 || (off / spec.step) as usize >= spec.steps {
-                g.off_grid = true;
-                continue;
+            while k < spec.steps && tk < s.t {
+                k += 1;
+                tk += spec.step;
             }
-            add_point(spec.op, &mut g.cells[base + (off / spec.step) as usize], s.v);
+            let at = if k < spec.steps && tk == s.t {
+                k
+            } else {
+                let off = s.t - spec.start;
+                if off < 0 || off % spec.step != 0 || (off / spec.step) as usize >= spec.steps {
+                    g.off_grid = true;
+                    continue;
+                }
+                (off / spec.step) as usize
+            };
+            add_point(spec.op, &mut g.cells[base + at], s.v);
         }
     }
 
