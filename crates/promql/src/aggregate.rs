@@ -711,6 +711,19 @@ mod selection_tests {
 
     use crate::{Engine, MemStore, Value};
 
+    /// The order `topk` (`top`) or `bottomk` takes members in: by value, NaN
+    /// last, then by labels.
+    fn full_order(top: bool, a: &(Labels, f64), b: &(Labels, f64)) -> std::cmp::Ordering {
+        let by_value = match (a.1.is_nan(), b.1.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ if top => b.1.total_cmp(&a.1),
+            _ => a.1.total_cmp(&b.1),
+        };
+        by_value.then_with(|| a.0.cmp(&b.0))
+    }
+
     #[test]
     fn topk_and_bottomk_over_a_range_keep_the_first_k_of_the_full_order_at_every_step() {
         let store = MemStore::new();
@@ -745,16 +758,7 @@ mod selection_tests {
                 let Value::Matrix(got) = r.value else { panic!("{q}") };
                 for step in 0..steps as usize {
                     let mut want: Vec<(Labels, f64)> = all.iter().map(|(l, v)| (l.clone(), v[step])).collect();
-                    want.sort_by(|a, b| {
-                        let by_value = match (a.1.is_nan(), b.1.is_nan()) {
-                            (true, true) => std::cmp::Ordering::Equal,
-                            (true, false) => std::cmp::Ordering::Greater,
-                            (false, true) => std::cmp::Ordering::Less,
-                            _ if top => b.1.total_cmp(&a.1),
-                            _ => a.1.total_cmp(&b.1),
-                        };
-                        by_value.then_with(|| a.0.cmp(&b.0))
-                    });
+                    want.sort_by(|a, b| full_order(top, a, b));
                     let mut want: Vec<String> = want.iter().take(k).map(|(l, _)| l.get("i").to_string()).collect();
                     want.sort();
                     let t = step as i64 * 10_000;
@@ -784,16 +788,7 @@ mod selection_tests {
         let eng = Engine::default();
         for top in [true, false] {
             let mut want = all.clone();
-            want.sort_by(|a, b| {
-                let by_value = match (a.1.is_nan(), b.1.is_nan()) {
-                    (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => std::cmp::Ordering::Greater,
-                    (false, true) => std::cmp::Ordering::Less,
-                    _ if top => b.1.total_cmp(&a.1),
-                    _ => a.1.total_cmp(&b.1),
-                };
-                by_value.then_with(|| a.0.cmp(&b.0))
-            });
+            want.sort_by(|a, b| full_order(top, a, b));
             for k in [0usize, 1, 2, 5, 17, 49, 50, 60] {
                 let q = format!("{}({k}, x)", if top { "topk" } else { "bottomk" });
                 let r = eng.instant(&store, &q, 0).expect(&q);

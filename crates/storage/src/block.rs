@@ -180,20 +180,6 @@ struct ClockShard {
     bytes: usize,
 }
 
-/// The label names a reading thread projected series of a block onto last,
-/// as that block's symbol ids ([`Block::entry_labels`]).
-struct Projection {
-    serial: u64,
-    names: Vec<String>,
-    ids: Vec<u32>,
-}
-
-thread_local! {
-    static PROJECTION: std::cell::RefCell<Projection> = const {
-        std::cell::RefCell::new(Projection { serial: u64::MAX, names: Vec::new(), ids: Vec::new() })
-    };
-}
-
 /// The process's decoded chunk pages.
 static DECODED_PAGES: std::sync::LazyLock<DecodedPages> =
     std::sync::LazyLock::new(|| DecodedPages::new(DEFAULT_DECODED_PAGES_BUDGET));
@@ -250,12 +236,8 @@ impl DecodedPages {
                 s.hand = 0;
             }
             let k = s.ring[s.hand];
-            let entry = s.pages.get_mut(&k).map(|e| {
-                let was = e.1;
-                e.1 = false;
-                was
-            });
-            if entry == Some(true) {
+            let referenced = s.pages.get_mut(&k).map(|e| std::mem::replace(&mut e.1, false));
+            if referenced == Some(true) {
                 s.hand += 1;
                 continue;
             }
@@ -283,6 +265,20 @@ impl DecodedPages {
     fn bytes(&self) -> usize {
         self.shards.iter().map(|s| s.lock().bytes).sum()
     }
+}
+
+/// The label names a reading thread projected series of a block onto last,
+/// as that block's symbol ids ([`Block::entry_labels`]).
+struct Projection {
+    serial: u64,
+    names: Vec<String>,
+    ids: Vec<u32>,
+}
+
+thread_local! {
+    static PROJECTION: std::cell::RefCell<Projection> = const {
+        std::cell::RefCell::new(Projection { serial: u64::MAX, names: Vec::new(), ids: Vec::new() })
+    };
 }
 
 struct ChunkMeta {
@@ -999,17 +995,8 @@ impl Block {
             Some(names) => names.len() + 1,
             None => r.remaining() / 2,
         };
-        let mut v = Vec::with_capacity(n.min(cap));
         let Some(names) = names else {
-            for _ in 0..n {
-                let name = r.uvarint().ok()? as u32;
-                let value = r.uvarint().ok()? as u32;
-                v.push(Label {
-                    name: self.shared_symbol(name)?,
-                    value: self.shared_symbol(value)?,
-                });
-            }
-            return Some(Labels::from_sorted_unchecked(v));
+            return self.labels_where(r, n, cap, |_| true);
         };
         // The wanted names as this block's symbol ids, worked out once for
         // a run of series of one block read with one projection: a label is
@@ -1025,19 +1012,24 @@ impl Block {
                     .filter_map(|x| self.symbol_id(x))
                     .collect();
             }
-            for _ in 0..n {
-                let name = r.uvarint().ok()? as u32;
-                let value = r.uvarint().ok()? as u32;
-                if !p.ids.contains(&name) {
-                    continue;
-                }
+            self.labels_where(r, n, cap, |name| p.ids.contains(&name))
+        })
+    }
+
+    /// The `n` labels at `r` whose name symbol `keep` accepts.
+    fn labels_where(&self, r: &mut ByteReader<'_>, n: usize, cap: usize, keep: impl Fn(u32) -> bool) -> Option<Labels> {
+        let mut v = Vec::with_capacity(n.min(cap));
+        for _ in 0..n {
+            let name = r.uvarint().ok()? as u32;
+            let value = r.uvarint().ok()? as u32;
+            if keep(name) {
                 v.push(Label {
                     name: self.shared_symbol(name)?,
                     value: self.shared_symbol(value)?,
                 });
             }
-            Some(Labels::from_sorted_unchecked(v))
-        })
+        }
+        Some(Labels::from_sorted_unchecked(v))
     }
 
     fn page(&self, file_off: u64) -> Result<Arc<Vec<u8>>> {
