@@ -170,6 +170,12 @@ impl Labels {
         }))
     }
 
+    /// Whether `self` and `o` are one set, the same allocation (a clone of
+    /// the other): a cheap test that equal sets need not pass.
+    pub fn is_same_set(&self, o: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &o.0)
+    }
+
     fn hash_cached(&self) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
         let h = self.0.hash.load(Relaxed);

@@ -6,12 +6,17 @@
 //! ended, which on a loaded two-core machine cost as much as the work of a
 //! small query. The pool's threads and their heaps outlive the queries.
 
-/// Worker threads in the pool: the machine's cores, at most eight.
+/// Worker threads in the pool: the machine's cores, at most eight. Asked of
+/// the system once: the answer reads cgroup files, which costs more than a
+/// small query's reading.
 pub fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|x| x.get())
-        .unwrap_or(1)
-        .min(8)
+    static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WORKERS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|x| x.get())
+            .unwrap_or(1)
+            .min(8)
+    })
 }
 
 /// Parts a pool thread takes at a time: a few for each worker, so that a

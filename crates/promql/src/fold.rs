@@ -53,16 +53,34 @@ struct Part<'s, F> {
     grouper: Grouper<F>,
     gathered: Gathered,
     done: &'s Mutex<Vec<Gathered>>,
+    /// The groups of the last few label sets seen, by allocation: a store
+    /// that hands out one shared set for the series projecting onto it
+    /// (a block's reader does) has the group found without hashing. Each
+    /// set is held, so its address cannot be reused by another.
+    recent: [Option<(Labels, usize)>; RECENT_SETS],
+    next_recent: usize,
 }
+
+/// Label sets a part remembers the group of.
+const RECENT_SETS: usize = 8;
 
 impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
     fn add(&mut self, labels: &Labels, mapped: &[Sample]) {
         let (spec, g) = (self.spec, &mut self.gathered);
-        let name = labels.metric_name();
-        if !name.is_empty() && g.names.last().is_none_or(|l| l != name) && !g.names.iter().any(|l| l == name) {
-            g.names.push(name.to_string());
-        }
-        let group = self.grouper.group_of(labels);
+        let seen = self.recent.iter().flatten().find(|(l, _)| l.is_same_set(labels));
+        let group = match seen {
+            Some(&(_, group)) => group,
+            None => {
+                let name = labels.metric_name();
+                if !name.is_empty() && g.names.last().is_none_or(|l| l != name) && !g.names.iter().any(|l| l == name) {
+                    g.names.push(name.to_string());
+                }
+                let group = self.grouper.group_of(labels);
+                self.recent[self.next_recent] = Some((labels.clone(), group));
+                self.next_recent = (self.next_recent + 1) % RECENT_SETS;
+                group
+            }
+        };
         let base = group * spec.steps;
         if g.cells.len() < base + spec.steps {
             g.cells.resize(base + spec.steps, Cell::default());
@@ -142,6 +160,8 @@ pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gat
             names: Vec::new(),
         },
         done,
+        recent: Default::default(),
+        next_recent: 0,
     })
 }
 

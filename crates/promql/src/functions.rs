@@ -178,7 +178,7 @@ fn over_windows(
             let lo = refs.iter().copied().min().unwrap_or(ev.start);
             let hi = refs.iter().copied().max().unwrap_or(ev.end);
             let map = |samples: &[Sample], out: &mut Vec<Sample>| -> bool {
-                if limits.check().is_err() {
+                if limits.check_series().is_err() {
                     return false;
                 }
                 out.reserve(refs.len().min(samples.len()));
@@ -231,7 +231,7 @@ fn over_evaluated(
     let work = |series: &[SSeries]| -> Result<Vec<SSeries>, Error> {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
-            limits.check()?;
+            limits.check_series()?;
             let mut points = Vec::with_capacity(input.refs.len().min(s.points.len()));
             let monotonic = is_monotonic(&s.points);
             windows_of(

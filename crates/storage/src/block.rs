@@ -162,7 +162,11 @@ impl std::hash::Hasher for PageKeyHasher {
         self.0
     }
     fn write(&mut self, b: &[u8]) {
-        for x in b {
+        let mut words = b.chunks_exact(8);
+        for w in &mut words {
+            self.write_u64(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+        }
+        for x in words.remainder() {
             self.write_u64(*x as u64);
         }
     }
@@ -273,12 +277,28 @@ struct Projection {
     serial: u64,
     names: Vec<String>,
     ids: Vec<u32>,
+    /// The label sets projected so far, by their labels' (name, value)
+    /// symbol ids in order: series that project onto one set share one
+    /// [`Labels`], built once, which a fold finds its group of by pointer.
+    /// Emptied when it reaches [`MAX_PROJECTED_SETS`].
+    sets: HashMap<Vec<u32>, Labels, std::hash::BuildHasherDefault<PageKeyHasher>>,
+    /// The ids of the series being projected.
+    key: Vec<u32>,
 }
 
+/// Distinct projected label sets a reading thread keeps for one block and
+/// projection: a grouping by a label of many values (`by (pod)`) is not
+/// worth keeping.
+const MAX_PROJECTED_SETS: usize = 4096;
+
 thread_local! {
-    static PROJECTION: std::cell::RefCell<Projection> = const {
-        std::cell::RefCell::new(Projection { serial: u64::MAX, names: Vec::new(), ids: Vec::new() })
-    };
+    static PROJECTION: std::cell::RefCell<Projection> = std::cell::RefCell::new(Projection {
+        serial: u64::MAX,
+        names: Vec::new(),
+        ids: Vec::new(),
+        sets: HashMap::default(),
+        key: Vec::new(),
+    });
 }
 
 struct ChunkMeta {
@@ -990,13 +1010,8 @@ impl Block {
     /// labels in `names` and the metric name; leaves `r` after it.
     fn entry_labels(&self, r: &mut ByteReader<'_>, names: Option<&[String]>) -> Option<Labels> {
         let n = r.uvarint().ok()? as usize;
-        // Each label takes at least two bytes.
-        let cap = match names {
-            Some(names) => names.len() + 1,
-            None => r.remaining() / 2,
-        };
         let Some(names) = names else {
-            return self.labels_where(r, n, cap, |_| true);
+            return self.all_labels(r, n);
         };
         // The wanted names as this block's symbol ids, worked out once for
         // a run of series of one block read with one projection: a label is
@@ -1011,23 +1026,46 @@ impl Block {
                     .chain([METRIC_NAME])
                     .filter_map(|x| self.symbol_id(x))
                     .collect();
+                p.sets.clear();
             }
-            self.labels_where(r, n, cap, |name| p.ids.contains(&name))
+            p.key.clear();
+            for _ in 0..n {
+                let name = r.uvarint().ok()? as u32;
+                let value = r.uvarint().ok()? as u32;
+                if p.ids.contains(&name) {
+                    p.key.extend([name, value]);
+                }
+            }
+            if let Some(l) = p.sets.get(&p.key) {
+                return Some(l.clone());
+            }
+            let mut v = Vec::with_capacity(p.key.len() / 2);
+            for pair in p.key.chunks_exact(2) {
+                v.push(Label {
+                    name: self.shared_symbol(pair[0])?,
+                    value: self.shared_symbol(pair[1])?,
+                });
+            }
+            let l = Labels::from_sorted_unchecked(v);
+            if p.sets.len() >= MAX_PROJECTED_SETS {
+                p.sets.clear();
+            }
+            p.sets.insert(p.key.clone(), l.clone());
+            Some(l)
         })
     }
 
-    /// The `n` labels at `r` whose name symbol `keep` accepts.
-    fn labels_where(&self, r: &mut ByteReader<'_>, n: usize, cap: usize, keep: impl Fn(u32) -> bool) -> Option<Labels> {
-        let mut v = Vec::with_capacity(n.min(cap));
+    /// The `n` labels at `r`.
+    fn all_labels(&self, r: &mut ByteReader<'_>, n: usize) -> Option<Labels> {
+        // Each label takes at least two bytes.
+        let mut v = Vec::with_capacity(n.min(r.remaining() / 2));
         for _ in 0..n {
             let name = r.uvarint().ok()? as u32;
             let value = r.uvarint().ok()? as u32;
-            if keep(name) {
-                v.push(Label {
-                    name: self.shared_symbol(name)?,
-                    value: self.shared_symbol(value)?,
-                });
-            }
+            v.push(Label {
+                name: self.shared_symbol(name)?,
+                value: self.shared_symbol(value)?,
+            });
         }
         Some(Labels::from_sorted_unchecked(v))
     }

@@ -498,6 +498,71 @@ fn one_projection_read_from_blocks_with_different_symbols_gets_each_block_s_labe
 }
 
 #[test]
+fn series_of_a_block_that_project_onto_one_label_set_share_it() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(d.path(), opts()).expect("open");
+    // 5,000 pods in three zones: a projection on the zone has three sets;
+    // one on the pod has more distinct sets than a reader keeps.
+    let mut app = db.appender();
+    for p in 0..5_000 {
+        let zone = format!("z{}", p % 3);
+        let pod = format!("pod-{p:04}");
+        app.append(
+            &l(&[("__name__", "up"), ("pod", &pod), ("zone", &zone)]),
+            1_000,
+            p as f64,
+        );
+    }
+    app.commit().expect("commit");
+    db.flush().expect("flush");
+    assert_eq!(db.blocks().len(), 1);
+    for _ in 0..2 {
+        let only = SelectHints {
+            only_labels: Some(["zone".to_string()].into()),
+            ..SelectHints::default()
+        };
+        let m = db
+            .select_map(&[Matcher::equal("__name__", "up")], 0, 2_000, only, &copy_all)
+            .expect("select_map");
+        assert_eq!(m.series.len(), 5_000);
+        let mut firsts: Vec<Labels> = Vec::new();
+        for s in &m.series {
+            let p = s.samples[0].v as usize;
+            let want = l(&[("__name__", "up"), ("zone", &format!("z{}", p % 3))]);
+            assert_eq!(s.labels, want, "pod {p}");
+            // Read on one thread, equal sets are one allocation; each thread
+            // of a parallel read has its own.
+            if !firsts.iter().any(|f| f.is_same_set(&s.labels)) {
+                firsts.push(s.labels.clone());
+            }
+        }
+        // The pool's threads, and the caller's.
+        let threads = std::thread::available_parallelism()
+            .map(|x| x.get())
+            .unwrap_or(1)
+            .min(8)
+            + 1;
+        assert!(
+            (3..=3 * threads).contains(&firsts.len()),
+            "{} allocations for 3 sets on {threads} threads",
+            firsts.len()
+        );
+        let only = SelectHints {
+            only_labels: Some(["pod".to_string()].into()),
+            ..SelectHints::default()
+        };
+        let m = db
+            .select_map(&[Matcher::equal("__name__", "up")], 0, 2_000, only, &copy_all)
+            .expect("select_map");
+        assert_eq!(m.series.len(), 5_000);
+        for s in &m.series {
+            let p = s.samples[0].v as usize;
+            assert_eq!(s.labels, l(&[("__name__", "up"), ("pod", &format!("pod-{p:04}"))]));
+        }
+    }
+}
+
+#[test]
 fn head_is_cut_into_blocks_and_retention_drops_old_ones() {
     let d = tempfile::tempdir().expect("tempdir");
     let hour = 3_600_000;
