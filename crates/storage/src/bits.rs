@@ -307,8 +307,25 @@ impl<'a> ByteReader<'a> {
         self.pos >= self.buf.len()
     }
 
-    #[inline]
+    /// An unsigned LEB128 integer. Most in the index are one or two bytes
+    /// long: those take a path without a loop.
+    #[inline(always)]
     pub fn uvarint(&mut self) -> Result<u64, Truncated> {
+        match self.buf.get(self.pos..) {
+            Some(&[b0, ..]) if b0 < 0x80 => {
+                self.pos += 1;
+                Ok(b0 as u64)
+            }
+            Some(&[b0, b1, ..]) if b1 < 0x80 => {
+                self.pos += 2;
+                Ok((b0 & 0x7f) as u64 | (b1 as u64) << 7)
+            }
+            _ => self.uvarint_long(),
+        }
+    }
+
+    #[inline(never)]
+    fn uvarint_long(&mut self) -> Result<u64, Truncated> {
         let mut v = 0u64;
         let mut shift = 0u32;
         loop {
@@ -404,5 +421,38 @@ mod tests {
         }
         assert_eq!(r.varint(), Err(Truncated));
         assert_eq!(ByteReader::new(&[0x80, 0x80]).uvarint(), Err(Truncated));
+    }
+
+    #[test]
+    fn uvarints_of_every_length_round_trip_in_sequence() {
+        // Each side of the one- and two-byte paths, and the longest.
+        let vs = [
+            0u64,
+            1,
+            127,
+            128,
+            255,
+            16_383,
+            16_384,
+            (1 << 21) - 1,
+            1 << 21,
+            1 << 35,
+            u64::MAX,
+        ];
+        let mut out = Vec::new();
+        for v in vs {
+            put_uvarint(&mut out, v);
+        }
+        let mut r = ByteReader::new(&out);
+        for v in vs {
+            assert_eq!(r.uvarint(), Ok(v));
+        }
+        assert_eq!(r.remaining(), 0);
+        assert_eq!(r.uvarint(), Err(Truncated));
+        for cut in [&[0x80u8][..], &[0xff], &[0xff, 0xff], &[0x81, 0x82, 0x83]] {
+            assert_eq!(ByteReader::new(cut).uvarint(), Err(Truncated), "{cut:?}");
+        }
+        // Eleven bytes cannot be a u64.
+        assert_eq!(ByteReader::new(&[0xff; 11]).uvarint(), Err(Truncated));
     }
 }

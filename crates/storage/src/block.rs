@@ -271,6 +271,49 @@ impl DecodedPages {
     }
 }
 
+/// The pages a reading thread used last, by block serial and place: the
+/// series a thread reads one after another mostly sit in the same few
+/// pages, and a hit here costs neither the shared caches' locks nor their
+/// hashing. A closed block's pages stay until read past (a few pages a
+/// thread); serials are never reused, so they are never taken for another's.
+struct RecentPages {
+    keys: [(u64, u64); RECENT_PAGES],
+    pages: [Option<Arc<Vec<u8>>>; RECENT_PAGES],
+    next: usize,
+}
+
+const RECENT_PAGES: usize = 4;
+
+/// Where a page of the index's section `sec` (1 or 3) is, in a
+/// [`RecentPages`] key: chunk pages' offsets are below 2^40.
+fn index_page_place(sec: usize, frame: u64) -> u64 {
+    (sec as u64) << 56 | frame
+}
+
+thread_local! {
+    static RECENT: std::cell::RefCell<RecentPages> = const {
+        std::cell::RefCell::new(RecentPages { keys: [(u64::MAX, 0); RECENT_PAGES], pages: [const { None }; RECENT_PAGES], next: 0 })
+    };
+}
+
+/// The page at `place` of block `serial`, from this thread's recent pages or
+/// else from `load`, which then joins them.
+fn recent_page<E>(serial: u64, place: u64, load: impl FnOnce() -> Result<Arc<Vec<u8>>, E>) -> Result<Arc<Vec<u8>>, E> {
+    let key = (serial, place);
+    let hit = RECENT.with_borrow(|r| r.keys.iter().position(|k| *k == key).and_then(|i| r.pages[i].clone()));
+    if let Some(p) = hit {
+        return Ok(p);
+    }
+    let p = load()?;
+    RECENT.with_borrow_mut(|r| {
+        let i = r.next;
+        r.keys[i] = key;
+        r.pages[i] = Some(p.clone());
+        r.next = (i + 1) % RECENT_PAGES;
+    });
+    Ok(p)
+}
+
 /// The label names a reading thread projected series of a block onto last,
 /// as that block's symbol ids ([`Block::entry_labels`]).
 struct Projection {
@@ -1071,6 +1114,12 @@ impl Block {
     }
 
     fn page(&self, file_off: u64) -> Result<Arc<Vec<u8>>> {
+        recent_page(self.serial, file_off, || self.shared_page(file_off))
+    }
+
+    /// [`Block::page`] from the process's cache of decoded pages, or
+    /// decompressed into it.
+    fn shared_page(&self, file_off: u64) -> Result<Arc<Vec<u8>>> {
         if let Some(p) = DECODED_PAGES.get((self.serial, file_off)) {
             return Ok(p);
         }
@@ -1213,6 +1262,14 @@ impl Block {
 
     /// Decodes (through `cache`) the page frame at `frame` in index section `sec`.
     fn decoded_frame(&self, sec: usize, frame: u64, cache: &PageCache) -> Option<Arc<Vec<u8>>> {
+        recent_page(self.serial, index_page_place(sec, frame), || {
+            self.shared_frame(sec, frame, cache).ok_or(())
+        })
+        .ok()
+    }
+
+    /// [`Block::decoded_frame`] from the block's cache, or decompressed into it.
+    fn shared_frame(&self, sec: usize, frame: u64, cache: &PageCache) -> Option<Arc<Vec<u8>>> {
         if let Some(p) = cache.get(frame) {
             return Some(p);
         }
