@@ -162,10 +162,9 @@ async fn query_inner(st: &Arc<AppState>, p: &Params) -> Result<Response, ApiErro
     let engine = engine_for(st, p.duration("timeout")?);
     let stats = p.get("stats").is_some();
     let limit = p.limit()?;
-    parse_query(&q)?;
+    let expr = parse_query(&q)?;
     let wait = engine.options().timeout;
     let res = run_query(st, wait, move |st, cancel, waited| {
-        let expr = parse_query(&q)?;
         after_wait(&engine, waited)
             .instant_expr(&*st.db, &expr, &q, t, Some(cancel))
             .map_err(ApiError::from)
@@ -222,7 +221,7 @@ async fn query_range_inner(st: &Arc<AppState>, p: &Params) -> Result<Response, A
     let engine = engine_for(st, p.duration("timeout")?);
     let stats = p.get("stats").is_some();
     let limit = p.limit()?;
-    parse_query(&q)?;
+    let expr = parse_query(&q)?;
     // Steps old enough to be frozen come from the range cache; only the rest
     // is evaluated.
     let cache = &st.range_cache;
@@ -244,7 +243,6 @@ async fn query_range_inner(st: &Arc<AppState>, p: &Params) -> Result<Response, A
         let q2 = q.clone();
         let wait = engine.options().timeout;
         run_query(st, wait, move |st, cancel, waited| {
-            let expr = parse_query(&q2)?;
             after_wait(&engine, waited)
                 .range_expr(&*st.db, &expr, &q2, eval_start, end, step, Some(cancel))
                 .map_err(ApiError::from)

@@ -755,7 +755,15 @@ pub fn decode_block_range(
     let mut end = n;
     let mut tr = ByteReader::new(tt);
     let (mut bit, mut nfrom) = (0usize, 0usize);
+    let late = match restarts {
+        Restarts::EveryAndTail => late_point(n),
+        _ => None,
+    };
     for (j, at) in restart_points(n, restarts).enumerate() {
+        if Some(at) == late && tr.remaining() == 0 {
+            // Written before late points.
+            break;
+        }
         let e = (|| {
             bit = bit.checked_add(usize::try_from(tr.uvarint().ok()?).ok()?)?;
             let t = mint.wrapping_add(tr.uvarint().ok()? as i64);
@@ -1323,6 +1331,12 @@ pub const RESTART_EVERY: usize = 160;
 /// samples instead of up to [`RESTART_EVERY`] more.
 pub const RESTART_TAIL: usize = 40;
 
+/// Samples after a block chunk's late restart point, which follows its tail
+/// point: the last five minutes of a 15 s scrape and a few samples more, so
+/// that a 5 m window or the lookback of an instant near a chunk's end
+/// decodes this many samples instead of [`RESTART_TAIL`].
+pub const RESTART_LATE: usize = 24;
+
 /// Where the restart points of a block chunk are (`docs/format/chunks.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restarts {
@@ -1330,7 +1344,10 @@ pub enum Restarts {
     None,
     /// Every [`RESTART_EVERY`] samples.
     Every,
-    /// Those of `Every`, then one [`RESTART_TAIL`] samples before the end.
+    /// Those of `Every`, then one [`RESTART_TAIL`] samples before the end
+    /// and, in chunks written since late points exist, one
+    /// [`RESTART_LATE`] samples before it (a reader finds the late entry by
+    /// the bytes left in the timestamp table after the tail entry).
     EveryAndTail,
 }
 
@@ -1346,17 +1363,24 @@ fn tail_point(n: usize) -> Option<usize> {
     (p >= last + RESTART_TAIL).then_some(p)
 }
 
-/// The restart points of a chunk of `n` samples, in order.
+/// The late restart point of a chunk of `n` samples, [`RESTART_LATE`]
+/// samples before its end: a chunk has one when it has a tail point.
+fn late_point(n: usize) -> Option<usize> {
+    tail_point(n).map(|_| n - RESTART_LATE)
+}
+
+/// The restart points of a chunk of `n` samples, in order (the late point
+/// last, which chunks written before late points lack).
 pub fn restart_points(n: usize, layout: Restarts) -> impl Iterator<Item = usize> {
     let regular = match layout {
         Restarts::None => 0,
         _ => n.saturating_sub(1) / RESTART_EVERY,
     };
-    let tail = match layout {
-        Restarts::EveryAndTail => tail_point(n),
-        _ => None,
+    let (tail, late) = match layout {
+        Restarts::EveryAndTail => (tail_point(n), late_point(n)),
+        _ => (None, None),
     };
-    (1..=regular).map(|j| j * RESTART_EVERY).chain(tail)
+    (1..=regular).map(|j| j * RESTART_EVERY).chain(tail).chain(late)
 }
 
 /// A chunk as the block writer stores it. Unless `restarts` is
@@ -1384,13 +1408,16 @@ pub fn encode_block(samples: &[Sample]) -> BlockChunk {
     } else {
         Restarts::Every
     };
-    encode_block_as(samples, layout)
+    encode_block_as(samples, layout, true)
 }
 
 /// [`encode_block`] with the given restart points (`Every` is what blocks
-/// written before tail points have).
-fn encode_block_as(samples: &[Sample], layout: Restarts) -> BlockChunk {
-    let points: Vec<usize> = restart_points(samples.len(), layout).collect();
+/// written before tail points have, `EveryAndTail` without `late` what
+/// blocks written before late points have).
+fn encode_block_as(samples: &[Sample], layout: Restarts, late: bool) -> BlockChunk {
+    let points: Vec<usize> = restart_points(samples.len(), layout)
+        .filter(|&p| late || Some(p) != late_point(samples.len()))
+        .collect();
     let (c, restarts, by_delta) = encode_parts(samples, &points);
     if restarts.is_empty() {
         return BlockChunk {
@@ -1602,8 +1629,11 @@ mod tests {
         check_block_ranges(samples, &c);
         // Chunks written before tail restart points read the same.
         if c.restarts == Restarts::EveryAndTail {
-            let old = encode_block_as(samples, Restarts::Every);
-            assert!(old.vals.len() < c.vals.len() && old.ts.len() < c.ts.len());
+            let before_late = encode_block_as(samples, Restarts::EveryAndTail, false);
+            assert!(before_late.vals.len() < c.vals.len() && before_late.ts.len() < c.ts.len());
+            check_block_ranges(samples, &before_late);
+            let old = encode_block_as(samples, Restarts::Every, true);
+            assert!(old.vals.len() < before_late.vals.len() && old.ts.len() < before_late.ts.len());
             check_block_ranges(samples, &old);
         }
     }
@@ -1644,7 +1674,10 @@ mod tests {
             .collect();
         let c = encode_block(&s);
         assert_eq!(c.restarts, Restarts::EveryAndTail);
-        assert_eq!(restart_points(480, c.restarts).collect::<Vec<_>>(), [160, 320, 440]);
+        assert_eq!(
+            restart_points(480, c.restarts).collect::<Vec<_>>(),
+            [160, 320, 440, 456]
+        );
         let (table, body) = split_indexed(&c.vals).unwrap();
         let body_at = c.vals.len() - body.len();
         assert!(!table.is_empty());
@@ -1681,10 +1714,27 @@ mod tests {
             longer.is_err() || longer.unwrap() != s[380..],
             "the damaged interval was not read"
         );
+        // Damage the codes between the tail point and the late one: a read
+        // of the last twenty samples starts at the late point, one of the
+        // last thirty-nine at the tail point.
+        let (_, resumes, _) = encode_parts(&s, &[160, 320, 440, 456]);
+        let (a, b) = (resumes[2].val_bit / 8 + 1, resumes[3].val_bit / 8);
+        assert!(b > a, "{a}..{b}");
+        let mut vals = c.vals.clone();
+        for x in &mut vals[body_at + a..body_at + b] {
+            *x = !*x;
+        }
+        assert_eq!(read(&vals, 460).unwrap(), s[460..]);
+        assert_eq!(read(&vals, 457).unwrap(), s[457..]);
+        let longer = read(&vals, 441);
+        assert!(
+            longer.is_err() || longer.unwrap() != s[441..],
+            "the damaged interval was not read"
+        );
         // Restart tables cost a few bytes a restart point.
         let plain = encode(&s);
         assert!(
-            c.vals.len() - plain.vals().len() <= 2 + 3 * 6,
+            c.vals.len() - plain.vals().len() <= 2 + 4 * 6,
             "{} vs {}",
             c.vals.len(),
             plain.vals().len()
@@ -1702,6 +1752,9 @@ mod tests {
         assert_eq!(tail_point(400), Some(360));
         assert_eq!(tail_point(480), Some(440));
         assert_eq!(tail_point(481), None);
+        assert_eq!(late_point(480), Some(456));
+        assert_eq!(late_point(240), Some(216));
+        assert_eq!(late_point(481), None);
         for n in [161, 200, 239, 240, 241, 320, 359, 360, 400, 479, 480, 481, 520, 1000] {
             let kinds: [&dyn Fn(i64) -> f64; 3] =
                 [&|i| (i * 13 + i % 7) as f64, &|i| (i % 97) as f64 / 100.0 + 3.0, &|i| {
