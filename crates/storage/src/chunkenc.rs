@@ -1289,6 +1289,27 @@ impl<'a> FloatDecoder<'a> {
 
     #[inline(always)]
     fn next_value(&mut self) -> Option<f64> {
+        // The common codes from the buffer in one step: `0` (the same value)
+        // and `10` with the meaningful bits of the current window.
+        let (acc, nbits) = self.r.window();
+        if !self.first && nbits >= 1 && acc >> 63 == 0 {
+            self.r.skip_short(1);
+            return Some(f64::from_bits(self.bits));
+        }
+        // No window yet (`leading` 255 at a restart point before any) makes
+        // `lt` at least 64.
+        let lt = self.leading as u32 + self.trailing as u32;
+        let sig = 64u32.saturating_sub(lt);
+        if !self.first && acc >> 62 == 0b10 && (1..62).contains(&sig) && 2 + sig <= nbits {
+            self.r.skip_short(2 + sig);
+            self.bits ^= ((acc << 2) >> (64 - sig)) << self.trailing;
+            return Some(f64::from_bits(self.bits));
+        }
+        self.next_value_slow()
+    }
+
+    #[inline(never)]
+    fn next_value_slow(&mut self) -> Option<f64> {
         if self.first {
             self.first = false;
             self.bits = self.r.read_bits(64)?;
