@@ -81,9 +81,6 @@ pub(crate) struct Win {
     pub monotonic: bool,
 }
 
-/// A function of one window's points, the window, and the step index.
-type WindowFn<'a> = dyn Fn(&[Point], &Win, usize) -> Option<f64> + Sync + 'a;
-
 /// Points of windows handed to a window function between two checks of the
 /// query's deadline: one series' windows can hold billions of points (a long
 /// subquery at a fine step), far more than a timeout allows.
@@ -93,14 +90,15 @@ const POINTS_BETWEEN_CHECKS: usize = 1 << 22;
 /// handing each result to `emit` with its step's time. Fails when the query's
 /// deadline passes or it is cancelled on the way.
 #[allow(clippy::too_many_arguments)]
-fn windows_of(
+#[inline(always)]
+fn windows_of<F: Fn(&[Point], &Win, usize) -> Option<f64> + ?Sized>(
     pts: &[Point],
     monotonic: bool,
     refs: &[i64],
     range: i64,
     start: i64,
     step: i64,
-    f: &WindowFn<'_>,
+    f: &F,
     limits: &Limits,
     mut emit: impl FnMut(i64, f64),
 ) -> Result<(), Error> {
@@ -165,11 +163,14 @@ thread_local! {
 /// A matrix selector is read series by series straight through `f`, on
 /// several threads for large selections; an evaluated input is split across
 /// the machine's cores when large.
-fn over_windows(
+///
+/// Generic in `f`, so that each function's arithmetic is compiled into the
+/// loop over its windows instead of called once a window.
+fn over_windows<F: Fn(&[Point], &Win, usize) -> Option<f64> + Sync + ?Sized>(
     ev: &Evaluator<'_>,
     input: &RangeArg<'_>,
     drop_name: bool,
-    f: &WindowFn<'_>,
+    f: &F,
 ) -> Result<Vec<SSeries>, Error> {
     match input {
         RangeArg::Ready(r) => over_evaluated(ev, r, drop_name, f),
@@ -221,11 +222,11 @@ fn over_windows(
 }
 
 /// [`over_windows`] of series already in memory.
-fn over_evaluated(
+fn over_evaluated<F: Fn(&[Point], &Win, usize) -> Option<f64> + Sync + ?Sized>(
     ev: &Evaluator<'_>,
     input: &RangeInput,
     drop_name: bool,
-    f: &WindowFn<'_>,
+    f: &F,
 ) -> Result<Vec<SSeries>, Error> {
     let (start, step, limits) = (ev.start, ev.step, ev.limits);
     let work = |series: &[SSeries]| -> Result<Vec<SSeries>, Error> {

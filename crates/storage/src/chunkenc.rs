@@ -1815,6 +1815,46 @@ mod tests {
     }
 
     #[test]
+    fn float_columns_of_every_code_round_trip_bit_exactly() {
+        // Long runs, so that most codes are read from the middle of a
+        // column: repeats (`0`), small changes within a window (`10`), new
+        // windows of every width up to 64 meaningful bits (`11`), NaN
+        // payloads among them.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [161usize, 480, 1000] {
+            let mut v = 1.5f64;
+            let s: Vec<Sample> = (0..n as i64)
+                .map(|i| {
+                    let r = next();
+                    v = match r % 5 {
+                        0 => v,
+                        1 => f64::from_bits(v.to_bits() ^ (r >> 59)),
+                        2 => f64::from_bits(v.to_bits() ^ ((r >> 20) << (r % 20))),
+                        3 => f64::from_bits(next()),
+                        _ => v * 1.000_001 + 0.5,
+                    };
+                    Sample::new(i * 15_000, v)
+                })
+                .collect();
+            let c = encode(&s);
+            assert_eq!(c.kind, ValueKind::Float);
+            let mut out = Vec::new();
+            c.decode_into(&mut out).expect("decodes");
+            assert_eq!(out.len(), n);
+            for (a, b) in out.iter().zip(&s) {
+                assert_eq!((a.t, a.v.to_bits()), (b.t, b.v.to_bits()));
+            }
+            check_block(&s);
+        }
+    }
+
+    #[test]
     fn decimals_are_stored_as_scaled_integers_bit_exactly() {
         let vals = [0.4321, 0.5, 0.4329, 12.25, 7.0, 0.1 + 0.2, -3.5];
         let s: Vec<Sample> = vals
