@@ -176,6 +176,12 @@ impl Labels {
         Arc::ptr_eq(&self.0, &o.0)
     }
 
+    /// The address of the set's allocation: equal for clones of one set,
+    /// and not reused by another set while a clone is held.
+    pub fn address(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     fn hash_cached(&self) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
         let h = self.0.hash.load(Relaxed);

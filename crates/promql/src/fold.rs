@@ -7,6 +7,8 @@
 //! reference; whatever the fold cannot reproduce (a point off the step
 //! grid, an `avg` whose sum overflowed) makes the aggregation run that way.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use promql_parser::parser::token::{self, TokenId};
@@ -53,22 +55,40 @@ struct Part<'s, F> {
     grouper: Grouper<F>,
     gathered: Gathered,
     done: &'s Mutex<Vec<Gathered>>,
-    /// The groups of the last few label sets seen, by allocation: a store
-    /// that hands out one shared set for the series projecting onto it
-    /// (a block's reader does) has the group found without hashing. Each
-    /// set is held, so its address cannot be reused by another.
-    recent: [Option<(Labels, usize)>; RECENT_SETS],
-    next_recent: usize,
+    /// The groups of the label sets seen, by the address of their
+    /// allocation: a store that hands out one shared set for the series
+    /// projecting onto it (a block's reader does) has the group found
+    /// without hashing the labels. Each set is held, so its address cannot
+    /// be reused by another; emptied when it reaches [`SEEN_SETS`].
+    seen: HashMap<usize, (Labels, usize), BuildHasherDefault<AddressHasher>>,
 }
 
-/// Label sets a part remembers the group of.
-const RECENT_SETS: usize = 8;
+/// Label sets a part remembers the group of: more are a sign of sets made
+/// for each series, whose addresses never repeat.
+const SEEN_SETS: usize = 4096;
+
+/// Hashes an address with a multiply (addresses are not chosen by clients).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, b: &[u8]) {
+        for x in b {
+            self.0 = (self.0.rotate_left(8) ^ *x as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.0 = (v as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
     fn add(&mut self, labels: &Labels, mapped: &[Sample]) {
         let (spec, g) = (self.spec, &mut self.gathered);
-        let seen = self.recent.iter().flatten().find(|(l, _)| l.is_same_set(labels));
-        let group = match seen {
+        let group = match self.seen.get(&labels.address()) {
             Some(&(_, group)) => group,
             None => {
                 let name = labels.metric_name();
@@ -76,8 +96,10 @@ impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
                     g.names.push(name.to_string());
                 }
                 let group = self.grouper.group_of(labels);
-                self.recent[self.next_recent] = Some((labels.clone(), group));
-                self.next_recent = (self.next_recent + 1) % RECENT_SETS;
+                if self.seen.len() >= SEEN_SETS {
+                    self.seen.clear();
+                }
+                self.seen.insert(labels.address(), (labels.clone(), group));
                 group
             }
         };
@@ -160,8 +182,7 @@ pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gat
             names: Vec::new(),
         },
         done,
-        recent: Default::default(),
-        next_recent: 0,
+        seen: HashMap::default(),
     })
 }
 
@@ -397,12 +418,31 @@ mod tests {
             part: &NewFoldPart<'_>,
         ) -> Result<Folded, ReadError> {
             self.folds.fetch_add(1, Ordering::Relaxed);
+            let only = hints.only_labels.clone();
             let m = self.inner.select_map(ms, mint, maxt, hints, map)?;
+            // Like a block's reader, series that project onto one label set
+            // share one allocation of it.
+            let mut shared: Vec<Labels> = Vec::new();
+            let mut labels_of = |l: &Labels| match &only {
+                None => l.clone(),
+                Some(names) => {
+                    let mut keep = names.to_vec();
+                    keep.push(sextant_model::METRIC_NAME.to_string());
+                    let p = l.keep(&keep);
+                    match shared.iter().find(|x| **x == p) {
+                        Some(x) => x.clone(),
+                        None => {
+                            shared.push(p.clone());
+                            p
+                        }
+                    }
+                }
+            };
             let mut parts = Vec::new();
             for (k, run) in m.series.chunks(3).enumerate() {
                 let mut p = part(k * 3);
                 for s in run {
-                    p.add(&s.labels, &s.samples);
+                    p.add(&labels_of(&s.labels), &s.samples);
                 }
                 parts.push(p);
             }
