@@ -314,6 +314,60 @@ fn recent_page<E>(serial: u64, place: u64, load: impl FnOnce() -> Result<Arc<Vec
     Ok(p)
 }
 
+/// Full label sets of block series that queries read lately, by block
+/// serial and series id: a panel that reads a metric's series at every
+/// refresh (a `topk` of a gauge) finds their sets instead of building each
+/// from symbol ids, and the threads of a parallel read clone no symbol that
+/// all those series share. At most [`SERIES_LABELS_PER_SHARD`] sets a shard
+/// (65,536 in all, a few tens of MiB at most); a shard that fills is
+/// emptied, and a dropped block's sets go with it.
+struct SeriesLabels {
+    shards: [Mutex<LabelSetsShard>; SERIES_LABELS_SHARDS],
+}
+
+/// Label sets by block serial and series id.
+type LabelSetsShard = HashMap<(u64, u32), Labels, std::hash::BuildHasherDefault<PageKeyHasher>>;
+
+const SERIES_LABELS_SHARDS: usize = 16;
+const SERIES_LABELS_PER_SHARD: usize = 4096;
+
+impl SeriesLabels {
+    fn shard(
+        &self,
+        key: (u64, u32),
+    ) -> &Mutex<HashMap<(u64, u32), Labels, std::hash::BuildHasherDefault<PageKeyHasher>>> {
+        let h = (key.0 ^ (key.1 as u64) << 20).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        &self.shards[(h >> 60) as usize % SERIES_LABELS_SHARDS]
+    }
+
+    fn get(&self, key: (u64, u32)) -> Option<Labels> {
+        self.shard(key).lock().get(&key).cloned()
+    }
+
+    fn insert(&self, key: (u64, u32), labels: Labels) {
+        let mut m = self.shard(key).lock();
+        if m.len() >= SERIES_LABELS_PER_SHARD {
+            m.clear();
+        }
+        m.insert(key, labels);
+    }
+
+    fn forget(&self, serial: u64) {
+        for shard in &self.shards {
+            shard.lock().retain(|k, _| k.0 != serial);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+static SERIES_LABELS: std::sync::LazyLock<SeriesLabels> = std::sync::LazyLock::new(|| SeriesLabels {
+    shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
+});
+
 /// The label names a reading thread projected series of a block onto last,
 /// as that block's symbol ids ([`Block::entry_labels`]).
 struct Projection {
@@ -1049,6 +1103,23 @@ impl Block {
         self.entry_labels(&mut ByteReader::new(page.get(off..)?), Some(names))
     }
 
+    /// The whole label set at the start of series `id`'s entry, from the
+    /// sets queries read lately ([`SeriesLabels`]) or built and added to
+    /// them; leaves `r` after it.
+    fn entry_labels_recent(&self, id: u32, r: &mut ByteReader<'_>) -> Option<Labels> {
+        let key = (self.serial, id);
+        if let Some(l) = SERIES_LABELS.get(key) {
+            let n = r.uvarint().ok()?;
+            for _ in 0..n.saturating_mul(2) {
+                r.uvarint().ok()?;
+            }
+            return Some(l);
+        }
+        let l = self.entry_labels(r, None)?;
+        SERIES_LABELS.insert(key, l.clone());
+        Some(l)
+    }
+
     /// The label set at the start of a series entry, all of it or only the
     /// labels in `names` and the metric name; leaves `r` after it.
     fn entry_labels(&self, r: &mut ByteReader<'_>, names: Option<&[String]>) -> Option<Labels> {
@@ -1188,7 +1259,12 @@ impl Block {
         let bad = || corrupt("index series entry", &self.dir.join("index"), format!("series {id}"));
         let (page, off) = self.series_entry(id).ok_or_else(bad)?;
         let mut r = ByteReader::new(page.get(off..).ok_or_else(bad)?);
-        let labels = self.entry_labels(&mut r, names).ok_or_else(bad)?;
+        let labels = match names {
+            // A query's read of whole label sets: from the recent ones.
+            None => self.entry_labels_recent(id, &mut r),
+            Some(_) => self.entry_labels(&mut r, names),
+        }
+        .ok_or_else(bad)?;
         let start = out.len();
         self.entry_samples(id, &mut r, mint, maxt, out)?;
         Ok((out.len() > start).then_some(labels))
@@ -1317,6 +1393,7 @@ impl Block {
 impl Drop for Block {
     fn drop(&mut self) {
         DECODED_PAGES.forget(self.serial);
+        SERIES_LABELS.forget(self.serial);
     }
 }
 
@@ -1544,6 +1621,49 @@ mod tests {
         assert_eq!(out, vec![Sample::new(15_000, 2.5), Sample::new(30_000, 4.5)]);
         assert_eq!(b.label_values("even", None), vec!["n", "y"]);
         assert_eq!(b.label_names(Some(&ids)), vec!["__name__", "even", "i"]);
+    }
+
+    #[test]
+    fn whole_label_sets_read_again_are_the_kept_ones_until_the_block_goes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        write_block(d.path(), 50);
+        let b = Block::open(&d.path().join("b1")).expect("open");
+        let read = |id: u32, names: Option<&[String]>| {
+            let mut out = Vec::new();
+            b.read(id, 0, 30_000, names, &mut out)
+                .expect("read")
+                .expect("has samples")
+        };
+        let first: Vec<Labels> = (0..50).map(|id| read(id, None)).collect();
+        for (id, l) in first.iter().enumerate() {
+            // The set read again is the one kept, equal to the entry's labels.
+            let again = read(id as u32, None);
+            assert!(again.is_same_set(l), "series {id}");
+            assert_eq!(Some(again), b.labels(id as u32));
+            // A projected read builds its own sets.
+            let only = read(id as u32, Some(&["even".to_string()]));
+            assert!(!only.is_same_set(l));
+            assert_eq!(
+                only.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(),
+                ["__name__", "even"]
+            );
+        }
+        let serial = b.serial;
+        assert!(SERIES_LABELS.get((serial, 7)).is_some());
+        drop(b);
+        assert!((0..50).all(|id| SERIES_LABELS.get((serial, id)).is_none()));
+    }
+
+    #[test]
+    fn the_kept_label_sets_stay_bounded() {
+        // A serial no block has.
+        let serial = u64::MAX - 1;
+        let l = Labels::from_pairs([("__name__", "x")]);
+        for id in 0..(SERIES_LABELS_SHARDS * SERIES_LABELS_PER_SHARD * 2) as u32 {
+            SERIES_LABELS.insert((serial, id), l.clone());
+        }
+        assert!(SERIES_LABELS.len() <= SERIES_LABELS_SHARDS * SERIES_LABELS_PER_SHARD);
+        SERIES_LABELS.forget(serial);
     }
 
     #[test]
