@@ -5,11 +5,13 @@
 //! Architecture invariant: this crate does no I/O and knows nothing of HTTP,
 //! PromQL syntax or on-disk formats.
 
+mod int_hash;
 mod labels;
 mod matcher;
 pub mod parallel;
 mod sample;
 
+pub use int_hash::{IntHashMap, IntHasher};
 pub use labels::{Grouper, Label, Labels, LabelsBuilder, Str, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use sample::{is_stale_nan, Sample, STALE_NAN, STALE_NAN_BITS};

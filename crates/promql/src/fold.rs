@@ -7,13 +7,11 @@
 //! reference; whatever the fold cannot reproduce (a point off the step
 //! grid, an `avg` whose sum overflowed) makes the aggregation run that way.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use promql_parser::parser::token::{self, TokenId};
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier, VectorSelector};
-use sextant_model::{FoldPart, Grouper, Labels, Sample, METRIC_NAME};
+use sextant_model::{FoldPart, Grouper, IntHashMap, Labels, Sample, METRIC_NAME};
 
 use crate::aggregate::{
     add_point, cell_value, grouper, label_projection, merge_cell, Cell, PER_SERIES_RANGE_FUNCTIONS,
@@ -60,35 +58,20 @@ struct Part<'s, F> {
     /// projecting onto it (a block's reader does) has the group found
     /// without hashing the labels. Each set is held, so its address cannot
     /// be reused by another; emptied when it reaches [`SEEN_SETS`].
-    seen: HashMap<usize, (Labels, usize), BuildHasherDefault<AddressHasher>>,
+    seen: IntHashMap<usize, (Labels, usize)>,
 }
 
 /// Label sets a part remembers the group of: more are a sign of sets made
 /// for each series, whose addresses never repeat.
 const SEEN_SETS: usize = 4096;
 
-/// Hashes an address with a multiply (addresses are not chosen by clients).
-#[derive(Default)]
-struct AddressHasher(u64);
-
-impl Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, b: &[u8]) {
-        for x in b {
-            self.0 = (self.0.rotate_left(8) ^ *x as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.0 = (v as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
     fn add(&mut self, labels: &Labels, mapped: &[Sample]) {
         let (spec, g) = (self.spec, &mut self.gathered);
-        let group = match self.seen.get(&labels.address()) {
+        // Two live sets lie more than 16 bytes apart, and the low bits of
+        // an address carry nothing for the multiply that hashes it.
+        let key = labels.address() >> 4;
+        let group = match self.seen.get(&key) {
             Some(&(_, group)) => group,
             None => {
                 let name = labels.metric_name();
@@ -99,7 +82,7 @@ impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
                 if self.seen.len() >= SEEN_SETS {
                     self.seen.clear();
                 }
-                self.seen.insert(labels.address(), (labels.clone(), group));
+                self.seen.insert(key, (labels.clone(), group));
                 group
             }
         };
@@ -182,7 +165,7 @@ pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gat
             names: Vec::new(),
         },
         done,
-        seen: HashMap::default(),
+        seen: IntHashMap::default(),
     })
 }
 

@@ -13,7 +13,7 @@ use memmap2::Mmap;
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use sextant_model::{Label, Labels, Matcher, Sample, Str, METRIC_NAME};
+use sextant_model::{IntHashMap, Label, Labels, Matcher, Sample, Str, METRIC_NAME};
 
 use crate::bits::{put_len_prefixed, put_uvarint, put_varint, ByteReader};
 use crate::chunkenc::{self, ValueKind};
@@ -152,32 +152,9 @@ pub(crate) struct DecodedPages {
 /// A page's key: the block's serial number and the page's file offset.
 type PageKey = (u64, u64);
 
-/// Hashes a [`PageKey`]'s two integers with a multiply each (keys are not
-/// chosen by clients, so a keyed hash would be wasted work).
-#[derive(Default)]
-struct PageKeyHasher(u64);
-
-impl std::hash::Hasher for PageKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, b: &[u8]) {
-        let mut words = b.chunks_exact(8);
-        for w in &mut words {
-            self.write_u64(u64::from_le_bytes(w.try_into().unwrap_or_default()));
-        }
-        for x in words.remainder() {
-            self.write_u64(*x as u64);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
 #[derive(Default)]
 struct ClockShard {
-    pages: HashMap<PageKey, (Arc<Vec<u8>>, bool), std::hash::BuildHasherDefault<PageKeyHasher>>,
+    pages: IntHashMap<PageKey, (Arc<Vec<u8>>, bool)>,
     /// Keys in the order the hand visits them.
     ring: Vec<PageKey>,
     hand: usize,
@@ -326,16 +303,13 @@ struct SeriesLabels {
 }
 
 /// Label sets by block serial and series id.
-type LabelSetsShard = HashMap<(u64, u32), Labels, std::hash::BuildHasherDefault<PageKeyHasher>>;
+type LabelSetsShard = IntHashMap<(u64, u32), Labels>;
 
 const SERIES_LABELS_SHARDS: usize = 16;
 const SERIES_LABELS_PER_SHARD: usize = 4096;
 
 impl SeriesLabels {
-    fn shard(
-        &self,
-        key: (u64, u32),
-    ) -> &Mutex<HashMap<(u64, u32), Labels, std::hash::BuildHasherDefault<PageKeyHasher>>> {
+    fn shard(&self, key: (u64, u32)) -> &Mutex<LabelSetsShard> {
         let h = (key.0 ^ (key.1 as u64) << 20).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         &self.shards[(h >> 60) as usize % SERIES_LABELS_SHARDS]
     }
@@ -378,7 +352,7 @@ struct Projection {
     /// symbol ids in order: series that project onto one set share one
     /// [`Labels`], built once, which a fold finds its group of by pointer.
     /// Emptied when it reaches [`MAX_PROJECTED_SETS`].
-    sets: HashMap<Vec<u32>, Labels, std::hash::BuildHasherDefault<PageKeyHasher>>,
+    sets: IntHashMap<Vec<u32>, Labels>,
     /// The ids of the series being projected.
     key: Vec<u32>,
 }

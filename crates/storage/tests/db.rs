@@ -516,17 +516,22 @@ fn series_of_a_block_that_project_onto_one_label_set_share_it() {
     app.commit().expect("commit");
     db.flush().expect("flush");
     assert_eq!(db.blocks().len(), 1);
-    for _ in 0..2 {
+    // The series of `up` with their labels projected onto `name`.
+    let projected = |name: &str| {
         let only = SelectHints {
-            only_labels: Some(["zone".to_string()].into()),
+            only_labels: Some([name.to_string()].into()),
             ..SelectHints::default()
         };
         let m = db
             .select_map(&[Matcher::equal("__name__", "up")], 0, 2_000, only, &copy_all)
             .expect("select_map");
         assert_eq!(m.series.len(), 5_000);
+        m.series
+    };
+    for _ in 0..2 {
+        let series = projected("zone");
         let mut firsts: Vec<Labels> = Vec::new();
-        for s in &m.series {
+        for s in &series {
             let p = s.samples[0].v as usize;
             let want = l(&[("__name__", "up"), ("zone", &format!("z{}", p % 3))]);
             assert_eq!(s.labels, want, "pod {p}");
@@ -547,15 +552,7 @@ fn series_of_a_block_that_project_onto_one_label_set_share_it() {
             "{} allocations for 3 sets on {threads} threads",
             firsts.len()
         );
-        let only = SelectHints {
-            only_labels: Some(["pod".to_string()].into()),
-            ..SelectHints::default()
-        };
-        let m = db
-            .select_map(&[Matcher::equal("__name__", "up")], 0, 2_000, only, &copy_all)
-            .expect("select_map");
-        assert_eq!(m.series.len(), 5_000);
-        for s in &m.series {
+        for s in &projected("pod") {
             let p = s.samples[0].v as usize;
             assert_eq!(s.labels, l(&[("__name__", "up"), ("pod", &format!("pod-{p:04}"))]));
         }
