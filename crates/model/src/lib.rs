@@ -83,6 +83,11 @@ pub struct SelectHints {
     /// leave the others out of the label sets it returns. It still returns
     /// one series per stored series, even where two then look the same.
     pub only_labels: Option<std::sync::Arc<[String]>>,
+    /// `select_fold` only: a part costs more the fewer series it takes (a
+    /// `topk` part keeps a first `k` of its own at every step, and a small
+    /// part keeps most of what it sees), so the store may hand each thread
+    /// one part instead of several small ones.
+    pub large_parts: bool,
 }
 
 /// Turns one series' samples (in time order, stale markers included) into

@@ -775,6 +775,73 @@ mod selection_tests {
     }
 
     #[test]
+    fn grouped_topk_and_bottomk_with_gaps_and_a_k_per_step_keep_each_groups_first_k() {
+        let store = MemStore::new();
+        // Steps ten minutes apart: a missed step is not filled by lookback.
+        let steps = 9i64;
+        // k per step from a series: 0, 1, 2, ... 8 (0 keeps nothing).
+        let ks: Vec<Sample> = (0..steps).map(|k| Sample::new(k * 600_000, k as f64)).collect();
+        store.add(Labels::from_pairs([("__name__", "k")]), &ks);
+        let mut all = Vec::new();
+        for i in 0..60i64 {
+            let l = Labels::from_pairs([
+                ("__name__", "x"),
+                ("g", &format!("g{}", i % 3)),
+                ("i", &format!("{:02}", (i * 23) % 60)),
+            ]);
+            // Some series miss some steps; values tie often; some NaN.
+            let vals: Vec<Option<f64>> = (0..steps)
+                .map(|k| match (i + 2 * k) % 9 {
+                    0 => None,
+                    4 => Some(f64::NAN),
+                    r => Some(((i * 5 + k * r) % 6) as f64),
+                })
+                .collect();
+            let samples: Vec<Sample> = vals
+                .iter()
+                .enumerate()
+                .filter_map(|(k, v)| v.map(|v| Sample::new(k as i64 * 600_000, v)))
+                .collect();
+            store.add(l.clone(), &samples);
+            all.push((l, vals));
+        }
+        let eng = Engine::default();
+        for top in [true, false] {
+            let q = format!("{} by (g) (scalar(k), x)", if top { "topk" } else { "bottomk" });
+            let r = eng.range(&store, &q, 0, (steps - 1) * 600_000, 600_000).expect(&q);
+            let Value::Matrix(got) = r.value else { panic!("{q}") };
+            for step in 0..steps as usize {
+                let t = step as i64 * 600_000;
+                for g in ["g0", "g1", "g2"] {
+                    let mut want: Vec<(Labels, f64)> = all
+                        .iter()
+                        .filter(|(l, _)| l.get("g") == g)
+                        .filter_map(|(l, v)| v[step].map(|v| (l.clone(), v)))
+                        .collect();
+                    want.sort_by(|a, b| full_order(top, a, b));
+                    let want: Vec<(String, u64)> = want
+                        .iter()
+                        .take(step)
+                        .map(|(l, v)| (l.get("i").to_string(), v.to_bits()))
+                        .collect();
+                    let mut picked: Vec<(String, u64)> = got
+                        .iter()
+                        .filter(|s| s.labels.get("g") == g)
+                        .filter_map(|s| {
+                            let p = s.points.iter().find(|p| p.t == t)?;
+                            Some((s.labels.get("i").to_string(), p.v.to_bits()))
+                        })
+                        .collect();
+                    let mut want = want;
+                    picked.sort();
+                    want.sort();
+                    assert_eq!(picked, want, "{q} at step {step} in {g}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn topk_and_bottomk_keep_the_first_k_of_the_full_order() {
         let store = MemStore::new();
         let mut all = Vec::new();

@@ -311,13 +311,15 @@ impl<'a> Evaluator<'a> {
             Some((at, names)) if *at == vs as *const VectorSelector as usize => Some(names.clone()),
             _ => None,
         };
-        let hints = SelectHints {
+        let mut hints = SelectHints {
             sample_limit: Some(remaining.saturating_add(1)),
             any_order: true,
             last_only,
             only_labels,
+            large_parts: false,
         };
         if let Some(spec) = crate::fold::spec_for(self, vs) {
+            hints.large_parts = spec.wants_large_parts();
             let done = std::sync::Mutex::new(Vec::new());
             let part = |first: usize| crate::fold::new_part(&spec, first, &done);
             let folded = self

@@ -3,9 +3,12 @@
 //! (`sum by (le) (rate(x_bucket[5m]))`), do not need a vector per input
 //! series: each reading thread folds the output of the series it reads
 //! into per-group, per-step cells of its own, and the parts' cells are
-//! merged in read order at the end. The step-by-step evaluation stays the
-//! reference; whatever the fold cannot reproduce (a point off the step
-//! grid, an `avg` whose sum overflowed) makes the aggregation run that way.
+//! merged in read order at the end. `topk` and `bottomk` of a selector
+//! fold the same way: each part keeps each group's first `k` at each step,
+//! and the parts' firsts are merged into the whole's. The step-by-step
+//! evaluation stays the reference; whatever the fold cannot reproduce (a
+//! point off the step grid, an `avg` whose sum overflowed, too many kept
+//! places) makes the aggregation run that way.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +29,34 @@ pub(crate) struct Spec {
     start: i64,
     step: i64,
     steps: usize,
+    /// For `topk` and `bottomk`: which, and `k` at each step.
+    top: Option<TopSpec>,
 }
+
+impl Spec {
+    /// Whether the read is better cut into few large parts: a `topk` part
+    /// keeps its own first `k`, and keeps less of what it sees the more it
+    /// sees.
+    pub(crate) fn wants_large_parts(&self) -> bool {
+        self.top.is_some()
+    }
+}
+
+/// What `topk` (`top`) or `bottomk` keeps: the first `ks[step]` members of
+/// each group at each step, at most `kmax`.
+struct TopSpec {
+    top: bool,
+    ks: Vec<usize>,
+    kmax: usize,
+}
+
+/// The largest `k` a fold keeps in order as the members go by; a larger
+/// one takes the step-by-step walk, which selects and sorts.
+const TOP_FOLD_K: usize = 32;
+
+/// The most kept places (groups × steps × `k`) a part holds; beyond them it
+/// gives way to the walk, which holds one step at a time.
+const TOP_FOLD_PLACES: usize = 1 << 20;
 
 /// The fold an aggregation has asked for, by its selector's address, and,
 /// once the selector is read, what the read's parts gathered, in read order.
@@ -42,8 +72,11 @@ pub(crate) struct Gathered {
     groups: Vec<Labels>,
     /// `steps` cells a group, group after group.
     cells: Vec<Cell>,
-    /// A point fell off the step grid: the cells are incomplete.
-    off_grid: bool,
+    /// For `topk` and `bottomk`: each group's first members at each step.
+    kept: Kept,
+    /// A point fell off the step grid, or too many places were to be kept:
+    /// what the part gathered is incomplete.
+    incomplete: bool,
     /// The distinct metric names of the series the part took.
     names: Vec<String>,
 }
@@ -64,6 +97,104 @@ struct Part<'s, F> {
 /// Label sets a part remembers the group of: more are a sign of sets made
 /// for each series, whose addresses never repeat.
 const SEEN_SETS: usize = 4096;
+
+/// A part's candidates for the first `k` of each group at each step, for
+/// `topk` and `bottomk`: `2 * kmax` places a cell (group after group, step
+/// after step), the first `lens[cell]` of them in use, each a member's
+/// index in `series` and its value. A cell takes members until it holds
+/// `2k`; then it keeps its first `k`, in order, and from then on takes only
+/// members that go before the last of those. Each member costs one
+/// comparison, whatever the order the members come in.
+#[derive(Default)]
+struct Kept {
+    places: Vec<(u32, f64)>,
+    lens: Vec<u8>,
+    /// Whether a cell has been cut to its first `k`: its place `k - 1`
+    /// holds the bar a member must pass.
+    cut: Vec<bool>,
+    /// The label sets of the series kept anywhere (and of some dropped
+    /// again), in read order.
+    series: Vec<Labels>,
+}
+
+/// Whether member `(xl, xv)` goes before `(yl, yv)` in `topk` (`top`) or
+/// `bottomk` order: by value, NaN last either way, then by label set.
+#[inline]
+fn top_order(top: bool, xv: f64, xl: &Labels, yv: f64, yl: &Labels) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let o = match (xv.is_nan(), yv.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if top => yv.partial_cmp(&xv).unwrap_or(Ordering::Equal),
+        _ => xv.partial_cmp(&yv).unwrap_or(Ordering::Equal),
+    };
+    o.then_with(|| xl.cmp(yl))
+}
+
+impl<F> Part<'_, F> {
+    /// Offers each point of a series of group `group` to the group's first
+    /// `k` at its step.
+    fn add_top(&mut self, t: &TopSpec, group: usize, labels: &Labels, mapped: &[Sample]) {
+        let (spec, g) = (self.spec, &mut self.gathered);
+        let kept = &mut g.kept;
+        let cells = (group + 1) * spec.steps;
+        let width = 2 * t.kmax;
+        if cells * width > TOP_FOLD_PLACES {
+            g.incomplete = true;
+            return;
+        }
+        if kept.lens.len() < cells {
+            kept.lens.resize(cells, 0);
+            kept.cut.resize(cells, false);
+            kept.places.resize(cells * width, (0, 0.0));
+        }
+        // The series is named by its place in `series`, taken back when it
+        // is kept nowhere.
+        let me = kept.series.len() as u32;
+        kept.series.push(labels.clone());
+        let mut used = false;
+        let (mut k, mut tk) = (0usize, spec.start);
+        for s in mapped {
+            while k < spec.steps && tk < s.t {
+                k += 1;
+                tk += spec.step;
+            }
+            if k >= spec.steps || tk != s.t {
+                g.incomplete = true;
+                return;
+            }
+            let kk = t.ks[k];
+            if kk == 0 {
+                continue;
+            }
+            let cell = group * spec.steps + k;
+            let list = &mut kept.places[cell * width..cell * width + 2 * kk];
+            let series = &kept.series;
+            let order = |x: &(u32, f64), y: &(u32, f64)| {
+                top_order(t.top, x.1, &series[x.0 as usize], y.1, &series[y.0 as usize])
+            };
+            let x = (me, s.v);
+            if kept.cut[cell] && order(&list[kk - 1], &x) != std::cmp::Ordering::Greater {
+                continue;
+            }
+            let mut len = kept.lens[cell] as usize;
+            list[len] = x;
+            len += 1;
+            used = true;
+            if len == 2 * kk {
+                list.select_nth_unstable_by(kk - 1, order);
+                list[..kk].sort_unstable_by(order);
+                len = kk;
+                kept.cut[cell] = true;
+            }
+            kept.lens[cell] = len as u8;
+        }
+        if !used {
+            kept.series.pop();
+        }
+    }
+}
 
 impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
     fn add(&mut self, labels: &Labels, mapped: &[Sample]) {
@@ -86,6 +217,10 @@ impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
                 group
             }
         };
+        if let Some(t) = &spec.top {
+            self.add_top(t, group, labels, mapped);
+            return;
+        }
         let base = group * spec.steps;
         if g.cells.len() < base + spec.steps {
             g.cells.resize(base + spec.steps, Cell::default());
@@ -103,7 +238,7 @@ impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
             } else {
                 let off = s.t - spec.start;
                 if off < 0 || off % spec.step != 0 || (off / spec.step) as usize >= spec.steps {
-                    g.off_grid = true;
+                    g.incomplete = true;
                     continue;
                 }
                 (off / spec.step) as usize
@@ -161,7 +296,8 @@ pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gat
             first,
             groups: Vec::new(),
             cells: take_cells(),
-            off_grid: false,
+            kept: Kept::default(),
+            incomplete: false,
             names: Vec::new(),
         },
         done,
@@ -193,20 +329,28 @@ pub(crate) fn folded_names(ev: &Evaluator<'_>, vs: &VectorSelector) -> Vec<Strin
 /// The selector an aggregation can fold the read of: the aggregation is one
 /// of those with per-group cells, does not group by the metric name, and
 /// takes its selector directly or through a per-series range function of a
-/// single metric (so that dropping the name cannot make two series one).
+/// single metric (so that dropping the name cannot make two series one);
+/// or it is `topk` or `bottomk` of a selector, whose members keep their
+/// labels as they are.
 fn foldable(a: &AggregateExpr) -> Option<&VectorSelector> {
     let op = a.op.id();
+    if let Some(LabelModifier::Include(by)) = &a.modifier {
+        if by.labels.iter().any(|l| l == METRIC_NAME) {
+            return None;
+        }
+    }
+    if matches!(op, token::T_TOPK | token::T_BOTTOMK) {
+        return match unparen(&a.expr) {
+            Expr::VectorSelector(vs) => Some(vs),
+            _ => None,
+        };
+    }
     if !matches!(
         op,
         token::T_SUM | token::T_COUNT | token::T_GROUP | token::T_MIN | token::T_MAX | token::T_AVG
     ) || a.param.is_some()
     {
         return None;
-    }
-    if let Some(LabelModifier::Include(by)) = &a.modifier {
-        if by.labels.iter().any(|l| l == METRIC_NAME) {
-            return None;
-        }
     }
     match unparen(&a.expr) {
         Expr::VectorSelector(vs) => Some(vs),
@@ -250,12 +394,23 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Outcome, Err
         return Ok(Outcome::NotTried);
     };
     let steps = ev.steps();
+    let top = match (a.op.id(), &a.param) {
+        (op @ (token::T_TOPK | token::T_BOTTOMK), Some(p)) => {
+            match top_spec(op == token::T_TOPK, &ev.eval_scalar_arg(p)?, steps) {
+                Some(t) => Some(t),
+                // A `k` the walk must check or that is too large to keep in order.
+                None => return Ok(Outcome::NotTried),
+            }
+        }
+        _ => None,
+    };
     let spec = Arc::new(Spec {
         op: a.op.id(),
         modifier: a.modifier.clone(),
         start: ev.ts(0),
         step: if steps > 1 { ev.ts(1) - ev.ts(0) } else { 1 },
         steps,
+        top,
     });
     let at = vs as *const VectorSelector as usize;
     let outer_fold = ev.fold.replace(Some(Slot {
@@ -283,11 +438,30 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Outcome, Err
     })
 }
 
+/// `k` at each step of `topk` (`top`) or `bottomk` from its parameter's
+/// values; `None` for a NaN (an error the walk reports) or a `k` above
+/// [`TOP_FOLD_K`].
+fn top_spec(top: bool, params: &[f64], steps: usize) -> Option<TopSpec> {
+    if params.len() < steps {
+        return None;
+    }
+    let mut ks = Vec::with_capacity(steps);
+    for &p in &params[..steps] {
+        if p.is_nan() || p >= (TOP_FOLD_K + 1) as f64 {
+            return None;
+        }
+        // As the walk: below 1 keeps nothing; a fraction is cut off.
+        ks.push(if p < 1.0 { 0 } else { p as usize });
+    }
+    let kmax = ks.iter().copied().max().unwrap_or(0);
+    Some(TopSpec { top, ks, kmax })
+}
+
 /// The aggregation's output from the cells of the parts, in read order;
 /// `None` when they cannot give it exactly.
 fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool) -> Option<Vec<SSeries>> {
     let steps = spec.steps;
-    if !input_empty || parts.iter().any(|p| p.off_grid) {
+    if !input_empty || parts.iter().any(|p| p.incomplete) {
         return None;
     }
     // The parts' groups, in read order, become the output's groups; each
@@ -304,9 +478,13 @@ fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool)
             members[to].push((pi, g));
         }
     }
+    let glabels = groups.into_groups();
+    if let Some(t) = &spec.top {
+        return Some(merge_top(ev, t, steps, parts, &members));
+    }
     let mut merged = vec![Cell::default(); steps];
     let mut out = Vec::with_capacity(members.len());
-    for (labels, of) in groups.into_groups().into_iter().zip(&members) {
+    for (labels, of) in glabels.into_iter().zip(&members) {
         let cells_of = |(pi, g): (usize, usize)| &parts[pi].cells[g * steps..(g + 1) * steps];
         let cells = match of.as_slice() {
             [one] => cells_of(*one),
@@ -340,6 +518,60 @@ fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool)
         }
     }
     Some(out)
+}
+
+/// The output of `topk` or `bottomk` from the parts' firsts: in the walk's
+/// order, step by step, group by group (in read order), each group's
+/// members in order, and each series where it was first picked. `members`
+/// holds each group's (part, group in part).
+fn merge_top(
+    ev: &Evaluator<'_>,
+    t: &TopSpec,
+    steps: usize,
+    parts: &[Gathered],
+    members: &[Vec<(usize, usize)>],
+) -> Vec<SSeries> {
+    let mut out: Vec<SSeries> = Vec::new();
+    // Output series by (part, index in the part's series).
+    let mut out_of: std::collections::HashMap<(usize, u32), usize> = std::collections::HashMap::new();
+    let mut picked: Vec<(usize, u32, f64)> = Vec::new();
+    let labels_of = |pi: usize, si: u32| &parts[pi].kept.series[si as usize];
+    for k in 0..steps {
+        let kk = t.ks[k];
+        if kk == 0 {
+            continue;
+        }
+        let time = ev.ts(k);
+        for of in members {
+            picked.clear();
+            for &(pi, g) in of {
+                let kept = &parts[pi].kept;
+                let cell = g * steps + k;
+                let Some(&len) = kept.lens.get(cell) else { continue };
+                let first = cell * 2 * t.kmax;
+                picked.extend(
+                    kept.places[first..first + len as usize]
+                        .iter()
+                        .map(|&(si, v)| (pi, si, v)),
+                );
+            }
+            // Label sets are distinct: the order is total.
+            picked.sort_unstable_by(|x, y| top_order(t.top, x.2, labels_of(x.0, x.1), y.2, labels_of(y.0, y.1)));
+            picked.truncate(kk);
+            for &(pi, si, v) in &picked {
+                let o = *out_of.entry((pi, si)).or_insert_with(|| {
+                    out.push(SSeries {
+                        labels: labels_of(pi, si).clone(),
+                        drop_name: false,
+                        points: Vec::new(),
+                    });
+                    out.len() - 1
+                });
+                out[o].points.push(Point { t: time, v });
+            }
+        }
+    }
+    out
 }
 
 /// Whether a read of `vs` is to be folded, and how.
@@ -555,6 +787,38 @@ mod tests {
     }
 
     #[test]
+    fn folded_topk_and_bottomk_answer_as_the_step_by_step_walk() {
+        let eng = Engine::default();
+        let mut folded_queries = 0;
+        for op in ["topk", "bottomk"] {
+            for grouping in ["", " by (zone)", " by (zone, model)", " without (gpu)"] {
+                // The last k changes from step to step: 0 at some, with
+                // fractions at others.
+                for k in ["1", "2", "5", "25", "scalar(c_total{gpu=\"1\"}) / 10"] {
+                    for inner in ["g", "level", "{__name__=~\"g|level\"}"] {
+                        let q = format!("{op}{grouping} ({k}, {inner})");
+                        // A function of the selector is not folded: the
+                        // reference (`label_replace` keeps every label).
+                        let reference =
+                            format!("{op}{grouping} ({k}, label_replace({inner}, \"none\", \"\", \"none\", \"\"))");
+                        let s = store();
+                        let got = eng.range(&s, &q, 0, 1_800_000, 30_000).expect(&q);
+                        let want = eng.range(&s.inner, &reference, 0, 1_800_000, 30_000).expect(&reference);
+                        assert_same(&got, &want, &q);
+                        let got = eng.instant(&s, &q, 1_000_000).expect(&q);
+                        let want = eng.instant(&s.inner, &reference, 1_000_000).expect(&reference);
+                        assert_same(&got, &want, &q);
+                        assert_eq!(s.folds.load(Ordering::Relaxed), 2, "{q} is folded");
+                        assert!(s.parts.load(Ordering::Relaxed) >= 2, "{q} read in several parts");
+                        folded_queries += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(folded_queries, 120);
+    }
+
+    #[test]
     fn an_overflowing_average_falls_back_to_the_walk_and_name_grouping_is_not_folded() {
         let eng = Engine::default();
         let s = store();
@@ -574,11 +838,17 @@ mod tests {
         for q in [
             "sum by (__name__) (g)",
             "sum(rate({__name__=~\"c_total|level\"}[1m]))",
-            "topk(2, g)",
+            "topk(2, rate(c_total[1m]))",
+            "topk(33, g)",
         ] {
             let s = store();
             eng.range(&s, q, 0, 600_000, 30_000).expect(q);
             assert_eq!(s.folds.load(Ordering::Relaxed), 0, "{q} is not folded");
         }
+        // A NaN `k` is the walk's error to report.
+        let s = store();
+        let e = eng.range(&s, "bottomk(scalar(g), g)", 0, 600_000, 30_000).unwrap_err();
+        assert!(e.to_string().contains("Parameter value is NaN"), "{e}");
+        assert_eq!(s.folds.load(Ordering::Relaxed), 0);
     }
 }

@@ -237,13 +237,18 @@ fn read_series(
 fn in_parallel<T: Send>(
     n: usize,
     parallel: bool,
+    large_parts: bool,
     work: impl Fn(std::ops::Range<usize>) -> Result<Vec<T>> + Sync,
 ) -> Result<Vec<T>> {
     let threads = sextant_model::parallel::workers();
     if threads < 2 || !parallel || n < 2 {
         return work(0..n);
     }
-    let part = sextant_model::parallel::part_len(n, 16);
+    let part = if large_parts {
+        n.div_ceil(threads)
+    } else {
+        sextant_model::parallel::part_len(n, 16)
+    };
     let parts = n.div_ceil(part);
     let results = sextant_model::parallel::map_parts(parts, |k| work(k * part..((k + 1) * part).min(n)));
     let mut out = Vec::with_capacity(n);
@@ -341,22 +346,27 @@ fn read_mapped<S: PartSink>(
         [] => Vec::new(),
         [r] => {
             let ids: Vec<u32> = r.select_ids(ms).iter().collect();
-            in_parallel(ids.len(), worth_threads(ids.len(), mint, maxt), |part| {
-                let (mut buf, mut kept) = (Vec::new(), Vec::new());
-                let mut out = sink(part.start);
-                for &id in &ids[part] {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
+            in_parallel(
+                ids.len(),
+                worth_threads(ids.len(), mint, maxt),
+                hints.large_parts,
+                |part| {
+                    let (mut buf, mut kept) = (Vec::new(), Vec::new());
+                    let mut out = sink(part.start);
+                    for &id in &ids[part] {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        buf.clear();
+                        let Some(labels) = r.read(id, mint, maxt, last_only, hints.only_labels.as_deref(), &mut buf)?
+                        else {
+                            continue;
+                        };
+                        map_one(&buf, labels, &mut kept, &mut out)?;
                     }
-                    buf.clear();
-                    let Some(labels) = r.read(id, mint, maxt, last_only, hints.only_labels.as_deref(), &mut buf)?
-                    else {
-                        continue;
-                    };
-                    map_one(&buf, labels, &mut kept, &mut out)?;
-                }
-                Ok(vec![out])
-            })?
+                    Ok(vec![out])
+                },
+            )?
         }
         _ => {
             // Each distinct label set and where its parts are, in first-seen
@@ -376,35 +386,40 @@ fn read_mapped<S: PartSink>(
                 }
             }
             drop(index);
-            in_parallel(groups.len(), worth_threads(groups.len(), mint, maxt), |part| {
-                let (mut buf, mut piece, mut merged, mut kept) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                let mut out = sink(part.start);
-                for (labels, parts) in &groups[part] {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    buf.clear();
-                    for &(k, id) in parts {
-                        piece.clear();
-                        overlapping[k].samples(id, mint, maxt, &mut piece)?;
-                        if piece.is_empty() {
-                            continue;
+            in_parallel(
+                groups.len(),
+                worth_threads(groups.len(), mint, maxt),
+                hints.large_parts,
+                |part| {
+                    let (mut buf, mut piece, mut merged, mut kept) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    let mut out = sink(part.start);
+                    for (labels, parts) in &groups[part] {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
                         }
-                        if buf.last().is_none_or(|last: &Sample| last.t < piece[0].t) {
-                            buf.extend_from_slice(&piece);
-                        } else {
-                            merged.clear();
-                            merge_sorted(&buf, &piece, &mut merged);
-                            std::mem::swap(&mut buf, &mut merged);
+                        buf.clear();
+                        for &(k, id) in parts {
+                            piece.clear();
+                            overlapping[k].samples(id, mint, maxt, &mut piece)?;
+                            if piece.is_empty() {
+                                continue;
+                            }
+                            if buf.last().is_none_or(|last: &Sample| last.t < piece[0].t) {
+                                buf.extend_from_slice(&piece);
+                            } else {
+                                merged.clear();
+                                merge_sorted(&buf, &piece, &mut merged);
+                                std::mem::swap(&mut buf, &mut merged);
+                            }
                         }
+                        if last_only {
+                            keep_last(&mut buf, 0);
+                        }
+                        map_one(&buf, labels.clone(), &mut kept, &mut out)?;
                     }
-                    if last_only {
-                        keep_last(&mut buf, 0);
-                    }
-                    map_one(&buf, labels.clone(), &mut kept, &mut out)?;
-                }
-                Ok(vec![out])
-            })?
+                    Ok(vec![out])
+                },
+            )?
         }
     };
     Ok((sinks, total.into_inner(), stop.into_inner()))
@@ -482,7 +497,7 @@ pub fn select(
     for (k, r) in overlapping.iter().enumerate() {
         let ids: Vec<u32> = r.select_ids(ms).iter().collect();
         let parallel = worth_threads(ids.len(), mint, maxt);
-        let read = in_parallel(ids.len(), parallel, |part| {
+        let read = in_parallel(ids.len(), parallel, false, |part| {
             read_series(*r, &ids[part], mint, maxt, limit, &total)
         })?;
         if single {

@@ -1085,6 +1085,34 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
         .map(|s| (s.labels.get("i").parse().expect("i"), s.samples[0]))
         .collect();
     assert_eq!(folded, mapped, "the same series in the same order as select_map's");
+
+    // Asked for large parts, it hands each worker one run.
+    let done: Runs = std::sync::Mutex::new(Vec::new());
+    let part = |first: usize| -> Box<dyn sextant_model::FoldPart + '_> {
+        Box::new(Part {
+            first,
+            got: Vec::new(),
+            done: &done,
+        })
+    };
+    let hints = SelectHints {
+        large_parts: true,
+        ..SelectHints::default()
+    };
+    let f = db
+        .select_fold(&[], mint, maxt, hints, &map, &part)
+        .expect("select_fold");
+    assert_eq!(f.series, series.len());
+    let mut runs = done.into_inner().unwrap();
+    let workers = sextant_model::parallel::workers();
+    assert!(
+        runs.len() <= workers && runs.len() >= workers.min(2),
+        "{} parts for {workers} workers",
+        runs.len()
+    );
+    runs.sort_by_key(|r| r.0);
+    let folded: Vec<(i64, Sample)> = runs.into_iter().flat_map(|r| r.1).collect();
+    assert_eq!(folded, mapped, "the same series in the same order");
 }
 
 #[test]
