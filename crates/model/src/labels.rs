@@ -268,7 +268,9 @@ impl LabelHasher {
 /// matched by a hash and a comparison, without allocating.
 pub struct Grouper<F> {
     keep: F,
-    first: std::collections::HashMap<u64, usize>,
+    /// The first group of each hash (already well mixed, so not hashed
+    /// again).
+    first: crate::IntHashMap<u64, usize>,
     /// The next group with the same hash, or `usize::MAX`.
     next: Vec<usize>,
     groups: Vec<Labels>,
@@ -279,7 +281,7 @@ impl<F: Fn(&str) -> bool> Grouper<F> {
     pub fn new(keep: F) -> Self {
         Grouper {
             keep,
-            first: std::collections::HashMap::new(),
+            first: crate::IntHashMap::default(),
             next: Vec::new(),
             groups: Vec::new(),
         }
@@ -305,6 +307,24 @@ impl<F: Fn(&str) -> bool> Grouper<F> {
         let set = Labels::new_inner(labels);
         set.0.hash.store(h, std::sync::atomic::Ordering::Relaxed);
         self.groups.push(set);
+        self.next.push(self.first.insert(h, g).unwrap_or(usize::MAX));
+        g
+    }
+
+    /// The index of the group of `set`, a group's label set made by a
+    /// grouper with the same `keep` (a part's group, merged into the
+    /// whole's): a new group takes `set` itself rather than a copy.
+    pub fn group_of_group(&mut self, set: &Labels) -> usize {
+        let h = set.hash_cached();
+        let mut g = self.first.get(&h).copied().unwrap_or(usize::MAX);
+        while g != usize::MAX {
+            if self.groups[g] == *set {
+                return g;
+            }
+            g = self.next[g];
+        }
+        let g = self.groups.len();
+        self.groups.push(set.clone());
         self.next.push(self.first.insert(h, g).unwrap_or(usize::MAX));
         g
     }
@@ -538,6 +558,24 @@ mod tests {
             assert_eq!(groups[idx[i]].hash64(), plain.hash64());
         }
         assert!(groups[2].is_empty());
+
+        // Merging two parts' groups: a set seen before finds its group, a new
+        // one becomes its own group as it is (no copy), in order of arrival.
+        let keep = |n: &str| n == "model" || n == "zone";
+        let (mut p1, mut p2) = (Grouper::new(keep), Grouper::new(keep));
+        for l in &sets[..3] {
+            p1.group_of(l);
+        }
+        for l in &sets[2..] {
+            p2.group_of(l);
+        }
+        let mut whole = Grouper::new(keep);
+        let parts: Vec<Labels> = p1.into_groups().into_iter().chain(p2.into_groups()).collect();
+        let merged: Vec<usize> = parts.iter().map(|l| whole.group_of_group(l)).collect();
+        assert_eq!(merged, vec![0, 1, 1, 0, 2]);
+        let whole_groups = whole.into_groups();
+        assert_eq!(whole_groups, groups);
+        assert!(whole_groups[0].is_same_set(&parts[0]) && whole_groups[2].is_same_set(&parts[4]));
     }
 
     #[test]

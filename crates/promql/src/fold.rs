@@ -471,7 +471,7 @@ fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool)
     let mut members: Vec<Vec<(usize, usize)>> = Vec::new();
     for (pi, p) in parts.iter().enumerate() {
         for (g, labels) in p.groups.iter().enumerate() {
-            let to = groups.group_of(labels);
+            let to = groups.group_of_group(labels);
             if to == members.len() {
                 members.push(Vec::new());
             }
