@@ -98,20 +98,15 @@ struct Part<'s, F> {
 /// for each series, whose addresses never repeat.
 const SEEN_SETS: usize = 4096;
 
-/// A part's candidates for the first `k` of each group at each step, for
-/// `topk` and `bottomk`: `2 * kmax` places a cell (group after group, step
-/// after step), the first `lens[cell]` of them in use, each a member's
-/// index in `series` and its value. A cell takes members until it holds
-/// `2k`; then it keeps its first `k`, in order, and from then on takes only
-/// members that go before the last of those. Each member costs one
-/// comparison, whatever the order the members come in.
+/// A part's first `k` of each group at each step, for `topk` and
+/// `bottomk`: `kmax` places a cell (group after group, step after step),
+/// the first `lens[cell]` of them in use, in order, each a member's index
+/// in `series` and its value. Once a cell holds `k`, most members cost one
+/// comparison with its last.
 #[derive(Default)]
 struct Kept {
     places: Vec<(u32, f64)>,
     lens: Vec<u8>,
-    /// Whether a cell has been cut to its first `k`: its place `k - 1`
-    /// holds the bar a member must pass.
-    cut: Vec<bool>,
     /// The label sets of the series kept anywhere (and of some dropped
     /// again), in read order.
     series: Vec<Labels>,
@@ -139,14 +134,13 @@ impl<F> Part<'_, F> {
         let (spec, g) = (self.spec, &mut self.gathered);
         let kept = &mut g.kept;
         let cells = (group + 1) * spec.steps;
-        let width = 2 * t.kmax;
+        let width = t.kmax;
         if cells * width > TOP_FOLD_PLACES {
             g.incomplete = true;
             return;
         }
         if kept.lens.len() < cells {
             kept.lens.resize(cells, 0);
-            kept.cut.resize(cells, false);
             kept.places.resize(cells * width, (0, 0.0));
         }
         // The series is named by its place in `series`, taken back when it
@@ -169,26 +163,25 @@ impl<F> Part<'_, F> {
                 continue;
             }
             let cell = group * spec.steps + k;
-            let list = &mut kept.places[cell * width..cell * width + 2 * kk];
+            let list = &mut kept.places[cell * width..cell * width + kk];
             let series = &kept.series;
-            let order = |x: &(u32, f64), y: &(u32, f64)| {
-                top_order(t.top, x.1, &series[x.0 as usize], y.1, &series[y.0 as usize])
-            };
-            let x = (me, s.v);
-            if kept.cut[cell] && order(&list[kk - 1], &x) != std::cmp::Ordering::Greater {
-                continue;
-            }
+            // Whether `y` goes before the member (never equal to it: the
+            // label sets of a read are distinct).
+            let before =
+                |y: &(u32, f64)| top_order(t.top, y.1, &series[y.0 as usize], s.v, labels) == std::cmp::Ordering::Less;
             let mut len = kept.lens[cell] as usize;
-            list[len] = x;
-            len += 1;
-            used = true;
-            if len == 2 * kk {
-                list.select_nth_unstable_by(kk - 1, order);
-                list[..kk].sort_unstable_by(order);
-                len = kk;
-                kept.cut[cell] = true;
+            if len == kk {
+                // Most members of many lose to the last one kept.
+                if before(&list[kk - 1]) {
+                    continue;
+                }
+                len -= 1;
             }
-            kept.lens[cell] = len as u8;
+            let at = list[..len].partition_point(before);
+            list.copy_within(at..len, at + 1);
+            list[at] = (me, s.v);
+            kept.lens[cell] = (len + 1) as u8;
+            used = true;
         }
         if !used {
             kept.series.pop();
@@ -548,7 +541,7 @@ fn merge_top(
                 let kept = &parts[pi].kept;
                 let cell = g * steps + k;
                 let Some(&len) = kept.lens.get(cell) else { continue };
-                let first = cell * 2 * t.kmax;
+                let first = cell * t.kmax;
                 picked.extend(
                     kept.places[first..first + len as usize]
                         .iter()
