@@ -311,6 +311,16 @@ impl<F: Fn(&str) -> bool> Grouper<F> {
         g
     }
 
+    /// The label set of the group of `l`, made afresh (its hash kept), for
+    /// a caller that remembers it to pass to [`Grouper::group_of_group`].
+    pub fn project(&self, l: &Labels) -> Labels {
+        let keep = &self.keep;
+        let labels: Vec<Label> = l.iter().filter(|x| keep(&x.name)).cloned().collect();
+        let set = Labels::new_inner(labels);
+        set.hash_cached();
+        set
+    }
+
     /// The index of the group of `set`, a group's label set made by a
     /// grouper with the same `keep` (a part's group, merged into the
     /// whole's): a new group takes `set` itself rather than a copy.

@@ -31,6 +31,9 @@ pub(crate) struct Spec {
     steps: usize,
     /// For `topk` and `bottomk`: which, and `k` at each step.
     top: Option<TopSpec>,
+    /// The grouping (`by` or `without` and the names) as a number, to
+    /// remember group label sets by.
+    grouping: u64,
 }
 
 impl Spec {
@@ -97,6 +100,70 @@ struct Part<'s, F> {
 /// Label sets a part remembers the group of: more are a sign of sets made
 /// for each series, whose addresses never repeat.
 const SEEN_SETS: usize = 4096;
+
+thread_local! {
+    /// The group label sets of the label sets folds on this thread saw
+    /// lately, by the set's address and the grouping: a store that hands
+    /// out one shared set for the series projecting onto it keeps handing
+    /// out the same one, query after query, and its group's set (hashed
+    /// once) is not built again. Each set is held, so its address cannot be
+    /// reused by another; emptied when it reaches [`KEPT_GROUP_SETS`].
+    static GROUP_SETS: std::cell::RefCell<IntHashMap<(usize, u64), (Labels, Labels)>> =
+        std::cell::RefCell::new(IntHashMap::default());
+}
+
+/// Label sets whose group sets a thread keeps.
+const KEPT_GROUP_SETS: usize = 8192;
+
+/// The label set of the group of `labels` under `grouping` (`grouper`'s).
+fn group_set<F: Fn(&str) -> bool>(grouper: &Grouper<F>, grouping: u64, labels: &Labels) -> Labels {
+    let key = (labels.address(), grouping);
+    GROUP_SETS.with_borrow_mut(|kept| {
+        if let Some((_, set)) = kept.get(&key) {
+            return set.clone();
+        }
+        let set = grouper.project(labels);
+        if kept.len() >= KEPT_GROUP_SETS {
+            kept.clear();
+        }
+        kept.insert(key, (labels.clone(), set.clone()));
+        set
+    })
+}
+
+/// A grouping: none (0), `by` (1) or `without` (2), and its label names.
+type Grouping = (u8, Vec<String>);
+
+/// Groupings numbered so far, with the generation of the numbering.
+static GROUPINGS: Mutex<(u64, Vec<Grouping>)> = Mutex::new((0, Vec::new()));
+
+/// Groupings numbered before the numbering starts again (a new generation,
+/// whose numbers no earlier one used).
+const MAX_GROUPINGS: usize = 1024;
+
+/// The number of grouping `m`: equal for equal groupings, never for
+/// unequal ones.
+fn grouping_id(m: &Option<LabelModifier>) -> u64 {
+    let this: Grouping = match m {
+        None => (0, Vec::new()),
+        Some(LabelModifier::Include(by)) => (1, by.labels.clone()),
+        Some(LabelModifier::Exclude(without)) => (2, without.labels.clone()),
+    };
+    let mut g = GROUPINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let (generation, known) = &mut *g;
+    let at = match known.iter().position(|k| *k == this) {
+        Some(at) => at,
+        None => {
+            if known.len() >= MAX_GROUPINGS {
+                known.clear();
+                *generation += 1;
+            }
+            known.push(this);
+            known.len() - 1
+        }
+    };
+    *generation << 32 | at as u64
+}
 
 /// A part's first `k` of each group at each step, for `topk` and
 /// `bottomk`: `kmax` places a cell (group after group, step after step),
@@ -202,7 +269,8 @@ impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
                 if !name.is_empty() && g.names.last().is_none_or(|l| l != name) && !g.names.iter().any(|l| l == name) {
                     g.names.push(name.to_string());
                 }
-                let group = self.grouper.group_of(labels);
+                let set = group_set(&self.grouper, spec.grouping, labels);
+                let group = self.grouper.group_of_group(&set);
                 if self.seen.len() >= SEEN_SETS {
                     self.seen.clear();
                 }
@@ -404,6 +472,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Outcome, Err
         step: if steps > 1 { ev.ts(1) - ev.ts(0) } else { 1 },
         steps,
         top,
+        grouping: grouping_id(&a.modifier),
     });
     let at = vs as *const VectorSelector as usize;
     let outer_fold = ev.fold.replace(Some(Slot {
@@ -592,6 +661,7 @@ mod tests {
         Folded, Labels, Mapped, Matcher, NewFoldPart, Queryable, ReadError, Sample, SampleMap, SelectHints, Series,
     };
 
+    use super::{grouping_id, LabelModifier, MAX_GROUPINGS};
     use crate::{Engine, MemStore, QueryResult, Value};
 
     /// A store whose folded reads hand out the series three at a time to
@@ -809,6 +879,55 @@ mod tests {
             }
         }
         assert_eq!(folded_queries, 120);
+    }
+
+    #[test]
+    fn the_group_sets_kept_for_label_sets_are_kept_per_grouping() {
+        // One store for every query: its label sets (and so their
+        // addresses) stay the same from query to query, and each grouping
+        // must find its own groups' sets, not another's.
+        let eng = Engine::default();
+        let s = store();
+        for round in 0..2 {
+            for grouping in [
+                " by (zone)",
+                " by (model)",
+                " by (zone, model)",
+                " without (gpu)",
+                " without (zone)",
+                "",
+            ] {
+                for inner in ["g", "rate(c_total[1m])"] {
+                    let q = format!("sum{grouping} ({inner})");
+                    let reference = format!("sum{grouping} ({inner} * 1)");
+                    let got = eng.instant(&s.inner, &q, 1_000_000).expect(&q);
+                    let want = eng.instant(&s.inner, &reference, 1_000_000).expect(&reference);
+                    assert_same(&got, &want, &format!("{q} (round {round})"));
+                }
+            }
+        }
+        // Numbers of groupings: one per grouping, and none reused when the
+        // numbering starts again.
+        let by = |names: &[&str]| {
+            Some(LabelModifier::Include(promql_parser::label::Labels::new(
+                names.to_vec(),
+            )))
+        };
+        let a = grouping_id(&by(&["zone"]));
+        assert_eq!(a, grouping_id(&by(&["zone"])));
+        assert_ne!(a, grouping_id(&by(&["model"])));
+        assert_ne!(a, grouping_id(&None));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..MAX_GROUPINGS + 10 {
+            assert!(
+                seen.insert(grouping_id(&by(&[&format!("l{i}")]))),
+                "a number used twice"
+            );
+        }
+        assert!(
+            seen.insert(grouping_id(&by(&["zone"]))),
+            "renumbered in a new generation"
+        );
     }
 
     #[test]

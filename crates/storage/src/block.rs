@@ -1060,7 +1060,10 @@ impl Block {
         let o = table.checked_add(k.checked_mul(4)?)?;
         let off = u32::from_le_bytes(page.get(o..o.checked_add(4)?)?.try_into().ok()?) as usize;
         let entries = table.checked_add(count.checked_mul(4)?)?;
-        Some((page.clone(), entries.checked_add(off)?))
+        // The page itself is handed on, not another count of it: the
+        // threads of a parallel read share its count.
+        let at = entries.checked_add(off)?;
+        Some((page, at))
     }
 
     /// Labels of series `id`.
@@ -1275,14 +1278,17 @@ impl Block {
                 continue;
             }
             let tp = self.page(ts_ref >> 24)?;
-            // The two columns of a chunk are mostly in one page.
-            let vp = if val_ref >> 24 == ts_ref >> 24 {
-                tp.clone()
+            // The two columns of a chunk are mostly in one page, which is
+            // then not counted twice.
+            let other;
+            let vp: &[u8] = if val_ref >> 24 == ts_ref >> 24 {
+                &tp
             } else {
-                self.page(val_ref >> 24)?
+                other = self.page(val_ref >> 24)?;
+                &other
             };
             let tcol = self.column_in(&tp, ts_ref)?;
-            let vcol = self.column_in(&vp, val_ref)?;
+            let vcol = self.column_in(vp, val_ref)?;
             let cc = |_| corrupt("chunk", &self.dir.join("chunks"), format!("series {id}"));
             chunkenc::decode_block_range(tcol, kind, vcol, cn, restarts, (mint, maxt), out).map_err(cc)?;
         }
