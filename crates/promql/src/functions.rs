@@ -327,7 +327,23 @@ impl RateShape {
     }
 }
 
+/// `rate` (`is_rate`), `increase` (`is_counter`) or `delta` of a window.
+#[cfg(test)]
 fn extrapolated_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> Option<f64> {
+    match (is_counter, is_rate) {
+        (true, true) => rate_of::<true, true>(p, w),
+        (true, false) => rate_of::<true, false>(p, w),
+        (false, true) => rate_of::<false, true>(p, w),
+        (false, false) => rate_of::<false, false>(p, w),
+    }
+}
+
+/// [`extrapolated_rate`] with its kind fixed, so that each window loop is
+/// compiled with the kind's branches settled and the window's arithmetic
+/// inlined.
+#[inline(always)]
+fn rate_of<const IS_COUNTER: bool, const IS_RATE: bool>(p: &[Point], w: &Win) -> Option<f64> {
+    let (is_counter, is_rate) = (IS_COUNTER, IS_RATE);
     if p.len() < 2 {
         return None;
     }
@@ -1132,7 +1148,11 @@ fn window_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
         "rate" | "increase" | "delta" => {
             let counter = name != "delta";
             let is_rate = name == "rate";
-            let out = over_windows(ev, &input, drop, &|p, w, _| extrapolated_rate(p, w, counter, is_rate))?;
+            let out = match (counter, is_rate) {
+                (true, true) => over_windows(ev, &input, drop, &|p, w, _| rate_of::<true, true>(p, w))?,
+                (true, false) => over_windows(ev, &input, drop, &|p, w, _| rate_of::<true, false>(p, w))?,
+                _ => over_windows(ev, &input, drop, &|p, w, _| rate_of::<false, false>(p, w))?,
+            };
             if counter {
                 // A read folded into an aggregation leaves no series here,
                 // only the metric names it saw.
