@@ -114,9 +114,14 @@ fn parse_query(q: &str) -> Result<Expr, ApiError> {
     sextant_promql::parse(q).map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {}", e.msg)))
 }
 
-fn render(res: &QueryResult, stats: bool, limit: Option<usize>) -> String {
-    let mut value = res.value.clone();
-    let mut annos = res.annotations.clone();
+/// The JSON body of a query's answer, cut to `limit` series; the answer is
+/// taken, not copied.
+fn render(res: QueryResult, stats: bool, limit: Option<usize>) -> String {
+    let QueryResult {
+        mut value,
+        annotations: mut annos,
+        stats: query_stats,
+    } = res;
     if let Some(l) = limit {
         let truncated = match &mut value {
             sextant_promql::Value::Vector(v) if v.len() > l => {
@@ -135,7 +140,7 @@ fn render(res: &QueryResult, stats: bool, limit: Option<usize>) -> String {
     }
     let mut data = String::new();
     json::query_data(&mut data, &value);
-    json::success(&data, &annos, stats.then_some((&res.stats, true)))
+    json::success(&data, &annos, stats.then_some((&query_stats, true)))
 }
 
 pub async fn query(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
@@ -170,7 +175,7 @@ async fn query_inner(st: &Arc<AppState>, p: &Params) -> Result<Response, ApiErro
             .map_err(ApiError::from)
     })
     .await??;
-    Ok(json_response(StatusCode::OK, render(&res, stats, limit)))
+    Ok(json_response(StatusCode::OK, render(res, stats, limit)))
 }
 
 pub async fn query_range(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
@@ -271,7 +276,7 @@ async fn query_range_inner(st: &Arc<AppState>, p: &Params) -> Result<Response, A
             cache.put(&q, start, end, step, now_ms(), generation, m, &res.annotations);
         }
     }
-    Ok(json_response(StatusCode::OK, render(&res, stats, limit)))
+    Ok(json_response(StatusCode::OK, render(res, stats, limit)))
 }
 
 fn group_thousands(n: i64) -> String {

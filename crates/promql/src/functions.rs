@@ -338,6 +338,13 @@ fn extrapolated_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> O
     }
 }
 
+/// [`rate_of`] as a window function: a function item, which the window loop
+/// it is compiled into takes inline.
+#[inline(always)]
+fn rate_window<const IS_COUNTER: bool, const IS_RATE: bool>(p: &[Point], w: &Win, _: usize) -> Option<f64> {
+    rate_of::<IS_COUNTER, IS_RATE>(p, w)
+}
+
 /// [`extrapolated_rate`] with its kind fixed, so that each window loop is
 /// compiled with the kind's branches settled and the window's arithmetic
 /// inlined.
@@ -1149,9 +1156,9 @@ fn window_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
             let counter = name != "delta";
             let is_rate = name == "rate";
             let out = match (counter, is_rate) {
-                (true, true) => over_windows(ev, &input, drop, &|p, w, _| rate_of::<true, true>(p, w))?,
-                (true, false) => over_windows(ev, &input, drop, &|p, w, _| rate_of::<true, false>(p, w))?,
-                _ => over_windows(ev, &input, drop, &|p, w, _| rate_of::<false, false>(p, w))?,
+                (true, true) => over_windows(ev, &input, drop, &rate_window::<true, true>)?,
+                (true, false) => over_windows(ev, &input, drop, &rate_window::<true, false>)?,
+                _ => over_windows(ev, &input, drop, &rate_window::<false, false>)?,
             };
             if counter {
                 // A read folded into an aggregation leaves no series here,
