@@ -20,7 +20,10 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
 export RUSTC_BOOTSTRAP=1
-cargo run --release --quiet -p sextant-benches --bin fuzz_seeds -- fuzz/corpus
+# The seeds are written by a build in the test profile, which the test run
+# before this one has mostly built already (a release build of the workspace
+# for them took minutes of CI's time).
+cargo run --profile test --quiet -p sextant-benches --bin fuzz_seeds -- fuzz/corpus
 (cd fuzz && cargo fuzz build -O)
 fail=0
 for t in "${targets[@]}"; do
