@@ -92,14 +92,20 @@ try {
   // Chosen while a refresh of the unfiltered view is in flight, with the
   // filter lists slow to load so that this refresh ends first: its end must
   // not pass for the filtered view's.
+  // The panels' queries are held back a little too, so that the refresh is
+  // surely still in flight when the filter is chosen (a fast server could
+  // otherwise finish it in between, and the test would see its end).
   const slowLabels = async (route) => { await new Promise((r) => setTimeout(r, 2000)); await route.continue(); };
+  const slowQueries = async (route) => { await new Promise((r) => setTimeout(r, 500)); await route.continue(); };
   await page.route('**/api/v1/label/**', slowLabels);
+  await page.route('**/api/v1/query*', slowQueries);
   await page.evaluate(() => window.dispatchEvent(new Event('resize')));
   await page.waitForFunction(() => document.querySelector('[data-panel][data-state=loading]'), null, { timeout: 10000 });
   t = await now();
   await page.selectOption('#f-model', model);
   await settled(t);
   await page.unroute('**/api/v1/label/**', slowLabels);
+  await page.unroute('**/api/v1/query*', slowQueries);
   ps = await panels();
   const filtered = ps.find((p) => p.id === 'ttft-by-model');
   check(filtered.series === 1 && filtered.legend === model, `filters: TTFT by model shows only ${model}`);
