@@ -595,7 +595,7 @@ fn merge_top(
 ) -> Vec<SSeries> {
     let mut out: Vec<SSeries> = Vec::new();
     // Output series by (part, index in the part's series).
-    let mut out_of: std::collections::HashMap<(usize, u32), usize> = std::collections::HashMap::new();
+    let mut out_of: IntHashMap<(usize, u32), usize> = IntHashMap::default();
     let mut picked: Vec<(usize, u32, f64)> = Vec::new();
     let labels_of = |pi: usize, si: u32| &parts[pi].kept.series[si as usize];
     for k in 0..steps {
@@ -817,6 +817,20 @@ mod tests {
         }
     }
 
+    /// `q`, read in several folded parts, answers as the unfolded
+    /// `reference`, over a range and at an instant.
+    fn assert_folded_as(eng: &Engine, q: &str, reference: &str) {
+        let s = store();
+        let got = eng.range(&s, q, 0, 1_800_000, 30_000).expect(q);
+        let want = eng.range(&s.inner, reference, 0, 1_800_000, 30_000).expect(reference);
+        assert_same(&got, &want, q);
+        let got = eng.instant(&s, q, 1_000_000).expect(q);
+        let want = eng.instant(&s.inner, reference, 1_000_000).expect(reference);
+        assert_same(&got, &want, q);
+        assert_eq!(s.folds.load(Ordering::Relaxed), 2, "{q} is folded");
+        assert!(s.parts.load(Ordering::Relaxed) >= 2, "{q} read in several parts");
+    }
+
     #[test]
     fn folded_aggregations_answer_as_the_step_by_step_walk() {
         let eng = Engine::default();
@@ -833,15 +847,7 @@ mod tests {
                     let q = format!("{op}{grouping} ({inner})");
                     // A binary operation is not folded: the reference.
                     let reference = format!("{op}{grouping} ({inner} * 1)");
-                    let s = store();
-                    let got = eng.range(&s, &q, 0, 1_800_000, 30_000).expect(&q);
-                    let want = eng.range(&s.inner, &reference, 0, 1_800_000, 30_000).expect(&reference);
-                    assert_same(&got, &want, &q);
-                    let got = eng.instant(&s, &q, 1_000_000).expect(&q);
-                    let want = eng.instant(&s.inner, &reference, 1_000_000).expect(&reference);
-                    assert_same(&got, &want, &q);
-                    assert_eq!(s.folds.load(Ordering::Relaxed), 2, "{q} is folded");
-                    assert!(s.parts.load(Ordering::Relaxed) >= 2, "{q} read in several parts");
+                    assert_folded_as(&eng, &q, &reference);
                     folded_queries += 1;
                 }
             }
@@ -864,15 +870,7 @@ mod tests {
                         // reference (`label_replace` keeps every label).
                         let reference =
                             format!("{op}{grouping} ({k}, label_replace({inner}, \"none\", \"\", \"none\", \"\"))");
-                        let s = store();
-                        let got = eng.range(&s, &q, 0, 1_800_000, 30_000).expect(&q);
-                        let want = eng.range(&s.inner, &reference, 0, 1_800_000, 30_000).expect(&reference);
-                        assert_same(&got, &want, &q);
-                        let got = eng.instant(&s, &q, 1_000_000).expect(&q);
-                        let want = eng.instant(&s.inner, &reference, 1_000_000).expect(&reference);
-                        assert_same(&got, &want, &q);
-                        assert_eq!(s.folds.load(Ordering::Relaxed), 2, "{q} is folded");
-                        assert!(s.parts.load(Ordering::Relaxed) >= 2, "{q} read in several parts");
+                        assert_folded_as(&eng, &q, &reference);
                         folded_queries += 1;
                     }
                 }
