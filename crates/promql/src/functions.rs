@@ -104,14 +104,15 @@ fn windows_of<F: Fn(&[Point], &Win, usize) -> Option<f64> + ?Sized>(
 ) -> Result<(), Error> {
     let mut since_check = 0usize;
     let (mut lo, mut hi) = (0usize, 0usize);
+    // How far each end moved at the last step: at a regular interval, both
+    // ends move by the same count at every step.
+    let (mut lo_by, mut hi_by) = (0usize, 0usize);
     for (k, &r) in refs.iter().enumerate() {
         let wstart = r - range;
-        while hi < pts.len() && pts[hi].t <= r {
-            hi += 1;
-        }
-        while lo < hi && pts[lo].t <= wstart {
-            lo += 1;
-        }
+        let (lo0, hi0) = (lo, hi);
+        hi = advance(pts, hi, hi_by, pts.len(), r);
+        lo = advance(pts, lo, lo_by, hi, wstart);
+        (lo_by, hi_by) = (lo - lo0, hi - hi0);
         if lo >= hi {
             continue;
         }
@@ -133,6 +134,25 @@ fn windows_of<F: Fn(&[Point], &Win, usize) -> Option<f64> + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// The first index from `from` on, below `bound`, of a point later than
+/// `limit` (or `bound`), where every point before `from` is at or before it.
+/// Tries `from + by` first with one predictable test, then steps on point by
+/// point: at a regular interval the window's ends move by the same count at
+/// every step, and a loop whose exit changes from step to step mispredicts
+/// it.
+#[inline(always)]
+fn advance(pts: &[Point], from: usize, by: usize, bound: usize, limit: i64) -> usize {
+    let g = from + by;
+    if by > 0 && g <= bound && pts[g - 1].t <= limit && (g == bound || pts[g].t > limit) {
+        return g;
+    }
+    let mut i = from;
+    while i < bound && pts[i].t <= limit {
+        i += 1;
+    }
+    i
 }
 
 /// Whether any point is a stale marker, and whether no value is below the
@@ -293,7 +313,33 @@ thread_local! {
     static RATE_SHAPE: std::cell::Cell<Option<RateShape>> = const { std::cell::Cell::new(None) };
 }
 
+/// `result` (a counter's last value less its first) with the value before
+/// each fall added, one by one in Prometheus's order, so that the sum rounds
+/// as its does. Apart from the window's arithmetic, so that the window
+/// function stays small enough to compile into its loop.
+#[inline(never)]
+fn add_resets(p: &[Point], mut result: f64) -> f64 {
+    let mut prev = p[0].v;
+    for c in &p[1..] {
+        if c.v < prev {
+            result += prev;
+        }
+        prev = c.v;
+    }
+    result
+}
+
 impl RateShape {
+    /// A new shape, kept as this thread's last: called only when the shape
+    /// changes, out of the window loop.
+    #[cold]
+    #[inline(never)]
+    fn new_kept(key: (i64, i64, i64, usize, i64, bool)) -> RateShape {
+        let s = RateShape::new(key);
+        RATE_SHAPE.set(Some(s));
+        s
+    }
+
     /// Prometheus's arithmetic, in its order: every figure equals what it
     /// computes, bit for bit.
     fn new(key: (i64, i64, i64, usize, i64, bool)) -> RateShape {
@@ -358,13 +404,7 @@ fn rate_of<const IS_COUNTER: bool, const IS_RATE: bool>(p: &[Point], w: &Win) ->
     let last = p[p.len() - 1];
     let mut result = last.v - first.v;
     if is_counter && !w.monotonic {
-        let mut prev = first.v;
-        for c in &p[1..] {
-            if c.v < prev {
-                result += prev;
-            }
-            prev = c.v;
-        }
+        result = add_resets(p, result);
     }
     let key = (
         first.t - w.start,
@@ -376,11 +416,7 @@ fn rate_of<const IS_COUNTER: bool, const IS_RATE: bool>(p: &[Point], w: &Win) ->
     );
     let shape = match RATE_SHAPE.get() {
         Some(s) if s.key == key => s,
-        _ => {
-            let s = RateShape::new(key);
-            RATE_SHAPE.set(Some(s));
-            s
-        }
+        _ => RateShape::new_kept(key),
     };
     // A counter is not extrapolated below zero: where the window's start is
     // further back than the counter's zero would be, the zero is the start.
@@ -1293,6 +1329,39 @@ fn window_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, Error> {
 mod tests {
     use super::*;
     use crate::value::braced;
+
+    #[test]
+    fn a_windows_end_moved_by_a_guess_lands_where_a_point_by_point_walk_does() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for case in 0..20_000 {
+            // Times that increase, regularly or not, with repeats of a gap.
+            let mut t = rnd(1000) as i64;
+            let pts: Vec<Point> = (0..rnd(40))
+                .map(|_| {
+                    t += if case % 2 == 0 { 15 } else { 1 + rnd(30) as i64 };
+                    Point { t, v: 0.0 }
+                })
+                .collect();
+            let bound = rnd(pts.len() as u64 + 1) as usize;
+            let limit = rnd(t.max(1) as u64 + 20) as i64;
+            // `from` must have only points at or before `limit` behind it.
+            let from = pts[..bound].iter().take_while(|p| p.t <= limit).count();
+            let from = rnd(from as u64 + 1) as usize;
+            let by = rnd(8) as usize;
+            let want = from + pts[from..bound].iter().take_while(|p| p.t <= limit).count();
+            assert_eq!(
+                advance(&pts, from, by, bound, limit),
+                want,
+                "case {case}: from {from} by {by} bound {bound} limit {limit} in {pts:?}"
+            );
+        }
+    }
 
     /// Prometheus's extrapolation as it reads, each window on its own.
     fn reference_rate(p: &[Point], w: &Win, is_counter: bool, is_rate: bool) -> Option<f64> {
