@@ -242,19 +242,7 @@ fn aggregate_input(
                         // NaN sorts as the least desirable value either way;
                         // labels break ties, so the order is total.
                         let order = |x: &(usize, f64), y: &(usize, f64)| {
-                            let o = match (x.1.is_nan(), y.1.is_nan()) {
-                                (true, true) => std::cmp::Ordering::Equal,
-                                (true, false) => std::cmp::Ordering::Greater,
-                                (false, true) => std::cmp::Ordering::Less,
-                                _ => {
-                                    if top {
-                                        y.1.partial_cmp(&x.1).unwrap_or(std::cmp::Ordering::Equal)
-                                    } else {
-                                        x.1.partial_cmp(&y.1).unwrap_or(std::cmp::Ordering::Equal)
-                                    }
-                                }
-                            };
-                            o.then_with(|| match &label_rank {
+                            top_value_order(top, x.1, y.1).then_with(|| match &label_rank {
                                 Some(rank) => rank[x.0].cmp(&rank[y.0]),
                                 None => input[x.0].labels.cmp(&input[y.0].labels),
                             })
@@ -702,6 +690,21 @@ mod cell_tests {
         // The two halves of 1.5e308 + 1.5e308 each have a finite sum; their
         // merge overflows, which the walk handles by switching to a mean.
         assert!(refused >= 1);
+    }
+}
+
+/// The order of `topk` (`top`) or `bottomk` by value alone: the larger
+/// (smaller) value first, NaN after every number either way, NaNs and equal
+/// values tied. The folded `topk` takes members in the same order.
+#[inline]
+pub(crate) fn top_value_order(top: bool, x: f64, y: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if top => y.partial_cmp(&x).unwrap_or(Ordering::Equal),
+        _ => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
     }
 }
 

@@ -183,15 +183,7 @@ struct Kept {
 /// `bottomk` order: by value, NaN last either way, then by label set.
 #[inline]
 fn top_order(top: bool, xv: f64, xl: &Labels, yv: f64, yl: &Labels) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    let o = match (xv.is_nan(), yv.is_nan()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Greater,
-        (false, true) => Ordering::Less,
-        _ if top => yv.partial_cmp(&xv).unwrap_or(Ordering::Equal),
-        _ => xv.partial_cmp(&yv).unwrap_or(Ordering::Equal),
-    };
-    o.then_with(|| xl.cmp(yl))
+    crate::aggregate::top_value_order(top, xv, yv).then_with(|| xl.cmp(yl))
 }
 
 impl<F> Part<'_, F> {

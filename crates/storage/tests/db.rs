@@ -1057,20 +1057,25 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
             self.done.lock().unwrap().push((self.first, self.got));
         }
     }
-    let done: Runs = std::sync::Mutex::new(Vec::new());
-    let part = |first: usize| -> Box<dyn sextant_model::FoldPart + '_> {
-        Box::new(Part {
-            first,
-            got: Vec::new(),
-            done: &done,
-        })
+    // Folds the selection with `hints`; each part's first series and what
+    // it was given, in no order.
+    let fold = |hints: SelectHints| {
+        let done: Runs = std::sync::Mutex::new(Vec::new());
+        let part = |first: usize| -> Box<dyn sextant_model::FoldPart + '_> {
+            Box::new(Part {
+                first,
+                got: Vec::new(),
+                done: &done,
+            })
+        };
+        let f = db
+            .select_fold(&[], mint, maxt, hints, &map, &part)
+            .expect("select_fold");
+        (f, done.into_inner().unwrap())
     };
-    let f = db
-        .select_fold(&[], mint, maxt, SelectHints::default(), &map, &part)
-        .expect("select_fold");
+    let (f, mut runs) = fold(SelectHints::default());
     assert!(!f.stopped);
     assert_eq!((f.series, f.samples_read), (series.len(), series.len() * 61));
-    let mut runs = done.into_inner().unwrap();
     assert!(runs.len() >= 2, "{} parts", runs.len());
     runs.sort_by_key(|r| r.0);
     let mut next = 0;
@@ -1087,23 +1092,11 @@ fn select_map_reads_many_series_on_several_threads_across_head_and_blocks() {
     assert_eq!(folded, mapped, "the same series in the same order as select_map's");
 
     // Asked for large parts, it hands each worker one run.
-    let done: Runs = std::sync::Mutex::new(Vec::new());
-    let part = |first: usize| -> Box<dyn sextant_model::FoldPart + '_> {
-        Box::new(Part {
-            first,
-            got: Vec::new(),
-            done: &done,
-        })
-    };
-    let hints = SelectHints {
+    let (f, mut runs) = fold(SelectHints {
         large_parts: true,
         ..SelectHints::default()
-    };
-    let f = db
-        .select_fold(&[], mint, maxt, hints, &map, &part)
-        .expect("select_fold");
+    });
     assert_eq!(f.series, series.len());
-    let mut runs = done.into_inner().unwrap();
     let workers = sextant_model::parallel::workers();
     assert!(
         runs.len() <= workers && runs.len() >= workers.min(2),
