@@ -12,7 +12,7 @@
 //! stale marker included, round-trips bit-exactly. The byte layout is specified
 //! in `docs/format/chunks.md`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sextant_model::Sample;
 
@@ -1195,6 +1195,13 @@ fn code_loop<const BY_DELTA: bool, const SHORT_CODES: bool>(
     let w0 = widths[0] as u32;
     // The field widths after `0`, `10` and `110`, a byte each.
     let packed = w0 << 8 | (widths[1] as u32) << 16;
+    // Several short codes of a fitted column at a time, while four slots
+    // are left to write (see [`RunTable`]).
+    let table = if SHORT_CODES {
+        RunTable::of(widths, BY_DELTA)
+    } else {
+        None
+    };
     let mut i = 0;
     while i < n {
         let (acc, nbits) = r.window();
@@ -1206,6 +1213,30 @@ fn code_loop<const BY_DELTA: bool, const SHORT_CODES: bool>(
             v = out.run(i, z, v, d);
             i += z;
             continue;
+        }
+        if let Some(t) = table {
+            if i + RUN_CODES <= n && nbits >= RUN_BITS {
+                let e = t.0[(acc >> (64 - RUN_BITS)) as usize];
+                let k = (e & 7) as usize;
+                if k != 0 {
+                    r.skip_short((e >> 3 & 15) as u32);
+                    // All four slots take the values the codes would give;
+                    // those past the `k` decoded are written again later.
+                    for j in 0..RUN_CODES {
+                        let step = d.wrapping_mul(j as i64 + 1).wrapping_add(RunTable::sum(e, j));
+                        out.put(i + j, v.wrapping_add(step));
+                    }
+                    let last = RunTable::sum(e, k - 1);
+                    v = v.wrapping_add(d.wrapping_mul(k as i64).wrapping_add(last));
+                    if !BY_DELTA {
+                        // The last sum less the one before it is the sum of
+                        // the codes: the change of the delta.
+                        d = d.wrapping_add(last.wrapping_sub(RunTable::before(e, k)));
+                    }
+                    i += k;
+                    continue;
+                }
+            }
         }
         let code = if SHORT_CODES {
             // `0`, `10` + the first width or `110` + the second, told apart
@@ -1266,6 +1297,89 @@ fn code_loop<const BY_DELTA: bool, const SHORT_CODES: bool>(
         i += 1;
     }
     Some(())
+}
+
+/// Bits of a fitted column's codes that one [`RunTable`] lookup reads.
+const RUN_BITS: u32 = 11;
+/// Most codes one [`RunTable`] lookup decodes.
+const RUN_CODES: usize = 4;
+/// Bits of each sum in a [`RunTable`] entry.
+const SUM_BITS: u32 = 12;
+
+/// For a fitted column's first two widths and mode, what the next
+/// [`RUN_BITS`] bits hold: the short codes (`0`, `10` and `110` with their
+/// fields) that lie wholly within them, up to [`RUN_CODES`]. An entry is the
+/// number of codes `k` in bits 0-2 (0 when the first code is longer or of a
+/// wider bucket), the bits they take in bits 3-6, and from bit 7, twelve
+/// bits each, signed, the growth of the value after 1, 2, 3 and 4 codes
+/// beyond what the delta before them adds. In a by-delta column a code `c`
+/// adds `base + c` to the value, so the growth after `j` codes is the sum of
+/// their fields. Otherwise a code changes the delta, and the growth after
+/// `j` codes is the sum of the first `j` running sums of the fields; the
+/// delta changes by the last growth less the one before it. No field is
+/// wider than 8 bits (a code takes at most [`RUN_BITS`]), so no growth
+/// after four codes overflows twelve bits.
+struct RunTable(Box<[u64; 1 << RUN_BITS]>);
+
+impl RunTable {
+    /// The table for `widths` and the mode, built once per process for
+    /// each; `None` when codes of the first bucket are too long for two to
+    /// fit in one lookup, where the code-at-a-time path is as fast.
+    fn of(widths: &[u8; 4], by_delta: bool) -> Option<&'static RunTable> {
+        const FIRST: usize = 8;
+        const SECOND: usize = 8 + 10 + 1;
+        static TABLES: [OnceLock<RunTable>; 2 * FIRST * SECOND] = [const { OnceLock::new() }; 2 * FIRST * SECOND];
+        let (w1, w2) = (widths[0] as usize, widths[1] as usize);
+        if !(1..=FIRST).contains(&w1) || 2 * (2 + w1) > RUN_BITS as usize || w2 >= SECOND {
+            return None;
+        }
+        let at = (by_delta as usize * FIRST + w1 - 1) * SECOND + w2;
+        Some(TABLES[at].get_or_init(|| RunTable::build(w1 as u32, w2 as u32, by_delta)))
+    }
+
+    fn build(w1: u32, w2: u32, by_delta: bool) -> RunTable {
+        let mut t = Box::new([0u64; 1 << RUN_BITS]);
+        for (x, e) in t.iter_mut().enumerate() {
+            let bits = (x as u64) << (64 - RUN_BITS);
+            let (mut pos, mut k, mut fields, mut growth) = (0u32, 0u64, 0i64, 0i64);
+            while (k as usize) < RUN_CODES {
+                let rest = bits << pos;
+                let (prefix, w) = match rest.leading_ones() {
+                    0 => (1, 0),
+                    1 => (2, w1),
+                    2 => (3, w2),
+                    _ => break,
+                };
+                if pos + prefix + w > RUN_BITS {
+                    break;
+                }
+                if w > 0 {
+                    fields += ((rest << prefix) as i64) >> (64 - w);
+                }
+                growth = if by_delta { fields } else { growth + fields };
+                pos += prefix + w;
+                *e |= ((growth as u64) & ((1 << SUM_BITS) - 1)) << (7 + SUM_BITS as u64 * k);
+                k += 1;
+            }
+            *e |= k | (pos as u64) << 3;
+        }
+        RunTable(t)
+    }
+
+    /// The growth after the first `j + 1` codes of entry `e`.
+    #[inline(always)]
+    fn sum(e: u64, j: usize) -> i64 {
+        ((e << (64 - SUM_BITS - (7 + SUM_BITS * j as u32))) as i64) >> (64 - SUM_BITS)
+    }
+
+    /// The growth after the first `k - 1` codes of entry `e`, for `k` in
+    /// 1..=[`RUN_CODES`]: zero for `k` 1.
+    #[inline(always)]
+    fn before(e: u64, k: usize) -> i64 {
+        // Clearing the count and length makes the growth after no codes
+        // read as zero.
+        Self::sum((e & !0x7f) << SUM_BITS, k - 1)
+    }
 }
 
 struct FloatDecoder<'a> {
@@ -2168,6 +2282,92 @@ mod tests {
             }
             check(&s);
         }
+    }
+
+    /// Codes of a fitted column as [`code_loop`] decodes them, table or
+    /// not, equal the values a code at a time gives: for both modes, every
+    /// pair of widths, runs of zero codes short and long, codes of every
+    /// bucket, and columns that end at any point of a lookup.
+    #[test]
+    fn run_tables_decode_what_one_code_at_a_time_does() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut tabled = 0;
+        for by_delta in [false, true] {
+            for w1 in 1..=8u8 {
+                for step in FIT_STEPS {
+                    let widths = [w1, w1 + step, 24, 64];
+                    tabled += RunTable::of(&widths, by_delta).is_some() as usize;
+                    for _ in 0..60 {
+                        let n = next(300) as usize;
+                        let field = |w: u8, r: u64| (r % (1 << w)) as i64 - (1 << (w - 1));
+                        let mut codes = Vec::with_capacity(n);
+                        while codes.len() < n {
+                            let c = match next(100) {
+                                0..=29 => 0,
+                                30..=64 => field(widths[0], next(1 << 20)),
+                                65..=89 => field(widths[1], next(1 << 20)),
+                                90..=94 => field(widths[2], next(1 << 30)),
+                                95..=96 => next(1 << 40) as i64 - (1 << 39),
+                                _ => {
+                                    let z = next(40) as usize;
+                                    codes.extend(std::iter::repeat_n(0, z.min(n - codes.len())));
+                                    continue;
+                                }
+                            };
+                            codes.push(c);
+                        }
+                        let mut w = BitWriter::new();
+                        for &c in &codes {
+                            write_bucketed(&mut w, c, &widths);
+                        }
+                        let bytes = w.into_bytes();
+                        let (v0, d0) = (next(2_000_000) as i64 - 1_000_000, next(20_000) as i64 - 10_000);
+                        let (mut v, mut d) = (v0, d0);
+                        let want: Vec<i64> = codes
+                            .iter()
+                            .map(|&c| {
+                                if by_delta {
+                                    v += d + c;
+                                } else {
+                                    d += c;
+                                    v += d;
+                                }
+                                v
+                            })
+                            .collect();
+                        let mut slots = vec![Sample::new(0, f64::NAN); n];
+                        let r = BitReader::new(&bytes);
+                        let done = if by_delta {
+                            code_loop::<true, true>(r, &widths, v0, d0, &mut Ints(&mut slots))
+                        } else {
+                            code_loop::<false, true>(r, &widths, v0, d0, &mut Ints(&mut slots))
+                        };
+                        assert!(done.is_some(), "mode {by_delta} widths {widths:?}");
+                        let got: Vec<i64> = slots.iter().map(|s| s.v as i64).collect();
+                        assert_eq!(got, want, "mode {by_delta} widths {widths:?} codes {codes:?}");
+                        // Without its last byte the column is refused: no
+                        // lookup reads bits past the end as zero codes.
+                        if let Some(cut) = bytes.len().checked_sub(1) {
+                            let r = BitReader::new(&bytes[..cut]);
+                            let done = if by_delta {
+                                code_loop::<true, true>(r, &widths, v0, d0, &mut Ints(&mut slots))
+                            } else {
+                                code_loop::<false, true>(r, &widths, v0, d0, &mut Ints(&mut slots))
+                            };
+                            assert!(done.is_none(), "mode {by_delta} widths {widths:?} cut to {cut} bytes");
+                        }
+                    }
+                }
+            }
+        }
+        // Both modes have tables for the short widths.
+        assert_eq!(tabled, 2 * 3 * FIT_STEPS.len());
     }
 
     #[test]
