@@ -1185,23 +1185,37 @@ fn fitted_header(r: &mut BitReader<'_>) -> Option<(bool, [u8; 4])> {
 /// codes of the first two buckets are about equally common.
 #[inline(always)]
 fn code_loop<const BY_DELTA: bool, const SHORT_CODES: bool>(
+    r: BitReader<'_>,
+    widths: &[u8; 4],
+    v: i64,
+    d: i64,
+    out: &mut impl DodSink,
+) -> Option<()> {
+    // Several short codes of a fitted column at a time, where its widths
+    // have a table (see [`RunTable`]); a loop of its own, so that columns
+    // without one run the code-at-a-time loop as it is.
+    if SHORT_CODES {
+        if let Some(t) = RunTable::of(widths, BY_DELTA) {
+            return codes::<BY_DELTA, SHORT_CODES, true>(r, widths, v, d, out, t);
+        }
+    }
+    codes::<BY_DELTA, SHORT_CODES, false>(r, widths, v, d, out, RunTable::NONE)
+}
+
+/// [`code_loop`], with the table `t` when `TABLED`.
+#[inline(always)]
+fn codes<const BY_DELTA: bool, const SHORT_CODES: bool, const TABLED: bool>(
     mut r: BitReader<'_>,
     widths: &[u8; 4],
     mut v: i64,
     mut d: i64,
     out: &mut impl DodSink,
+    t: &RunTable,
 ) -> Option<()> {
     let n = out.len();
     let w0 = widths[0] as u32;
     // The field widths after `0`, `10` and `110`, a byte each.
     let packed = w0 << 8 | (widths[1] as u32) << 16;
-    // Several short codes of a fitted column at a time, while four slots
-    // are left to write (see [`RunTable`]).
-    let table = if SHORT_CODES {
-        RunTable::of(widths, BY_DELTA)
-    } else {
-        None
-    };
     let mut i = 0;
     while i < n {
         let (acc, nbits) = r.window();
@@ -1214,7 +1228,7 @@ fn code_loop<const BY_DELTA: bool, const SHORT_CODES: bool>(
             i += z;
             continue;
         }
-        if let Some(t) = table {
+        if TABLED {
             if i + RUN_CODES <= n && nbits >= RUN_BITS {
                 let e = t.0[(acc >> (64 - RUN_BITS)) as usize];
                 let k = (e & 7) as usize;
@@ -1319,16 +1333,19 @@ const SUM_BITS: u32 = 12;
 /// delta changes by the last growth less the one before it. No field is
 /// wider than 8 bits (a code takes at most [`RUN_BITS`]), so no growth
 /// after four codes overflows twelve bits.
-struct RunTable(Box<[u64; 1 << RUN_BITS]>);
+struct RunTable([u64; 1 << RUN_BITS]);
 
 impl RunTable {
+    /// A table that decodes no codes, for loops that take none.
+    const NONE: &'static RunTable = &RunTable([0; 1 << RUN_BITS]);
+
     /// The table for `widths` and the mode, built once per process for
     /// each; `None` when codes of the first bucket are too long for two to
     /// fit in one lookup, where the code-at-a-time path is as fast.
     fn of(widths: &[u8; 4], by_delta: bool) -> Option<&'static RunTable> {
         const FIRST: usize = 8;
         const SECOND: usize = 8 + 10 + 1;
-        static TABLES: [OnceLock<RunTable>; 2 * FIRST * SECOND] = [const { OnceLock::new() }; 2 * FIRST * SECOND];
+        static TABLES: [OnceLock<Box<RunTable>>; 2 * FIRST * SECOND] = [const { OnceLock::new() }; 2 * FIRST * SECOND];
         let (w1, w2) = (widths[0] as usize, widths[1] as usize);
         if !(1..=FIRST).contains(&w1) || 2 * (2 + w1) > RUN_BITS as usize || w2 >= SECOND {
             return None;
@@ -1337,9 +1354,9 @@ impl RunTable {
         Some(TABLES[at].get_or_init(|| RunTable::build(w1 as u32, w2 as u32, by_delta)))
     }
 
-    fn build(w1: u32, w2: u32, by_delta: bool) -> RunTable {
-        let mut t = Box::new([0u64; 1 << RUN_BITS]);
-        for (x, e) in t.iter_mut().enumerate() {
+    fn build(w1: u32, w2: u32, by_delta: bool) -> Box<RunTable> {
+        let mut t = Box::new(RunTable([0; 1 << RUN_BITS]));
+        for (x, e) in t.0.iter_mut().enumerate() {
             let bits = (x as u64) << (64 - RUN_BITS);
             let (mut pos, mut k, mut fields, mut growth) = (0u32, 0u64, 0i64, 0i64);
             while (k as usize) < RUN_CODES {
@@ -1363,7 +1380,7 @@ impl RunTable {
             }
             *e |= k | (pos as u64) << 3;
         }
-        RunTable(t)
+        t
     }
 
     /// The growth after the first `j + 1` codes of entry `e`.
