@@ -1228,28 +1228,26 @@ fn codes<const BY_DELTA: bool, const SHORT_CODES: bool, const TABLED: bool>(
             i += z;
             continue;
         }
-        if TABLED {
-            if i + RUN_CODES <= n && nbits >= RUN_BITS {
-                let e = t.0[(acc >> (64 - RUN_BITS)) as usize];
-                let k = (e & 7) as usize;
-                if k != 0 {
-                    r.skip_short((e >> 3 & 15) as u32);
-                    // All four slots take the values the codes would give;
-                    // those past the `k` decoded are written again later.
-                    for j in 0..RUN_CODES {
-                        let step = d.wrapping_mul(j as i64 + 1).wrapping_add(RunTable::sum(e, j));
-                        out.put(i + j, v.wrapping_add(step));
-                    }
-                    let last = RunTable::sum(e, k - 1);
-                    v = v.wrapping_add(d.wrapping_mul(k as i64).wrapping_add(last));
-                    if !BY_DELTA {
-                        // The last sum less the one before it is the sum of
-                        // the codes: the change of the delta.
-                        d = d.wrapping_add(last.wrapping_sub(RunTable::before(e, k)));
-                    }
-                    i += k;
-                    continue;
+        if TABLED && i + RUN_CODES <= n && nbits >= RUN_BITS {
+            let e = t.0[(acc >> (64 - RUN_BITS)) as usize];
+            let k = (e & 7) as usize;
+            if k != 0 {
+                r.skip_short((e >> 3 & 15) as u32);
+                // All four slots take the values the codes would give;
+                // those past the `k` decoded are written again later.
+                for j in 0..RUN_CODES {
+                    let step = d.wrapping_mul(j as i64 + 1).wrapping_add(RunTable::sum(e, j));
+                    out.put(i + j, v.wrapping_add(step));
                 }
+                let last = RunTable::sum(e, k - 1);
+                v = v.wrapping_add(d.wrapping_mul(k as i64).wrapping_add(last));
+                if !BY_DELTA {
+                    // The last sum less the one before it is the sum of
+                    // the codes: the change of the delta.
+                    d = d.wrapping_add(last.wrapping_sub(RunTable::before(e, k)));
+                }
+                i += k;
+                continue;
             }
         }
         let code = if SHORT_CODES {
