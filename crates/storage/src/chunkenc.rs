@@ -676,26 +676,9 @@ fn decode_from(
     let r = BitReader::at(vals, at.val_bit)?;
     match kind {
         ValueKind::Int => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints(slots)),
-        ValueKind::Decimal(k) => {
-            code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints(slots))?;
-            unscale(slots, k);
-            Some(())
-        }
-        ValueKind::FittedInt | ValueKind::FittedDecimal(_) => {
-            let mut h = BitReader::new(vals);
-            h.read_bits(64)?;
-            let (by_delta, widths) = fitted_header(&mut h)?;
-            if by_delta {
-                let base = read_bucketed(&mut h, &INT_WIDTHS)?;
-                code_loop::<true, true>(r, &widths, at.v, base, &mut Ints(slots))?;
-            } else {
-                code_loop::<false, true>(r, &widths, at.v, at.dv, &mut Ints(slots))?;
-            }
-            if let ValueKind::FittedDecimal(k) = kind {
-                unscale(slots, k);
-            }
-            Some(())
-        }
+        ValueKind::Decimal(k) => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Scaled::new(slots, k)),
+        ValueKind::FittedInt => resume_fitted(vals, r, at, &mut Ints(slots)),
+        ValueKind::FittedDecimal(k) => resume_fitted(vals, r, at, &mut Scaled::new(slots, k)),
         ValueKind::Float => {
             let mut fd = FloatDecoder {
                 r,
@@ -982,10 +965,9 @@ pub fn decode_columns(
             }
         }
         ValueKind::Decimal(k) => {
-            if decode_dod(vals, &INT_WIDTHS, n, &mut Ints(slots)).is_none() {
+            if decode_dod(vals, &INT_WIDTHS, n, &mut Scaled::new(slots, k)).is_none() {
                 return Err(fail(out));
             }
-            unscale(slots, k);
         }
         ValueKind::FittedInt => {
             if decode_fitted(vals, n, &mut Ints(slots)).is_none() {
@@ -993,10 +975,9 @@ pub fn decode_columns(
             }
         }
         ValueKind::FittedDecimal(k) => {
-            if decode_fitted(vals, n, &mut Ints(slots)).is_none() {
+            if decode_fitted(vals, n, &mut Scaled::new(slots, k)).is_none() {
                 return Err(fail(out));
             }
-            unscale(slots, k);
         }
         ValueKind::Float => {
             let mut fd = FloatDecoder::new(vals);
@@ -1011,12 +992,18 @@ pub fn decode_columns(
     Ok(())
 }
 
-/// Divides the decoded mantissas of a decimal column by `10^k`: the integer
-/// was exact in f64, so one division restores the value bit for bit.
-fn unscale(slots: &mut [Sample], k: u8) {
-    let p = POW10[k as usize];
-    for s in slots.iter_mut() {
-        s.v /= p;
+/// Resumes a fitted column (the header read again from the start of its
+/// bytes `vals`) at restart point `at`, with `r` at its codes.
+#[inline(always)]
+fn resume_fitted(vals: &[u8], r: BitReader<'_>, at: &Resume, out: &mut impl DodSink) -> Option<()> {
+    let mut h = BitReader::new(vals);
+    h.read_bits(64)?;
+    let (by_delta, widths) = fitted_header(&mut h)?;
+    if by_delta {
+        let base = read_bucketed(&mut h, &INT_WIDTHS)?;
+        code_loop::<true, true>(r, &widths, at.v, base, out)
+    } else {
+        code_loop::<false, true>(r, &widths, at.v, at.dv, out)
     }
 }
 
@@ -1095,6 +1082,38 @@ impl DodSink for Ints<'_> {
         for s in &mut self.0[i..i + z] {
             v = v.wrapping_add(d);
             s.v = v as f64;
+        }
+        v
+    }
+}
+
+/// Values of samples of a decimal column: each integer divided by `10^k` as
+/// it is written. The integer was exact in f64, so one division restores
+/// the value bit for bit; made here, off the decoder's chain of steps that
+/// wait on one another, it overlaps with them instead of taking a pass of
+/// its own.
+struct Scaled<'a>(&'a mut [Sample], f64);
+
+impl<'a> Scaled<'a> {
+    fn new(slots: &'a mut [Sample], k: u8) -> Self {
+        Scaled(slots, POW10[k as usize])
+    }
+}
+
+impl DodSink for Scaled<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: i64) {
+        self.0[i].v = v as f64 / self.1;
+    }
+    #[inline(always)]
+    fn run(&mut self, i: usize, z: usize, mut v: i64, d: i64) -> i64 {
+        for s in &mut self.0[i..i + z] {
+            v = v.wrapping_add(d);
+            s.v = v as f64 / self.1;
         }
         v
     }
