@@ -454,7 +454,7 @@ impl ChunkAppender {
         };
         // The column is this appender's own, so it decodes.
         let mut ints = vec![Sample { t: 0, v: 0.0 }; n];
-        let _ = decode_dod(self.vals.bytes(), &INT_WIDTHS, n, &mut Ints(&mut ints));
+        let _ = decode_dod(self.vals.bytes(), &INT_WIDTHS, n, &mut Ints::ints(&mut ints));
         let mut old: Vec<f64> = ints.iter().map(|s| s.v / POW10[cur as usize]).collect();
         old.push(v);
         let start = min_scale(v).map(|k| k.max(cur.max(1)));
@@ -675,9 +675,9 @@ fn decode_from(
     }
     let r = BitReader::at(vals, at.val_bit)?;
     match kind {
-        ValueKind::Int => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints(slots)),
+        ValueKind::Int => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints::ints(slots)),
         ValueKind::Decimal(k) => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Scaled::new(slots, k)),
-        ValueKind::FittedInt => resume_fitted(vals, r, at, &mut Ints(slots)),
+        ValueKind::FittedInt => resume_fitted(vals, r, at, &mut Ints::ints(slots)),
         ValueKind::FittedDecimal(k) => resume_fitted(vals, r, at, &mut Scaled::new(slots, k)),
         ValueKind::Float => {
             let mut fd = FloatDecoder {
@@ -960,7 +960,7 @@ pub fn decode_columns(
     };
     match kind {
         ValueKind::Int => {
-            if decode_dod(vals, &INT_WIDTHS, n, &mut Ints(slots)).is_none() {
+            if decode_dod(vals, &INT_WIDTHS, n, &mut Ints::ints(slots)).is_none() {
                 return Err(fail(out));
             }
         }
@@ -970,7 +970,7 @@ pub fn decode_columns(
             }
         }
         ValueKind::FittedInt => {
-            if decode_fitted(vals, n, &mut Ints(slots)).is_none() {
+            if decode_fitted(vals, n, &mut Ints::ints(slots)).is_none() {
                 return Err(fail(out));
             }
         }
@@ -1065,55 +1065,64 @@ impl DodSink for Times<'_> {
     }
 }
 
-/// Integer values of samples.
-struct Ints<'a>(&'a mut [Sample]);
-
-impl DodSink for Ints<'_> {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    #[inline(always)]
-    fn put(&mut self, i: usize, v: i64) {
-        self.0[i].v = v as f64;
-    }
-    #[inline(always)]
-    fn run(&mut self, i: usize, z: usize, mut v: i64, d: i64) -> i64 {
-        for s in &mut self.0[i..i + z] {
-            v = v.wrapping_add(d);
-            s.v = v as f64;
-        }
-        v
-    }
+/// Values of samples of an integer column, or of a decimal one (`SCALED`).
+struct Values<'a, const SCALED: bool> {
+    slots: &'a mut [Sample],
+    /// `10^k` of a decimal column (unused for integers).
+    scale: f64,
 }
+
+/// Values of samples of an integer column.
+type Ints<'a> = Values<'a, false>;
 
 /// Values of samples of a decimal column: each integer divided by `10^k` as
 /// it is written. The integer was exact in f64, so one division restores
 /// the value bit for bit; made here, off the decoder's chain of steps that
 /// wait on one another, it overlaps with them instead of taking a pass of
 /// its own.
-struct Scaled<'a>(&'a mut [Sample], f64);
+type Scaled<'a> = Values<'a, true>;
 
-impl<'a> Scaled<'a> {
-    fn new(slots: &'a mut [Sample], k: u8) -> Self {
-        Scaled(slots, POW10[k as usize])
+impl<'a> Ints<'a> {
+    fn ints(slots: &'a mut [Sample]) -> Self {
+        Values { slots, scale: 1.0 }
     }
 }
 
-impl DodSink for Scaled<'_> {
+impl<'a> Scaled<'a> {
+    fn new(slots: &'a mut [Sample], k: u8) -> Self {
+        Values {
+            slots,
+            scale: POW10[k as usize],
+        }
+    }
+}
+
+impl<const SCALED: bool> Values<'_, SCALED> {
+    #[inline(always)]
+    fn value(v: i64, scale: f64) -> f64 {
+        if SCALED {
+            v as f64 / scale
+        } else {
+            v as f64
+        }
+    }
+}
+
+impl<const SCALED: bool> DodSink for Values<'_, SCALED> {
     #[inline(always)]
     fn len(&self) -> usize {
-        self.0.len()
+        self.slots.len()
     }
     #[inline(always)]
     fn put(&mut self, i: usize, v: i64) {
-        self.0[i].v = v as f64 / self.1;
+        self.slots[i].v = Self::value(v, self.scale);
     }
     #[inline(always)]
     fn run(&mut self, i: usize, z: usize, mut v: i64, d: i64) -> i64 {
-        for s in &mut self.0[i..i + z] {
+        let scale = self.scale;
+        for s in &mut self.slots[i..i + z] {
             v = v.wrapping_add(d);
-            s.v = v as f64 / self.1;
+            s.v = Self::value(v, scale);
         }
         v
     }
@@ -2378,9 +2387,9 @@ mod tests {
                         let mut slots = vec![Sample::new(0, f64::NAN); n];
                         let r = BitReader::new(&bytes);
                         let done = if by_delta {
-                            code_loop::<true, true>(r, &widths, v0, d0, &mut Ints(&mut slots))
+                            code_loop::<true, true>(r, &widths, v0, d0, &mut Ints::ints(&mut slots))
                         } else {
-                            code_loop::<false, true>(r, &widths, v0, d0, &mut Ints(&mut slots))
+                            code_loop::<false, true>(r, &widths, v0, d0, &mut Ints::ints(&mut slots))
                         };
                         assert!(done.is_some(), "mode {by_delta} widths {widths:?}");
                         let got: Vec<i64> = slots.iter().map(|s| s.v as i64).collect();
@@ -2390,9 +2399,9 @@ mod tests {
                         if let Some(cut) = bytes.len().checked_sub(1) {
                             let r = BitReader::new(&bytes[..cut]);
                             let done = if by_delta {
-                                code_loop::<true, true>(r, &widths, v0, d0, &mut Ints(&mut slots))
+                                code_loop::<true, true>(r, &widths, v0, d0, &mut Ints::ints(&mut slots))
                             } else {
-                                code_loop::<false, true>(r, &widths, v0, d0, &mut Ints(&mut slots))
+                                code_loop::<false, true>(r, &widths, v0, d0, &mut Ints::ints(&mut slots))
                             };
                             assert!(done.is_none(), "mode {by_delta} widths {widths:?} cut to {cut} bytes");
                         }
