@@ -597,8 +597,8 @@ impl ChunkAppender {
     pub fn decode_range(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<(), CorruptChunk> {
         if self.mark.is_set() && mint > self.mark.t {
             let start = out.len();
-            return match self.decode_after_mark(out) {
-                Some(()) => cut_to_range(out, start, (mint, maxt)),
+            return match self.decode_after_mark((mint, maxt), out) {
+                Some(()) => Ok(()),
                 None => {
                     out.truncate(start);
                     Err(CorruptChunk)
@@ -615,8 +615,8 @@ impl ChunkAppender {
         )
     }
 
-    /// Appends the samples after the mark to `out`.
-    fn decode_after_mark(&self, out: &mut Vec<Sample>) -> Option<()> {
+    /// Appends those in `range` of the samples after the mark to `out`.
+    fn decode_after_mark(&self, range: (i64, i64), out: &mut Vec<Sample>) -> Option<()> {
         let m = &self.mark;
         let at = Resume {
             at: MARK_AT,
@@ -633,6 +633,7 @@ impl ChunkAppender {
             self.vals.bytes(),
             &at,
             self.n as usize - MARK_AT,
+            range,
             out,
         )
     }
@@ -653,44 +654,47 @@ struct Resume {
     dv: i64,
 }
 
-/// Appends `count` samples decoded from the restart point `at` to `out`,
-/// their timestamps checked to increase; on `None`, `out` may hold a
-/// partial tail that the caller cuts off.
+/// Appends those in `range` of `count` samples decoded from the restart
+/// point `at` to `out`, their timestamps checked to increase; on `None`,
+/// `out` may hold a partial tail that the caller cuts off.
 fn decode_from(
     ts: &[u8],
     kind: ValueKind,
     vals: &[u8],
     at: &Resume,
     count: usize,
+    range: (i64, i64),
     out: &mut Vec<Sample>,
 ) -> Option<()> {
     let start = out.len();
-    out.resize(start + count, Sample { t: 0, v: 0.0 });
-    let slots = &mut out[start..];
+    out.reserve(count);
     let r = BitReader::at(ts, at.ts_bit)?;
-    let mut times = Times::new(slots);
+    let mut times = Times::new(out, count, range);
     code_loop::<false, false>(r, &TS_WIDTHS, at.t, at.dt, &mut times)?;
     if !times.increasing {
         return None;
     }
+    let cut = times.cut;
+    let slots = &mut out[start..];
     let r = BitReader::at(vals, at.val_bit)?;
     match kind {
-        ValueKind::Int => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints::ints(slots)),
-        ValueKind::Decimal(k) => code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Scaled::new(slots, k)),
-        ValueKind::FittedInt => resume_fitted(vals, r, at, &mut Ints::ints(slots)),
-        ValueKind::FittedDecimal(k) => resume_fitted(vals, r, at, &mut Scaled::new(slots, k)),
+        ValueKind::Int => {
+            code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Ints::ints_cut(slots, count, cut))
+        }
+        ValueKind::Decimal(k) => {
+            code_loop::<false, false>(r, &INT_WIDTHS, at.v, at.dv, &mut Scaled::new(slots, count, cut, k))
+        }
+        ValueKind::FittedInt => resume_fitted(vals, r, at, &mut Ints::ints_cut(slots, count, cut)),
+        ValueKind::FittedDecimal(k) => resume_fitted(vals, r, at, &mut Scaled::new(slots, count, cut, k)),
         ValueKind::Float => {
-            let mut fd = FloatDecoder {
+            let fd = FloatDecoder {
                 r,
                 first: false,
                 bits: at.v as u64,
                 leading: (at.dv >> 8) as u8,
                 trailing: at.dv as u8,
             };
-            for s in slots.iter_mut() {
-                s.v = fd.next_value()?;
-            }
-            Some(())
+            floats_into(fd, count, cut, slots)
         }
     }
 }
@@ -762,8 +766,7 @@ pub fn decode_block_range(
         }
     }
     if nfrom == 0 {
-        decode_columns(tb, kind, vb, end, out)?;
-        return cut_to_range(out, start, range);
+        return decode_columns_in(tb, kind, vb, end, range, out);
     }
     // The value table up to that restart point.
     let by_delta = match kind {
@@ -794,10 +797,10 @@ pub fn decode_block_range(
         (from.v, from.dv) = e;
     }
     from.val_bit = vbit;
-    if from.at > end || decode_from(tb, kind, vb, &from, end - from.at, out).is_none() {
+    if from.at > end || decode_from(tb, kind, vb, &from, end - from.at, range, out).is_none() {
         return Err(fail(out));
     }
-    cut_to_range(out, start, range)
+    Ok(())
 }
 
 /// An immutable chunk: its two columns (in one allocation, on the heap or in
@@ -903,8 +906,7 @@ fn column_can_hold(bytes: &[u8], n: usize) -> bool {
 }
 
 /// Decodes a chunk straight into `out`, keeping only the samples in `range`
-/// (inclusive): the ones outside are cut off in place, so a chunk wholly
-/// inside is never copied.
+/// (inclusive).
 pub fn decode_range(
     ts: &[u8],
     kind: ValueKind,
@@ -913,24 +915,7 @@ pub fn decode_range(
     range: (i64, i64),
     out: &mut Vec<Sample>,
 ) -> Result<(), CorruptChunk> {
-    let start = out.len();
-    decode_columns(ts, kind, vals, n, out)?;
-    cut_to_range(out, start, range)
-}
-
-/// Keeps, of the samples decoded into `out[start..]`, those in `range`. The
-/// decoders have checked that their timestamps increase (the cut relies on
-/// it).
-fn cut_to_range(out: &mut Vec<Sample>, start: usize, range: (i64, i64)) -> Result<(), CorruptChunk> {
-    let got = &out[start..];
-    if got.first().is_some_and(|s| s.t < range.0) || got.last().is_some_and(|s| s.t > range.1) {
-        let a = got.partition_point(|s| s.t < range.0);
-        // An empty range (`mint > maxt`) keeps nothing.
-        let b = got.partition_point(|s| s.t <= range.1).max(a);
-        out.truncate(start + b);
-        out.drain(start..start + a);
-    }
-    Ok(())
+    decode_columns_in(ts, kind, vals, n, range, out)
 }
 
 /// Decodes both columns into samples, appending to `out`; timestamps that
@@ -942,54 +927,58 @@ pub fn decode_columns(
     n: usize,
     out: &mut Vec<Sample>,
 ) -> Result<(), CorruptChunk> {
+    decode_columns_in(ts, kind, vals, n, ALL_TIME, out)
+}
+
+/// Every sample: the range of [`decode_columns`].
+const ALL_TIME: (i64, i64) = (i64::MIN, i64::MAX);
+
+/// [`decode_columns`], appending only the samples in `range` (inclusive):
+/// the others are decoded (a column can only be read in order) but never
+/// written, so no kept sample is moved and no slot is filled twice.
+fn decode_columns_in(
+    ts: &[u8],
+    kind: ValueKind,
+    vals: &[u8],
+    n: usize,
+    range: (i64, i64),
+    out: &mut Vec<Sample>,
+) -> Result<(), CorruptChunk> {
     if !column_can_hold(ts, n) || !column_can_hold(vals, n) {
         return Err(CorruptChunk);
     }
     let start = out.len();
-    out.resize(start + n, Sample { t: 0, v: 0.0 });
-    let slots = &mut out[start..];
-    let mut times = Times::new(slots);
+    out.reserve(n);
+    let mut times = Times::new(out, n, range);
     if decode_dod(ts, &TS_WIDTHS, n, &mut times).is_none() || !times.increasing {
         out.truncate(start);
         return Err(CorruptChunk);
     }
+    let cut = times.cut;
     let slots = &mut out[start..];
-    let fail = |out: &mut Vec<Sample>| {
-        out.truncate(start);
-        CorruptChunk
+    let done = match kind {
+        ValueKind::Int => decode_dod(vals, &INT_WIDTHS, n, &mut Ints::ints_cut(slots, n, cut)),
+        ValueKind::Decimal(k) => decode_dod(vals, &INT_WIDTHS, n, &mut Scaled::new(slots, n, cut, k)),
+        ValueKind::FittedInt => decode_fitted(vals, n, &mut Ints::ints_cut(slots, n, cut)),
+        ValueKind::FittedDecimal(k) => decode_fitted(vals, n, &mut Scaled::new(slots, n, cut, k)),
+        ValueKind::Float => floats_into(FloatDecoder::new(vals), n, cut, slots),
     };
-    match kind {
-        ValueKind::Int => {
-            if decode_dod(vals, &INT_WIDTHS, n, &mut Ints::ints(slots)).is_none() {
-                return Err(fail(out));
-            }
-        }
-        ValueKind::Decimal(k) => {
-            if decode_dod(vals, &INT_WIDTHS, n, &mut Scaled::new(slots, k)).is_none() {
-                return Err(fail(out));
-            }
-        }
-        ValueKind::FittedInt => {
-            if decode_fitted(vals, n, &mut Ints::ints(slots)).is_none() {
-                return Err(fail(out));
-            }
-        }
-        ValueKind::FittedDecimal(k) => {
-            if decode_fitted(vals, n, &mut Scaled::new(slots, k)).is_none() {
-                return Err(fail(out));
-            }
-        }
-        ValueKind::Float => {
-            let mut fd = FloatDecoder::new(vals);
-            for s in slots.iter_mut() {
-                match fd.next_value() {
-                    Some(v) => s.v = v,
-                    None => return Err(fail(out)),
-                }
-            }
-        }
+    if done.is_none() {
+        out.truncate(start);
+        return Err(CorruptChunk);
     }
     Ok(())
+}
+
+/// `n` values of a float column into `slots`, value `i` to slot `i - cut`.
+fn floats_into(mut fd: FloatDecoder<'_>, n: usize, cut: usize, slots: &mut [Sample]) -> Option<()> {
+    for i in 0..n {
+        let v = fd.next_value()?;
+        if let Some(s) = slots.get_mut(i.wrapping_sub(cut)) {
+            s.v = v;
+        }
+    }
+    Some(())
 }
 
 /// Resumes a fitted column (the header read again from the start of its
@@ -1017,19 +1006,29 @@ trait DodSink {
     fn run(&mut self, i: usize, z: usize, v: i64, d: i64) -> i64;
 }
 
-/// Timestamps of samples, and whether each one written so far is later
+/// Timestamps of samples, and whether each one decoded so far is later
 /// than the one before it (timestamps a writer stored always increase;
-/// bytes that decode to any other order are damaged).
+/// bytes that decode to any other order are damaged). A sample is appended
+/// to `out` (its value to be set by the value column's sink) only when its
+/// timestamp is in `range`: those before it are counted in `cut`, so that
+/// the value sink leaves them out too, and none is ever moved.
 struct Times<'a> {
-    slots: &'a mut [Sample],
+    out: &'a mut Vec<Sample>,
+    n: usize,
+    range: (i64, i64),
+    cut: usize,
     prev: i64,
     increasing: bool,
 }
 
 impl<'a> Times<'a> {
-    fn new(slots: &'a mut [Sample]) -> Self {
+    /// Timestamps of `n` samples appended to `out`, which has room for them.
+    fn new(out: &'a mut Vec<Sample>, n: usize, range: (i64, i64)) -> Self {
         Times {
-            slots,
+            out,
+            n,
+            range,
+            cut: 0,
             prev: i64::MIN,
             increasing: true,
         }
@@ -1039,13 +1038,17 @@ impl<'a> Times<'a> {
 impl DodSink for Times<'_> {
     #[inline(always)]
     fn len(&self) -> usize {
-        self.slots.len()
+        self.n
     }
     #[inline(always)]
     fn put(&mut self, i: usize, v: i64) {
         self.increasing &= (v > self.prev) | (i == 0);
         self.prev = v;
-        self.slots[i].t = v;
+        if v < self.range.0 {
+            self.cut += 1;
+        } else if v <= self.range.1 {
+            self.out.push(Sample { t: v, v: 0.0 });
+        }
     }
     #[inline(always)]
     fn run(&mut self, i: usize, z: usize, mut v: i64, d: i64) -> i64 {
@@ -1056,18 +1059,38 @@ impl DodSink for Times<'_> {
         // The run goes up by `d` each, without wrapping around.
         let last = first as i128 + d as i128 * (z as i128 - 1);
         self.increasing &= ((first > self.prev) | (i == 0)) & (z == 1 || d > 0) & (last <= i64::MAX as i128);
-        for s in &mut self.slots[i..i + z] {
+        // Those before the range, then those up to its end; a run that does
+        // not increase has failed the check above, and is kept whole.
+        let mut before = 0;
+        while before < z && v.wrapping_add(d) < self.range.0 {
             v = v.wrapping_add(d);
-            s.t = v;
+            before += 1;
         }
+        self.cut += before;
+        let rest = z - before;
+        let keep = if d > 0 && last > self.range.1 as i128 {
+            ((self.range.1 as i128 - v as i128).max(0) / d as i128).min(rest as i128) as usize
+        } else {
+            rest
+        };
+        self.out.extend((0..keep).map(|_| {
+            v = v.wrapping_add(d);
+            Sample { t: v, v: 0.0 }
+        }));
+        v = v.wrapping_add(d.wrapping_mul((rest - keep) as i64));
         self.prev = v;
         v
     }
 }
 
 /// Values of samples of an integer column, or of a decimal one (`SCALED`).
+/// Value `i` of the column goes to slot `i - cut`; the values of samples
+/// outside the slots (cut off by [`Times`]) are decoded and left out.
 struct Values<'a, const SCALED: bool> {
     slots: &'a mut [Sample],
+    /// Values in the column.
+    n: usize,
+    cut: usize,
     /// `10^k` of a decimal column (unused for integers).
     scale: f64,
 }
@@ -1083,15 +1106,29 @@ type Ints<'a> = Values<'a, false>;
 type Scaled<'a> = Values<'a, true>;
 
 impl<'a> Ints<'a> {
+    /// Every value of a column of `slots.len()` into `slots`.
     fn ints(slots: &'a mut [Sample]) -> Self {
-        Values { slots, scale: 1.0 }
+        Self::ints_cut(slots, 0, 0)
+    }
+
+    /// `n` values, of which the first `cut` are left out.
+    fn ints_cut(slots: &'a mut [Sample], n: usize, cut: usize) -> Self {
+        let n = n.max(slots.len());
+        Values {
+            slots,
+            n,
+            cut,
+            scale: 1.0,
+        }
     }
 }
 
 impl<'a> Scaled<'a> {
-    fn new(slots: &'a mut [Sample], k: u8) -> Self {
+    fn new(slots: &'a mut [Sample], n: usize, cut: usize, k: u8) -> Self {
         Values {
             slots,
+            n,
+            cut,
             scale: POW10[k as usize],
         }
     }
@@ -1111,20 +1148,28 @@ impl<const SCALED: bool> Values<'_, SCALED> {
 impl<const SCALED: bool> DodSink for Values<'_, SCALED> {
     #[inline(always)]
     fn len(&self) -> usize {
-        self.slots.len()
+        self.n
     }
     #[inline(always)]
     fn put(&mut self, i: usize, v: i64) {
-        self.slots[i].v = Self::value(v, self.scale);
+        if let Some(s) = self.slots.get_mut(i.wrapping_sub(self.cut)) {
+            s.v = Self::value(v, self.scale);
+        }
     }
     #[inline(always)]
     fn run(&mut self, i: usize, z: usize, mut v: i64, d: i64) -> i64 {
-        let scale = self.scale;
-        for s in &mut self.slots[i..i + z] {
+        let (scale, cut) = (self.scale, self.cut);
+        // The run's part within the slots.
+        let (lo, hi) = (i.max(cut), (i + z).min(cut + self.slots.len()));
+        if lo >= hi {
+            return v.wrapping_add(d.wrapping_mul(z as i64));
+        }
+        v = v.wrapping_add(d.wrapping_mul((lo - i) as i64));
+        for s in &mut self.slots[lo - cut..hi - cut] {
             v = v.wrapping_add(d);
             s.v = Self::value(v, scale);
         }
-        v
+        v.wrapping_add(d.wrapping_mul((i + z - hi) as i64))
     }
 }
 
@@ -1943,6 +1988,40 @@ mod tests {
                     .map(|i| Sample::new(1_000 + i * 15_000 + i % 3, value(i)))
                     .collect();
                 check_block(&s);
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_that_cut_runs_of_zero_codes_keep_exactly_the_samples_inside() {
+        // A regular interval and values that go on by a fixed step (or stay)
+        // decode as runs: the range's ends fall inside them, in both
+        // columns, in every value kind, at and away from restart points.
+        let kinds: [&dyn Fn(i64) -> f64; 5] = [
+            &|i| (i * 7) as f64,
+            &|i| 12.5 + (i / 40 * 3) as f64 / 100.0,
+            &|_| 0.75,
+            &|i| if i < 200 { 1e300 } else { -1.5e-7 },
+            &|i| (i * 3 + i / 100) as f64,
+        ];
+        for n in [100, 161, 240, 480] {
+            for value in kinds {
+                let s: Vec<Sample> = (0..n as i64)
+                    .map(|i| Sample::new(1_764_547_200_000 + i * 15_000, value(i)))
+                    .collect();
+                check_block(&s);
+                let c = encode(&s[..n.min(240)]);
+                let mut out = Vec::new();
+                for (lo, hi) in [(s[3].t, s[n / 2].t - 1), (s[1].t + 1, i64::MAX), (i64::MIN, s[n / 4].t)] {
+                    out.clear();
+                    c.decode_range(lo, hi, &mut out).expect("decodes");
+                    let want: Vec<Sample> = s[..n.min(240)]
+                        .iter()
+                        .copied()
+                        .filter(|x| x.t >= lo && x.t <= hi)
+                        .collect();
+                    assert_eq!(out, want, "range {lo}..={hi} of a head chunk of {} samples", n.min(240));
+                }
             }
         }
     }
