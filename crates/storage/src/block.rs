@@ -1603,8 +1603,14 @@ mod tests {
         assert_eq!(b.label_names(Some(&ids)), vec!["__name__", "even", "i"]);
     }
 
+    /// Held by the tests that fill or look into the process-wide kept label
+    /// sets, so that one's filling (which empties every shard) cannot drop
+    /// the sets another expects to find.
+    static KEPT_LABEL_SETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn whole_label_sets_read_again_are_the_kept_ones_until_the_block_goes() {
+        let _only = KEPT_LABEL_SETS.lock().unwrap_or_else(|e| e.into_inner());
         let d = tempfile::tempdir().expect("tempdir");
         write_block(d.path(), 50);
         let b = Block::open(&d.path().join("b1")).expect("open");
@@ -1636,6 +1642,7 @@ mod tests {
 
     #[test]
     fn the_kept_label_sets_stay_bounded() {
+        let _only = KEPT_LABEL_SETS.lock().unwrap_or_else(|e| e.into_inner());
         // A serial no block has.
         let serial = u64::MAX - 1;
         let l = Labels::from_pairs([("__name__", "x")]);
