@@ -1287,8 +1287,8 @@ fn codes<const BY_DELTA: bool, const SHORT_CODES: bool, const TABLED: bool>(
 ) -> Option<()> {
     let n = out.len();
     let w0 = widths[0] as u32;
-    // The field widths after `0`, `10` and `110`, a byte each.
-    let packed = w0 << 8 | (widths[1] as u32) << 16;
+    // The field widths after `0`, `10`, `110` and `1110`, a byte each.
+    let packed = w0 << 8 | (widths[1] as u32) << 16 | (widths[2] as u32) << 24;
     let mut i = 0;
     while i < n {
         let (acc, nbits) = r.window();
@@ -1324,25 +1324,36 @@ fn codes<const BY_DELTA: bool, const SHORT_CODES: bool, const TABLED: bool>(
             }
         }
         let code = if SHORT_CODES {
-            // `0`, `10` + the first width or `110` + the second, told apart
-            // by the top three bits without a branch (and without a
-            // leading-zero count, which costs a `bsr` and a test on the
-            // baseline target): a fitted column's widths make the first two
-            // buckets about equally common, in no predictable order.
-            let top = (acc >> 61) as u32;
-            let k = (top >= 4) as u32 + (top >= 6) as u32;
+            // `0`, `10` + the first width, `110` + the second and (without
+            // a run table) `1110` + the third, told apart by the top bits
+            // without a branch (and without a leading-zero count, which
+            // costs a `bsr` and a test on the baseline target): a fitted
+            // column's widths make neighbouring buckets about equally
+            // common, in no predictable order, and a column of noisy gauges
+            // (GPU power) may need the third for most of its codes. A
+            // column with a table has short first widths; the codes the
+            // table leaves are mostly of the second bucket, and a third
+            // one told apart costs them more than it saves.
+            let (top, k) = if TABLED {
+                let top = (acc >> 61) as u32;
+                (top | 8, (top >= 4) as u32 + (top >= 6) as u32)
+            } else {
+                let top = (acc >> 60) as u32;
+                (top, (top >= 8) as u32 + (top >= 12) as u32 + (top >= 14) as u32)
+            };
             let w = (packed >> (8 * k)) & 0xff;
             let len = k + 1 + w;
-            if top != 7 && len <= nbits {
+            // With a table, `top` is `0b1111` for `111`.
+            if top != 15 && len <= nbits {
                 r.skip_short(len);
                 let field = ((acc << (k + 1)) as i64) >> ((64 - w) & 63);
                 field & -((k != 0) as i64)
             } else {
-                // A code of the third bucket from the buffer. A code of the
-                // widest bucket, or any code within 28 bits of the end of
-                // the input, takes the general path.
+                // A code of the third bucket from the buffer (with a
+                // table). A code of the widest bucket, or any code within
+                // 28 bits of the end of the input, takes the general path.
                 let w = widths[2] as u32;
-                if acc >> 60 == 0b1110 && 4 + w <= nbits {
+                if TABLED && acc >> 60 == 0b1110 && 4 + w <= nbits {
                     r.skip_short(4 + w);
                     ((acc << 4) as i64) >> (64 - w)
                 } else {
