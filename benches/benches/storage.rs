@@ -77,6 +77,56 @@ fn decode_all(b: &mut criterion::Bencher<'_>, chunks: &[chunkenc::SealedChunk]) 
     })
 }
 
+/// Whole block chunks (480 samples, with restart tables) of one metric each,
+/// decoded: a noisy gauge (GPU power, whose codes mostly take the third
+/// bucket), a gauge of a few decimals (KV-cache usage), a latency sum and a
+/// request count (a column with a run table).
+fn block_columns(c: &mut Criterion) {
+    let f = fleet(139_520);
+    let mut g = c.benchmark_group("block_chunk");
+    for name in [
+        "DCGM_FI_DEV_POWER_USAGE",
+        "vllm:kv_cache_usage_perc",
+        "vllm:time_to_first_token_seconds_sum",
+        "vllm:time_to_first_token_seconds_count",
+    ] {
+        let chunks: Vec<chunkenc::BlockChunk> = (0..f.series.len())
+            .filter(|&i| f.series[i].labels.metric_name() == name)
+            .take(300)
+            .map(|i| {
+                let run: Vec<Sample> = (0..480)
+                    .map(|k| {
+                        let t = T0 + k as i64 * 15_000;
+                        Sample::new(t, f.value(i, t))
+                    })
+                    .collect();
+                chunkenc::encode_block(&run)
+            })
+            .collect();
+        g.throughput(Throughput::Elements((chunks.len() * 480) as u64));
+        let mut out = Vec::with_capacity(480);
+        g.bench_function(format!("decode_480/{name}"), |b| {
+            b.iter(|| {
+                for c in &chunks {
+                    out.clear();
+                    chunkenc::decode_block_range(
+                        &c.ts,
+                        c.kind,
+                        &c.vals,
+                        480,
+                        c.restarts,
+                        (i64::MIN, i64::MAX),
+                        &mut out,
+                    )
+                    .expect("decode");
+                    black_box(&out);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn append(c: &mut Criterion) {
     let f = fleet(10_000);
     let n = f.series.len();
@@ -143,5 +193,5 @@ fn select(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codecs, append, postings, select);
+criterion_group!(benches, codecs, block_columns, append, postings, select);
 criterion_main!(benches);
