@@ -7,8 +7,29 @@ pub const METRIC_NAME: &str = "__name__";
 /// An immutable string that is cheap to clone (shared storage): label names
 /// and values, which the store interns, so that handing a label set to a
 /// query costs reference counts rather than an allocation per string.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Str(Arc<str>);
+
+/// By the text, as `str`; two handles of one interned string (most names
+/// and many values of the label sets a query compares) are equal without
+/// reading it. (`Arc`'s equality already looks at the address first; its
+/// order does not.)
+impl Ord for Str {
+    #[inline]
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &o.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&o.0)
+    }
+}
+
+impl PartialOrd for Str {
+    #[inline]
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 
 impl Str {
     pub fn as_str(&self) -> &str {
@@ -547,6 +568,27 @@ impl LabelsBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_order_by_their_text_whether_or_not_they_share_storage() {
+        let texts = ["", "a", "ab", "b", "model", "model_name", "é", "z"];
+        let shared: Vec<Str> = texts.iter().map(|t| Str::from(*t)).collect();
+        for (i, a) in texts.iter().enumerate() {
+            for (j, b) in texts.iter().enumerate() {
+                let want = a.cmp(b);
+                // One handle against another of the same storage, and
+                // against a copy of the text in storage of its own.
+                assert_eq!(shared[i].cmp(&shared[j]), want, "{a:?} {b:?}");
+                assert_eq!(shared[i].cmp(&Str::from(*b)), want, "{a:?} {b:?}");
+                assert_eq!(shared[i].partial_cmp(&shared[j].clone()), Some(want), "{a:?} {b:?}");
+            }
+        }
+        let x = Labels::from_pairs([("__name__", "x"), ("model", "a")]);
+        let y = Labels::from_pairs([("__name__", "x"), ("model", "b")]);
+        assert_eq!(x.cmp(&x.clone()), std::cmp::Ordering::Equal);
+        assert_eq!(x.cmp(&y), std::cmp::Ordering::Less);
+        assert_eq!(y.cmp(&x), std::cmp::Ordering::Greater);
+    }
 
     #[test]
     fn a_grouper_builds_each_projection_once_and_equal_to_a_plain_label_set() {
