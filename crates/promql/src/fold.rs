@@ -536,43 +536,66 @@ fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool)
     if let Some(t) = &spec.top {
         return Some(merge_top(ev, t, steps, parts, &members));
     }
-    let mut merged = vec![Cell::default(); steps];
-    let mut out = Vec::with_capacity(members.len());
-    for (labels, of) in glabels.into_iter().zip(&members) {
-        let cells_of = |(pi, g): (usize, usize)| &parts[pi].cells[g * steps..(g + 1) * steps];
-        let cells = match of.as_slice() {
-            [one] => cells_of(*one),
-            _ => {
-                merged.fill(Cell::default());
-                for &m in of {
-                    for (into, from) in merged.iter_mut().zip(cells_of(m)) {
-                        if !merge_cell(spec.op, into, from) {
-                            return None;
+    let (start, step, op) = (ev.start, ev.step, spec.op);
+    // The output series of groups `range`, in order.
+    let series_of = |range: std::ops::Range<usize>| -> Option<Vec<SSeries>> {
+        let mut merged = Vec::new();
+        let mut out = Vec::with_capacity(range.len());
+        for g in range {
+            let cells_of = |(pi, g): (usize, usize)| &parts[pi].cells[g * steps..(g + 1) * steps];
+            let cells = match members[g].as_slice() {
+                [one] => cells_of(*one),
+                of => {
+                    merged.clear();
+                    merged.resize(steps, Cell::default());
+                    for &m in of {
+                        for (into, from) in merged.iter_mut().zip(cells_of(m)) {
+                            if !merge_cell(op, into, from) {
+                                return None;
+                            }
                         }
                     }
+                    &merged[..]
                 }
-                &merged[..]
+            };
+            let points: Vec<Point> = cells
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.n != 0.0)
+                .map(|(k, c)| Point {
+                    t: start + k as i64 * step,
+                    v: cell_value(op, c),
+                })
+                .collect();
+            if !points.is_empty() {
+                out.push(SSeries {
+                    labels: glabels[g].clone(),
+                    drop_name: false,
+                    points,
+                });
             }
-        };
-        let points: Vec<Point> = cells
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.n != 0.0)
-            .map(|(k, c)| Point {
-                t: ev.ts(k),
-                v: cell_value(spec.op, c),
-            })
-            .collect();
-        if !points.is_empty() {
-            out.push(SSeries {
-                labels,
-                drop_name: false,
-                points,
-            });
         }
+        Some(out)
+    };
+    // Many groups over many steps (a sum by host over hours: hundreds of
+    // thousands of cells, megabytes read once) are turned into series on
+    // every core, each pool thread taking a run of groups.
+    let ng = glabels.len();
+    if ng < 2 || ng.saturating_mul(steps) < PARALLEL_MERGE_CELLS || sextant_model::parallel::workers() < 2 {
+        return series_of(0..ng);
+    }
+    let len = sextant_model::parallel::part_len(ng, 1);
+    let runs = sextant_model::parallel::map_parts(ng.div_ceil(len), |k| series_of(k * len..((k + 1) * len).min(ng)));
+    let mut out = Vec::with_capacity(ng);
+    for r in runs {
+        out.extend(r?);
     }
     Some(out)
 }
+
+/// Cells (groups × steps) from which a fold's output series are built on
+/// every core.
+const PARALLEL_MERGE_CELLS: usize = 1 << 15;
 
 /// The output of `topk` or `bottomk` from the parts' firsts: in the walk's
 /// order, step by step, group by group (in read order), each group's
@@ -845,6 +868,48 @@ mod tests {
             }
         }
         assert_eq!(folded_queries, 120);
+    }
+
+    #[test]
+    fn many_groups_become_series_on_every_core() {
+        // 600 series, two to a host; some miss some steps. By GPU or by
+        // host over 120 steps: 36,000 cells or more, built on every core;
+        // a host whose series fall in two parts of the read has its cells
+        // merged first.
+        let inner = MemStore::new();
+        for i in 0..600i64 {
+            let l = Labels::from_pairs([
+                ("__name__", "g"),
+                ("gpu", &format!("{i:03}")),
+                ("host", &format!("h{:03}", i / 2)),
+            ]);
+            let samples: Vec<Sample> = (0..120)
+                .filter(|k| (k + i) % 13 != 0)
+                .map(|k| Sample::new(k * 15_000, ((k * 7 + i * 3) % 23) as f64 / 4.0))
+                .collect();
+            inner.add(l, &samples);
+        }
+        let s = Parted {
+            inner,
+            folds: AtomicUsize::new(0),
+            parts: AtomicUsize::new(0),
+        };
+        let eng = Engine::default();
+        for q in [
+            "sum by (gpu) (g)",
+            "avg by (host) (g)",
+            "max without (gpu) (g)",
+            "count by (host) (g)",
+        ] {
+            let reference = q.replace("(g)", "(g * 1)");
+            let got = eng.range(&s, q, 0, 119 * 15_000, 15_000).expect(q);
+            let want = eng.range(&s.inner, &reference, 0, 119 * 15_000, 15_000).expect(q);
+            assert_same(&got, &want, q);
+            let Value::Matrix(m) = &got.value else { panic!("{q}") };
+            assert!(m.len() >= 300, "{q}: {} series", m.len());
+        }
+        assert_eq!(s.folds.load(Ordering::Relaxed), 4);
+        assert!(s.parts.load(Ordering::Relaxed) >= 8);
     }
 
     #[test]
