@@ -765,24 +765,41 @@ pub fn decode_block_range(
             break;
         }
     }
-    if nfrom == 0 {
-        return decode_columns_in(tb, kind, vb, end, range, out);
-    }
-    // The value table up to that restart point.
-    let by_delta = match kind {
+    let fitted = match kind {
         ValueKind::FittedInt | ValueKind::FittedDecimal(_) => {
             let mut h = BitReader::new(vb);
-            h.read_bits(64)
-                .and_then(|_| fitted_header(&mut h))
-                .ok_or(CorruptChunk)?
-                .0
+            Some(
+                h.read_bits(64)
+                    .and_then(|_| fitted_header(&mut h))
+                    .ok_or(CorruptChunk)?,
+            )
         }
-        _ => false,
+        _ => None,
     };
+    let by_delta = fitted.is_some_and(|f| f.0);
+    // A fitted column without a run table (a noisy gauge's) is decoded in
+    // two lanes, split at the regular restart point nearest the middle of
+    // what is read, when each lane has enough codes.
+    let split = match fitted {
+        Some((by_delta, widths)) if RunTable::of(&widths, by_delta).is_none() && from.at <= end => {
+            let mid = (from.at + end) / 2;
+            (1..=(n - 1) / RESTART_EVERY)
+                .map(|j| j * RESTART_EVERY)
+                .filter(|&p| p >= from.at + MIN_LANE && p + MIN_LANE <= end)
+                .min_by_key(|&p| p.abs_diff(mid))
+        }
+        _ => None,
+    };
+    if nfrom == 0 && split.is_none() {
+        return decode_columns_in(tb, kind, vb, end, range, out);
+    }
+    // The value table up to that restart point (and the split point).
     let first_v = first_raw(vb);
     let mut vr = ByteReader::new(vt);
     let mut vbit = 0usize;
-    for _ in 0..nfrom {
+    let mut at_split = Resume::default();
+    let entries = nfrom.max(split.map_or(0, |p| p / RESTART_EVERY));
+    for j in 0..entries {
         let e = (|| {
             vbit = vbit.checked_add(usize::try_from(vr.uvarint().ok()?).ok()?)?;
             Some(match kind {
@@ -794,13 +811,236 @@ pub fn decode_block_range(
             })
         })()
         .ok_or(CorruptChunk)?;
-        (from.v, from.dv) = e;
+        if j < nfrom {
+            (from.v, from.dv, from.val_bit) = (e.0, e.1, vbit);
+        }
+        if split.is_some_and(|p| j + 1 == p / RESTART_EVERY) {
+            (at_split.v, at_split.dv, at_split.val_bit) = (e.0, e.1, vbit);
+        }
     }
-    from.val_bit = vbit;
-    if from.at > end || decode_from(tb, kind, vb, &from, end - from.at, range, out).is_none() {
+    if from.at > end {
+        return Err(fail(out));
+    }
+    let done = match (split, fitted) {
+        (Some(p), Some((_, widths))) => {
+            at_split.at = p;
+            decode_in_lanes(tb, kind, vb, &from, &at_split, &widths, end - from.at, range, out)
+        }
+        _ => decode_from(tb, kind, vb, &from, end - from.at, range, out),
+    };
+    if done.is_none() {
         return Err(fail(out));
     }
     Ok(())
+}
+
+/// The fewest codes a lane of [`decode_in_lanes`] takes.
+const MIN_LANE: usize = 64;
+
+/// [`decode_from`] for a fitted column without a run table, from restart
+/// point `from` (sample 0 when its `at` is 0) for `count` samples, whose
+/// values are decoded in two lanes: from `from` to `split`, a later restart
+/// point, and from `split` on, one code of each in turn. A code's length
+/// depends on the code before it, so one column is a chain of dependent
+/// steps (load the bits, tell the bucket, shift by the length); two chains
+/// interleaved let the processor work on both at once.
+#[allow(clippy::too_many_arguments)]
+fn decode_in_lanes(
+    ts: &[u8],
+    kind: ValueKind,
+    vals: &[u8],
+    from: &Resume,
+    split: &Resume,
+    widths: &[u8; 4],
+    count: usize,
+    range: (i64, i64),
+    out: &mut Vec<Sample>,
+) -> Option<()> {
+    let start = out.len();
+    out.reserve(count);
+    let mut times = Times::new(out, count, range);
+    if from.at == 0 {
+        decode_dod(ts, &TS_WIDTHS, count, &mut times)?;
+    } else {
+        code_loop::<false, false>(BitReader::at(ts, from.ts_bit)?, &TS_WIDTHS, from.t, from.dt, &mut times)?;
+    }
+    if !times.increasing {
+        return None;
+    }
+    let cut = times.cut;
+    let slots = &mut out[start..];
+    match kind {
+        ValueKind::FittedInt => fitted_lanes(vals, from, split, widths, count, &mut Ints::ints_cut(slots, count, cut)),
+        ValueKind::FittedDecimal(k) => {
+            fitted_lanes(vals, from, split, widths, count, &mut Scaled::new(slots, count, cut, k))
+        }
+        _ => None,
+    }
+}
+
+/// The values of [`decode_in_lanes`], value `i` (from `from`) to `out`'s
+/// slot `i`.
+#[inline(always)]
+fn fitted_lanes(
+    vals: &[u8],
+    from: &Resume,
+    split: &Resume,
+    widths: &[u8; 4],
+    count: usize,
+    out: &mut impl DodSink,
+) -> Option<()> {
+    let mut h = BitReader::new(vals);
+    let v0 = h.read_bits(64)? as i64;
+    let (by_delta, _) = fitted_header(&mut h)?;
+    if by_delta {
+        let base = read_bucketed(&mut h, &INT_WIDTHS)?;
+        lanes::<true>(h, v0, base, vals, from, split, widths, count, out)
+    } else {
+        lanes::<false>(h, v0, 0, vals, from, split, widths, count, out)
+    }
+}
+
+/// One lane of [`lanes`]: its reader, the value (and, unless `BY_DELTA`,
+/// the delta) reached, the index of its next value and the one it stops
+/// before.
+struct Lane<'a> {
+    r: BitReader<'a>,
+    v: i64,
+    d: i64,
+    i: usize,
+    end: usize,
+}
+
+impl Lane<'_> {
+    /// Decodes the lane's next code into `out`: as the loop without a run
+    /// table does (the first three buckets told apart from the top four
+    /// bits), the widest bucket and the end of the input by the general
+    /// path.
+    #[inline(always)]
+    fn code<const BY_DELTA: bool>(&mut self, packed: u32, widths: &[u8; 4], out: &mut impl DodSink) -> Option<()> {
+        let (acc, nbits) = self.r.window();
+        let top = (acc >> 60) as u32;
+        let k = (top >= 8) as u32 + (top >= 12) as u32 + (top >= 14) as u32;
+        let w = (packed >> (8 * k)) & 0xff;
+        let len = k + 1 + w;
+        let code = if top != 15 && len <= nbits {
+            self.r.skip_short(len);
+            let field = ((acc << (k + 1)) as i64) >> ((64 - w) & 63);
+            field & -((k != 0) as i64)
+        } else {
+            read_bucketed(&mut self.r, widths)?
+        };
+        if BY_DELTA {
+            self.v = self.v.wrapping_add(self.d.wrapping_add(code));
+        } else {
+            self.d = self.d.wrapping_add(code);
+            self.v = self.v.wrapping_add(self.d);
+        }
+        out.put(self.i, self.v);
+        self.i += 1;
+        Some(())
+    }
+}
+
+/// [`fitted_lanes`] of one mode; `h` is the reader after the column's
+/// header (and base), `v0` its first value.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn lanes<const BY_DELTA: bool>(
+    mut h: BitReader<'_>,
+    v0: i64,
+    base: i64,
+    vals: &[u8],
+    from: &Resume,
+    split: &Resume,
+    widths: &[u8; 4],
+    count: usize,
+    out: &mut impl DodSink,
+) -> Option<()> {
+    let mid = split.at.checked_sub(from.at).filter(|&m| m >= 2 && m <= count)?;
+    let mut a = if from.at > 0 {
+        let d = if BY_DELTA { base } else { from.dv };
+        Lane {
+            r: BitReader::at(vals, from.val_bit)?,
+            v: from.v,
+            d,
+            i: 0,
+            end: mid,
+        }
+    } else if BY_DELTA {
+        out.put(0, v0);
+        Lane {
+            r: h,
+            v: v0,
+            d: base,
+            i: 1,
+            end: mid,
+        }
+    } else {
+        out.put(0, v0);
+        let d = read_bucketed(&mut h, widths)?;
+        let v = v0.wrapping_add(d);
+        out.put(1, v);
+        Lane {
+            r: h,
+            v,
+            d,
+            i: 2,
+            end: mid,
+        }
+    };
+    let mut b = Lane {
+        r: BitReader::at(vals, split.val_bit)?,
+        v: split.v,
+        d: if BY_DELTA { base } else { split.dv },
+        i: mid,
+        end: count,
+    };
+    let packed = (widths[0] as u32) << 8 | (widths[1] as u32) << 16 | (widths[2] as u32) << 24;
+    while a.i < a.end && b.i < b.end {
+        a.code::<BY_DELTA>(packed, widths, out)?;
+        b.code::<BY_DELTA>(packed, widths, out)?;
+    }
+    // The longer lane's rest, by the loop of one lane.
+    for l in [a, b] {
+        if l.i < l.end {
+            let n = l.end - l.i;
+            code_loop::<BY_DELTA, true>(
+                l.r,
+                widths,
+                l.v,
+                l.d,
+                &mut Offset {
+                    out: &mut *out,
+                    at: l.i,
+                    n,
+                },
+            )?;
+        }
+    }
+    Some(())
+}
+
+/// The `n` slots of another sink from its slot `at` on.
+struct Offset<'a, S> {
+    out: &'a mut S,
+    at: usize,
+    n: usize,
+}
+
+impl<S: DodSink> DodSink for Offset<'_, S> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.n
+    }
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: i64) {
+        self.out.put(self.at + i, v);
+    }
+    #[inline(always)]
+    fn run(&mut self, i: usize, z: usize, v: i64, d: i64) -> i64 {
+        self.out.run(self.at + i, z, v, d)
+    }
 }
 
 /// An immutable chunk: its two columns (in one allocation, on the heap or in
@@ -2001,6 +2241,60 @@ mod tests {
                 check_block(&s);
             }
         }
+    }
+
+    /// Noisy fitted columns (no run table) of both modes are read in two
+    /// lanes, split at a regular restart point; every range reads exactly
+    /// the samples inside, as one lane does.
+    #[test]
+    fn noisy_fitted_columns_read_in_two_lanes_keep_exactly_the_samples_inside() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m) as i64
+        };
+        let mut lanes = 0;
+        for (by_delta_meant, scale) in [(true, 0usize), (true, 2), (false, 0), (false, 3)] {
+            for n in [160usize, 223, 224, 300, 383, 384, 479, 480] {
+                // By delta: a gauge jumping around a level (GPU power); by
+                // change of delta: a delta that wanders widely.
+                let (mut v, mut d) = (500_000i64, 0i64);
+                let s: Vec<Sample> = (0..n)
+                    .map(|i| {
+                        if by_delta_meant {
+                            v = 500_000 + next(400_000) - 200_000;
+                        } else {
+                            d += next(20_000) - 10_000;
+                            v += d;
+                        }
+                        Sample::new(1_000 + i as i64 * 15_000, v as f64 / POW10[scale])
+                    })
+                    .collect();
+                let c = encode_block(&s);
+                assert!(
+                    matches!(c.kind, ValueKind::FittedInt | ValueKind::FittedDecimal(_)),
+                    "{:?}",
+                    c.kind
+                );
+                let body = if n > RESTART_EVERY {
+                    split_indexed(&c.vals).unwrap().1
+                } else {
+                    &c.vals[..]
+                };
+                let mut h = BitReader::new(body);
+                h.read_bits(64).unwrap();
+                let (by_delta, widths) = super::fitted_header(&mut h).unwrap();
+                assert_eq!(by_delta, by_delta_meant, "{n} samples");
+                assert!(RunTable::of(&widths, by_delta).is_none(), "{widths:?}");
+                // Two lanes of at least MIN_LANE codes each fit around a
+                // regular restart point from 224 samples on.
+                lanes += usize::from(n >= RESTART_EVERY + MIN_LANE);
+                check_block(&s);
+            }
+        }
+        assert_eq!(lanes, 4 * 6);
     }
 
     #[test]
