@@ -667,14 +667,7 @@ fn decode_from(
     out: &mut Vec<Sample>,
 ) -> Option<()> {
     let start = out.len();
-    out.reserve(count);
-    let r = BitReader::at(ts, at.ts_bit)?;
-    let mut times = Times::new(out, count, range);
-    code_loop::<false, false>(r, &TS_WIDTHS, at.t, at.dt, &mut times)?;
-    if !times.increasing {
-        return None;
-    }
-    let cut = times.cut;
+    let cut = times_from(ts, at, count, range, out)?;
     let slots = &mut out[start..];
     let r = BitReader::at(vals, at.val_bit)?;
     match kind {
@@ -697,6 +690,21 @@ fn decode_from(
             floats_into(fd, count, cut, slots)
         }
     }
+}
+
+/// Appends to `out` the timestamps in `range` of `count` samples decoded
+/// from restart point `at` (from the column's start when `at.at` is 0),
+/// checked to increase; returns how many came before the range (see
+/// [`Times`]).
+fn times_from(ts: &[u8], at: &Resume, count: usize, range: (i64, i64), out: &mut Vec<Sample>) -> Option<usize> {
+    out.reserve(count);
+    let mut times = Times::new(out, count, range);
+    if at.at == 0 {
+        decode_dod(ts, &TS_WIDTHS, count, &mut times)?;
+    } else {
+        code_loop::<false, false>(BitReader::at(ts, at.ts_bit)?, &TS_WIDTHS, at.t, at.dt, &mut times)?;
+    }
+    times.increasing.then_some(times.cut)
 }
 
 /// Splits a column of an indexed block chunk into its restart table and its
@@ -857,17 +865,7 @@ fn decode_in_lanes(
     out: &mut Vec<Sample>,
 ) -> Option<()> {
     let start = out.len();
-    out.reserve(count);
-    let mut times = Times::new(out, count, range);
-    if from.at == 0 {
-        decode_dod(ts, &TS_WIDTHS, count, &mut times)?;
-    } else {
-        code_loop::<false, false>(BitReader::at(ts, from.ts_bit)?, &TS_WIDTHS, from.t, from.dt, &mut times)?;
-    }
-    if !times.increasing {
-        return None;
-    }
-    let cut = times.cut;
+    let cut = times_from(ts, from, count, range, out)?;
     let slots = &mut out[start..];
     match kind {
         ValueKind::FittedInt => fitted_lanes(vals, from, split, widths, count, &mut Ints::ints_cut(slots, count, cut)),
@@ -958,37 +956,21 @@ fn lanes<const BY_DELTA: bool>(
     out: &mut impl DodSink,
 ) -> Option<()> {
     let mid = split.at.checked_sub(from.at).filter(|&m| m >= 2 && m <= count)?;
-    let mut a = if from.at > 0 {
+    // The first lane: from a restart point, or after the column's first
+    // value (and, by change of delta, its first delta).
+    let (r, v, d, i) = if from.at > 0 {
         let d = if BY_DELTA { base } else { from.dv };
-        Lane {
-            r: BitReader::at(vals, from.val_bit)?,
-            v: from.v,
-            d,
-            i: 0,
-            end: mid,
-        }
+        (BitReader::at(vals, from.val_bit)?, from.v, d, 0)
     } else if BY_DELTA {
         out.put(0, v0);
-        Lane {
-            r: h,
-            v: v0,
-            d: base,
-            i: 1,
-            end: mid,
-        }
+        (h, v0, base, 1)
     } else {
         out.put(0, v0);
         let d = read_bucketed(&mut h, widths)?;
-        let v = v0.wrapping_add(d);
-        out.put(1, v);
-        Lane {
-            r: h,
-            v,
-            d,
-            i: 2,
-            end: mid,
-        }
+        out.put(1, v0.wrapping_add(d));
+        (h, v0.wrapping_add(d), d, 2)
     };
+    let mut a = Lane { r, v, d, i, end: mid };
     let mut b = Lane {
         r: BitReader::at(vals, split.val_bit)?,
         v: split.v,
