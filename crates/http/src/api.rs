@@ -56,12 +56,40 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs blocking work on the blocking pool within the query concurrency
+/// Where a request's work runs: reads on the query worker threads, which
+/// then take a share of their own parts; writes (deletes, flushes,
+/// compaction, snapshots), which wait on the disk, on tokio's blocking
+/// threads, so that they never hold a worker that queries need.
+#[derive(Clone, Copy, PartialEq)]
+enum Runs {
+    Read,
+    Write,
+}
+
+/// Runs a read on the query worker threads within the query concurrency
 /// limit. A request waits for a free slot at most `wait` (its timeout: the
 /// wait counts toward it, as in Prometheus); `f` is told how long it waited.
 async fn run_query<T: Send + 'static>(
     st: &Arc<AppState>,
     wait: Option<std::time::Duration>,
+    f: impl FnOnce(&AppState, Arc<AtomicBool>, std::time::Duration) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    run_in_slot(st, wait, Runs::Read, f).await
+}
+
+/// Like [`run_query`] for work that writes, on the blocking threads.
+async fn run_write<T: Send + 'static>(
+    st: &Arc<AppState>,
+    wait: Option<std::time::Duration>,
+    f: impl FnOnce(&AppState, Arc<AtomicBool>, std::time::Duration) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    run_in_slot(st, wait, Runs::Write, f).await
+}
+
+async fn run_in_slot<T: Send + 'static>(
+    st: &Arc<AppState>,
+    wait: Option<std::time::Duration>,
+    runs: Runs,
     f: impl FnOnce(&AppState, Arc<AtomicBool>, std::time::Duration) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let queued = Instant::now();
@@ -85,13 +113,23 @@ async fn run_query<T: Send + 'static>(
     let cancel = Arc::new(AtomicBool::new(false));
     let mut guard = CancelOnDrop(cancel.clone(), true);
     let st2 = st.clone();
-    let r = tokio::task::spawn_blocking(move || {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = move || {
         let _permit = permit;
-        f(&st2, cancel, waited)
-    })
-    .await;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&st2, cancel, waited)));
+        let _ = tx.send(r);
+    };
+    match runs {
+        Runs::Read => sextant_model::parallel::spawn(job),
+        Runs::Write => drop(tokio::task::spawn_blocking(job)),
+    }
+    let r = rx.await;
     guard.1 = false;
-    r.map_err(|e| ApiError::internal(format!("query evaluation failed: {e}")))
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(p)) => Err(ApiError::internal(format!("query evaluation failed: {}", panic_text(&*p)))),
+        Err(_) => Err(ApiError::internal("query evaluation failed: its thread ended without an answer")),
+    }
 }
 
 fn engine_for(st: &AppState, timeout_ms: Option<i64>) -> Engine {
@@ -644,7 +682,7 @@ pub async fn delete_series(State(st): State<Arc<AppState>>, RawQuery(q): RawQuer
     let r: Result<Response, ApiError> = async {
         let sets = matchers_of(&p, true)?;
         let (start, end) = time_range(&p)?;
-        run_query(
+        run_write(
             &st,
             st.engine.options().timeout,
             move |st, _, _| -> Result<(), ApiError> {
@@ -662,14 +700,14 @@ pub async fn delete_series(State(st): State<Arc<AppState>>, RawQuery(q): RawQuer
 }
 
 pub async fn clean_tombstones(State(st): State<Arc<AppState>>) -> Response {
-    match run_query(&st, None, |st, _, _| st.db.run_maintenance().map_err(ApiError::from)).await {
+    match run_write(&st, None, |st, _, _| st.db.run_maintenance().map_err(ApiError::from)).await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(e)) | Err(e) => e.into_response(),
     }
 }
 
 pub async fn flush(State(st): State<Arc<AppState>>) -> Response {
-    match run_query(&st, None, |st, _, _| st.db.flush().map_err(ApiError::from)).await {
+    match run_write(&st, None, |st, _, _| st.db.flush().map_err(ApiError::from)).await {
         Ok(Ok(metas)) => ok_data(serde_json::json!({
             "blocks": metas.iter().map(|m| serde_json::json!({"id": m.id, "minTime": m.min_time, "maxTime": m.max_time, "numSeries": m.stats.num_series, "numSamples": m.stats.num_samples})).collect::<Vec<_>>()
         })),
@@ -684,7 +722,7 @@ pub async fn snapshot(State(st): State<Arc<AppState>>) -> Response {
         (now_ms() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
     );
     let n2 = name.clone();
-    match run_query(&st, st.engine.options().timeout, move |st, _, _| {
+    match run_write(&st, st.engine.options().timeout, move |st, _, _| {
         let dir = st.db.dir().join("snapshots").join(&n2);
         st.db.snapshot(&dir).map_err(ApiError::from)
     })
@@ -798,6 +836,54 @@ pub(crate) mod ast {
                 json!({"type": "call", "func": {"name": c.func.name}, "args": c.args.args.iter().map(|a| to_json(a)).collect::<Vec<_>>()})
             }
             Expr::Extension(_) => json!({"type": "extension"}),
+        }
+    }
+}
+
+/// The message a panic carried, for the error a client gets.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> (tempfile::TempDir, Arc<AppState>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sextant_storage::Db::open(dir.path(), Default::default()).expect("open");
+        let st = AppState::new(Arc::new(db), crate::ServerConfig::default());
+        (dir, st)
+    }
+
+    #[tokio::test]
+    async fn reads_run_on_the_query_threads_and_writes_off_them() {
+        let (_dir, st) = state();
+        let name = |_: &AppState, _: Arc<AtomicBool>, _: std::time::Duration| {
+            std::thread::current().name().unwrap_or("").to_string()
+        };
+        let read = run_query(&st, None, name).await.expect("read");
+        assert!(read.starts_with("sextant-query-"), "a read ran on {read:?}");
+        let write = run_write(&st, None, name).await.expect("write");
+        assert!(!write.starts_with("sextant-query-"), "a write ran on {write:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_query_is_an_internal_error_and_the_threads_go_on() {
+        let (_dir, st) = state();
+        for runs in [Runs::Read, Runs::Write] {
+            let e = run_in_slot(&st, None, runs, |_, _, _| -> u32 { panic!("boom in a query") })
+                .await
+                .expect_err("a panic is an error");
+            assert_eq!(e.kind, ErrorType::Internal);
+            assert!(e.msg.contains("boom in a query"), "{}", e.msg);
+        }
+        // Every slot came back and the workers still answer.
+        for _ in 0..3 * st.cfg.max_concurrent_queries {
+            assert_eq!(run_query(&st, None, |_, _, _| 7).await.expect("after"), 7);
         }
     }
 }

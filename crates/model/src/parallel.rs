@@ -47,11 +47,28 @@ pub fn map_parts<T: Send, F: Fn(usize) -> T + Sync>(parts: usize, work: F) -> Ve
         .collect()
 }
 
+/// Runs `job` on one of the pool's threads and returns at once. A query run
+/// this way takes a share of its own parts (a scope begun on a pool thread
+/// runs its jobs there too), instead of a thread outside the pool handing
+/// every part over and sleeping until they are done: a thread fewer to wake
+/// for each query. A panic in `job` is caught and dropped (the pool would
+/// abort the process otherwise); a `job` that must report one catches it
+/// itself.
+pub fn spawn(job: impl FnOnce() + Send + 'static) {
+    pool().spawn(move || {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    });
+}
+
 fn pool() -> &'static rayon_core::ThreadPool {
     static POOL: std::sync::OnceLock<rayon_core::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         rayon_core::ThreadPoolBuilder::new()
             .num_threads(workers())
+            // Queries run here whole, and one may run inside another's wait
+            // for a part: more room than the default 2 MiB, which costs
+            // address space, not memory.
+            .stack_size(16 << 20)
             .thread_name(|i| format!("sextant-query-{i}"))
             .build()
             .unwrap_or_else(|e| panic!("cannot start the query worker threads: {e}"))

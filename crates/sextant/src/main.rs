@@ -42,7 +42,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_name("sextant")
         .build()?;
-    rt.block_on(sextant::serve(opts))
+    // The server runs as a task on the worker threads, not on this one: a
+    // connection it accepts then starts on the thread that accepted it,
+    // which is awake, instead of waking a worker.
+    rt.block_on(async move {
+        tokio::spawn(sextant::serve(opts))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the server's task failed: {e}")))
+    })
 }
 
 /// `sextant demo`: sends the fleet to a remote-write URL until interrupted.
