@@ -554,11 +554,19 @@ fn main() {
     let (mut equal, mut compared) = (0, 0);
     let mut worst_p: f64 = 0.0;
     let mut worst_v: f64 = 0.0;
+    let (mut timed, mut within_p, mut within_v, mut within_both) = (0, 0, 0, 0);
     for (qi, (title, _)) in QUERIES.iter().enumerate() {
         for (hi, (shape, _)) in shapes.iter().enumerate() {
             print!("| {title} | {shape} |");
             for l in &latencies {
-                print!(" {:.1} |", l.1[qi][hi]);
+                // Two decimals below 10 ms: a tenth is 10-25 % of the
+                // smallest medians.
+                let ms = l.1[qi][hi];
+                if ms < 10.0 {
+                    print!(" {ms:.2} |");
+                } else {
+                    print!(" {ms:.1} |");
+                }
             }
             let ratio = |o: Option<usize>| match (si, o) {
                 (Some(s), Some(o)) => Some(latencies[s].1[qi][hi] / latencies[o].1[qi][hi]),
@@ -568,6 +576,12 @@ fn main() {
             let rv = ratio(vi);
             worst_p = worst_p.max(rp.unwrap_or(0.0));
             worst_v = worst_v.max(rv.unwrap_or(0.0));
+            if let (Some(p), Some(v)) = (rp, rv) {
+                timed += 1;
+                within_p += usize::from(p <= 0.1);
+                within_v += usize::from(v <= 0.3);
+                within_both += usize::from(p <= 0.1 && v <= 0.3);
+            }
             let fmt = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}x"));
             let eq = match (si, pi) {
                 (Some(s), Some(p)) => match (&answers[s].1[qi][hi], &answers[p].1[qi][hi]) {
@@ -599,6 +613,11 @@ fn main() {
     println!(
         "\n{equal} of {compared} answers equal to Prometheus's; slowest ratio Sextant / Prometheus {worst_p:.2}x, Sextant / VictoriaMetrics {worst_v:.2}x"
     );
+    if timed > 0 {
+        println!(
+            "Latency bounds (Sextant at most 0.1x Prometheus's and 0.3x VictoriaMetrics's median): {within_both} of {timed} queries within both; {within_p} within 0.1x Prometheus, {within_v} within 0.3x VictoriaMetrics"
+        );
+    }
 }
 
 fn enc(s: &str) -> String {
