@@ -127,8 +127,13 @@ async fn run_in_slot<T: Send + 'static>(
     guard.1 = false;
     match r {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(p)) => Err(ApiError::internal(format!("query evaluation failed: {}", panic_text(&*p)))),
-        Err(_) => Err(ApiError::internal("query evaluation failed: its thread ended without an answer")),
+        Ok(Err(p)) => Err(ApiError::internal(format!(
+            "query evaluation failed: {}",
+            panic_text(&*p)
+        ))),
+        Err(_) => Err(ApiError::internal(
+            "query evaluation failed: its thread ended without an answer",
+        )),
     }
 }
 

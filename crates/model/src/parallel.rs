@@ -49,7 +49,10 @@ pub fn map_parts<T: Send, F: Fn(usize) -> T + Sync>(parts: usize, work: F) -> Ve
     }
     assert!(u32::try_from(parts).is_ok(), "a call of more than 2^32 parts");
     let slots: Vec<Slot<T>> = (0..parts).map(|_| Slot(std::cell::UnsafeCell::new(None))).collect();
-    let call = Call { work: &work, slots: &slots };
+    let call = Call {
+        work: &work,
+        slots: &slots,
+    };
     let task = Arc::new(Task {
         run: run_part::<T, F>,
         call: &call as *const Call<'_, T, F> as *const (),
@@ -346,7 +349,9 @@ mod tests {
             }
             let tx = tx.clone();
             spawn(move || tx.send(round).expect("send"));
-            let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the job ran");
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the job ran");
             assert_eq!(got, round);
             // And parts of a call from outside the pool, split between the
             // caller and the pool.
@@ -363,16 +368,23 @@ mod tests {
         for j in 0..workers() * 2 {
             let tx = tx.clone();
             spawn(move || {
-                let v = map_parts(4, |i| map_parts(3, |k| (j * 100 + i * 10 + k) as u64).iter().sum::<u64>());
+                let v = map_parts(4, |i| {
+                    map_parts(3, |k| (j * 100 + i * 10 + k) as u64).iter().sum::<u64>()
+                });
                 tx.send((j, v)).expect("send");
             });
         }
         let mut got: Vec<(usize, Vec<u64>)> = (0..workers() * 2)
-            .map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).expect("every job ends"))
+            .map(|_| {
+                rx.recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("every job ends")
+            })
             .collect();
         got.sort();
         for (j, v) in got {
-            let want: Vec<u64> = (0..4).map(|i| (0..3).map(|k| (j * 100 + i * 10 + k) as u64).sum()).collect();
+            let want: Vec<u64> = (0..4)
+                .map(|i| (0..3).map(|k| (j * 100 + i * 10 + k) as u64).sum())
+                .collect();
             assert_eq!(v, want);
         }
     }

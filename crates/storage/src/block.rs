@@ -1007,7 +1007,8 @@ impl Block {
             map.entry(id).or_default().push((a, b));
         }
         let mut t = self.tombstones.write();
-        self.any_tombstones.store(!map.is_empty(), std::sync::atomic::Ordering::Release);
+        self.any_tombstones
+            .store(!map.is_empty(), std::sync::atomic::Ordering::Release);
         *t = map;
         Ok(())
     }
@@ -1036,7 +1037,8 @@ impl Block {
         let crc = crc32fast::hash(&body);
         body.extend_from_slice(&crc.to_le_bytes());
         write_atomic(&self.tombstones_path(), &body)?;
-        self.any_tombstones.store(!next.is_empty(), std::sync::atomic::Ordering::Release);
+        self.any_tombstones
+            .store(!next.is_empty(), std::sync::atomic::Ordering::Release);
         *t = next;
         Ok(())
     }
