@@ -60,7 +60,7 @@ impl Drop for CancelOnDrop {
 /// then take a share of their own parts; writes (deletes, flushes,
 /// compaction, snapshots), which wait on the disk, on tokio's blocking
 /// threads, so that they never hold a worker that queries need.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Runs {
     Read,
     Write,

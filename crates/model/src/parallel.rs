@@ -57,7 +57,7 @@ pub fn map_parts<T: Send, F: Fn(usize) -> T + Sync>(parts: usize, work: F) -> Ve
         run: run_part::<T, F>,
         call: &call as *const Call<'_, T, F> as *const (),
         parts,
-        unclaimed: std::sync::atomic::AtomicU64::new(parts as u64),
+        unclaimed: AtomicU64::new(parts as u64),
         done: AtomicUsize::new(0),
         waiter: std::thread::current(),
         panic: Mutex::new(None),
@@ -72,10 +72,7 @@ pub fn map_parts<T: Send, F: Fn(usize) -> T + Sync>(parts: usize, work: F) -> Ve
         .lock()
         .retain(|w| !matches!(w, Work::Parts(t) if Arc::ptr_eq(t, &task)));
     // The parts others took end soon, mostly: wait for them awake first.
-    let t = std::time::Instant::now();
-    while task.done.load(Ordering::Acquire) < parts && t.elapsed() < IDLE_SPIN {
-        std::thread::yield_now();
-    }
+    awake_while(|| task.done.load(Ordering::Acquire) < parts);
     while task.done.load(Ordering::Acquire) < parts {
         std::thread::park();
     }
@@ -103,9 +100,17 @@ pub fn spawn(job: impl FnOnce() + Send + 'static) {
 /// How long a pool thread out of work looks for more before it sleeps.
 pub const IDLE_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// Yields the core, awake, while `waiting` holds, for at most [`IDLE_SPIN`].
+fn awake_while(waiting: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while waiting() && t.elapsed() < IDLE_SPIN {
+        std::thread::yield_now();
+    }
+}
+
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// One result of a `map_parts` call, written by the one thread that claimed
@@ -140,7 +145,7 @@ struct Task {
     call: *const (),
     parts: usize,
     /// The parts not yet claimed, `first << 32 | end`.
-    unclaimed: std::sync::atomic::AtomicU64,
+    unclaimed: AtomicU64,
     done: AtomicUsize,
     waiter: std::thread::Thread,
     panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
@@ -239,10 +244,7 @@ impl Pool {
     /// `seen` was read.
     fn look_for_work(&self, seen: usize) {
         self.looking.fetch_add(1, Ordering::SeqCst);
-        let t = std::time::Instant::now();
-        while self.pushed.load(Ordering::SeqCst) == seen && t.elapsed() < IDLE_SPIN {
-            std::thread::yield_now();
-        }
+        awake_while(|| self.pushed.load(Ordering::SeqCst) == seen);
         self.looking.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -285,14 +287,10 @@ fn worker(pool: &'static Pool) {
                         q = pool.queue.lock();
                     }
                     None => pool.ready.wait(&mut q),
-                    Some(Work::Parts(t)) => {
-                        let t = t.clone();
-                        if t.all_claimed() {
-                            q.pop_front();
-                            continue;
-                        }
-                        break Work::Parts(t);
+                    Some(Work::Parts(t)) if t.all_claimed() => {
+                        q.pop_front();
                     }
+                    Some(Work::Parts(t)) => break Work::Parts(t.clone()),
                     Some(Work::Job(_)) => break q.pop_front().unwrap_or_else(|| unreachable!("the front was a job")),
                 }
             }
