@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs every fuzz target in fuzz/ for a set time (default 60 s each), from
-# seeds written by the project's own encoders. A crash, a hang (an input
-# running over 10 s), or memory over 2 GiB (RSS) or a single allocation over
-# 1 GiB fails the run; the input that did it is kept in fuzz/artifacts/<target>/.
+# seeds written by the project's own encoders, in an optimised build that
+# keeps debug assertions and overflow checks (an overflow that would wrap in
+# a release build fails at once, not later as a hang or a wrong answer). A
+# crash, a hang (an input running over 10 s), or memory over 2 GiB (RSS) or a
+# single allocation over 1 GiB fails the run; the input that did it is kept in
+# fuzz/artifacts/<target>/.
 #
 #   bash scripts/fuzz.sh            # 60 s per target
 #   bash scripts/fuzz.sh 600 wal    # one target, 10 minutes
@@ -24,7 +27,7 @@ export RUSTC_BOOTSTRAP=1
 # before this one has mostly built already (a release build of the workspace
 # for them took minutes of CI's time).
 cargo run --profile test --quiet -p sextant-benches --bin fuzz_seeds -- fuzz/corpus
-(cd fuzz && cargo fuzz build -O)
+(cd fuzz && cargo fuzz build -O -a)
 fail=0
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
@@ -34,7 +37,7 @@ for t in "${targets[@]}"; do
   done
   log="fuzz/artifacts/$t/run.log"
   start=$(date +%s)
-  if (cd fuzz && cargo fuzz run -O "$t" "corpus/$t" -- \
+  if (cd fuzz && cargo fuzz run -O -a "$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
         -print_final_stats=1 >"artifacts/$t/run.log" 2>&1); then
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")

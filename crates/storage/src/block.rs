@@ -1209,7 +1209,7 @@ impl Block {
                     value: self.shared_symbol(pair[1])?,
                 });
             }
-            let l = Labels::from_sorted_unchecked(v);
+            let l = sorted_labels(v)?;
             if p.sets.len() >= MAX_PROJECTED_SETS {
                 p.sets.clear();
             }
@@ -1230,7 +1230,7 @@ impl Block {
                 value: self.shared_symbol(value)?,
             });
         }
-        Some(Labels::from_sorted_unchecked(v))
+        sorted_labels(v)
     }
 
     fn page(&self, file_off: u64) -> Result<Page> {
@@ -1524,6 +1524,15 @@ fn verify_index(b: &[u8], path: &Path) -> Result<[(usize, usize); TOC_SECTIONS]>
     Ok(out)
 }
 
+/// A series entry's labels as a label set, or `None` (a damaged entry) when
+/// their names are not in strictly ascending order or a value is empty: the
+/// writer never stores such a set, and a reader that took one would answer
+/// matchers wrongly.
+fn sorted_labels(v: Vec<Label>) -> Option<Labels> {
+    let ok = v.windows(2).all(|w| w[0].name < w[1].name) && v.iter().all(|l| !l.value.is_empty());
+    ok.then(|| Labels::from_sorted_unchecked(v))
+}
+
 /// A page's checksum covers its two length fields and its compressed bytes.
 fn page_crc(raw_len: u32, comp_len: u32, comp: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -1750,6 +1759,35 @@ mod tests {
         let mut out = Vec::new();
         b.samples(0, 0, 30_000, &mut out).expect("samples");
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_label_set_out_of_order_is_a_damaged_entry() {
+        let d = tempfile::tempdir().expect("tempdir");
+        write_block(d.path(), 10);
+        let dir = d.path().join("b1");
+        let mut b = fs::read(dir.join("index")).expect("read");
+        // The symbol "even" becomes "zzzz", checksums made right again: every
+        // series' names are then "__name__", "zzzz", "i", out of order.
+        let at = b.windows(4).position(|w| w == b"even").expect("the symbol");
+        b[at..at + 4].copy_from_slice(b"zzzz");
+        let toc = b.len() - TOC_LEN;
+        let off = u64::from_le_bytes(b[toc..toc + 8].try_into().unwrap()) as usize;
+        let len = u64::from_le_bytes(b[toc + 8..toc + 16].try_into().unwrap()) as usize;
+        assert!((off..off + len).contains(&at), "the symbols section holds the symbol");
+        let crc = crc32fast::hash(&b[off..off + len]);
+        b[toc + 16..toc + 20].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32fast::hash(&b[toc..toc + TOC_SECTIONS * 20]);
+        let n = b.len();
+        b[n - 8..n - 4].copy_from_slice(&crc.to_le_bytes());
+        fs::write(dir.join("index"), &b).expect("write");
+        let blk = Block::open(&dir).expect("checksums right again");
+        assert_eq!(blk.num_series(), 10);
+        for id in 0..10 {
+            assert_eq!(blk.labels(id), None, "series {id}");
+            // A projection that keeps names still in order is a set of its own.
+            assert!(blk.labels_named(id, &["i".to_string()]).is_some(), "series {id}");
+        }
     }
 
     #[test]
