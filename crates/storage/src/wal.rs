@@ -159,7 +159,8 @@ pub fn decode_record(b: &[u8]) -> std::result::Result<Record, Truncated> {
             let base_ref = r.uvarint()? as i64;
             let base_t = r.varint()?;
             while !r.is_empty() {
-                let sref = u32::try_from(base_ref + r.varint()?).map_err(|_| Truncated)?;
+                let sref = base_ref.checked_add(r.varint()?).ok_or(Truncated)?;
+                let sref = u32::try_from(sref).map_err(|_| Truncated)?;
                 let t = base_t.wrapping_add(r.varint()?);
                 let v = f64::from_bits(r.u64_le()?);
                 out.push(WalSample { sref, t, v });
@@ -698,6 +699,37 @@ mod tests {
                 ),
                 _ => panic!("not a samples record"),
             }
+        }
+    }
+
+    #[test]
+    fn a_series_reference_past_the_integers_is_a_damaged_record() {
+        // A base reference near the top of i64 and a delta that carries it
+        // over (found by fuzzing): refused, not wrapped around.
+        for (base, delta) in [(i64::MAX as u64, 1i64), (i64::MAX as u64 - 3, 9), (u64::MAX, -1)] {
+            let mut b = vec![REC_SAMPLES];
+            put_uvarint(&mut b, base);
+            put_varint(&mut b, 0);
+            put_varint(&mut b, delta);
+            put_varint(&mut b, 0);
+            b.extend_from_slice(&1.0f64.to_bits().to_le_bytes());
+            assert!(decode_record(&b).is_err(), "base {base}, delta {delta}");
+        }
+        // A reference that fits is read.
+        let mut b = vec![REC_SAMPLES];
+        put_uvarint(&mut b, 7);
+        put_varint(&mut b, 1_000);
+        put_varint(&mut b, 5);
+        put_varint(&mut b, 15);
+        b.extend_from_slice(&2.5f64.to_bits().to_le_bytes());
+        match decode_record(&b) {
+            Ok(Record::Samples(got)) => {
+                assert_eq!(
+                    got.iter().map(|s| (s.sref, s.t, s.v)).collect::<Vec<_>>(),
+                    vec![(12, 1_015, 2.5)]
+                )
+            }
+            _ => panic!("not a samples record"),
         }
     }
 
