@@ -1763,8 +1763,13 @@ impl<'a> FloatDecoder<'a> {
                 self.trailing = 64 - self.leading - sig;
             }
             // A window reused before any was set (`leading` 255 at a
-            // restart point) is damage.
+            // restart point) is damage, and so is a window of no bits (the
+            // encoder's windows hold a nonzero XOR), which a damaged restart
+            // point can name.
             let sig = 64u8.checked_sub(self.leading)?.checked_sub(self.trailing)?;
+            if sig == 0 {
+                return None;
+            }
             let x = self.r.read_bits(sig)?;
             self.bits ^= x << self.trailing;
         }
@@ -2883,6 +2888,33 @@ mod tests {
         let (n, kind, ts, vals, range) = fuzz_columns("crash-74e84861114df1630a398ee2f203b14f69dfa557");
         assert_eq!((n, kind), (432, ValueKind::Float));
         decode_damaged(&ts, kind, &vals, n, range);
+    }
+
+    #[test]
+    fn a_restart_point_naming_a_window_of_no_bits_is_damage() {
+        // A damaged restart point of a float column can carry any window;
+        // one whose leading and trailing zeros fill all 64 bits has no bits
+        // to read, and its trailing count may be 64, past any shift. The
+        // code `10` (the previous window again) then follows.
+        for (leading, trailing) in [(0u8, 64u8), (10, 54), (64, 0)] {
+            let mut d = FloatDecoder {
+                r: BitReader::new(&[0b1000_0000, 0, 0, 0, 0, 0, 0, 0]),
+                first: false,
+                bits: 1.5f64.to_bits(),
+                leading,
+                trailing,
+            };
+            assert_eq!(d.next_value(), None, "window {leading}/{trailing}");
+        }
+        // A window of one bit still decodes.
+        let mut d = FloatDecoder {
+            r: BitReader::new(&[0b1010_0000, 0, 0, 0, 0, 0, 0, 0]),
+            first: false,
+            bits: 0,
+            leading: 0,
+            trailing: 63,
+        };
+        assert_eq!(d.next_value().map(f64::to_bits), Some(1 << 63));
     }
 
     /// An input of the chunk fuzz target kept in `testdata/fuzz/chunk/`, split
