@@ -26,23 +26,17 @@
 /// third of the server's memory at its peak (1,870 against 1,230 bytes a
 /// series, docs/BENCHMARKS.md). Returning them at once costs page faults
 /// when the next request's buffers are touched: about a quarter more ingest
-/// CPU a sample in the same measurement, and a flush of every core's address
-/// translations at each return (see `tune` below). The delay is set
-/// to 10 ms: peak memory stayed at 0.40x VictoriaMetrics's a series in the
-/// harness run that measured it, as with no delay.
+/// CPU a sample in the same measurement.
 mod allocator {
     use std::os::raw::{c_int, c_long};
 
     // The option numbers of the mimalloc version linked (3.x, the crate's
     // default): `mi_option_e` in its `mimalloc.h`; the test below checks them.
+    #[cfg(test)]
     pub const PURGE_DELAY: c_int = 15;
     #[cfg(test)]
     pub const ARENA_RESERVE: c_int = 23;
     pub const ARENA_PURGE_MULT: c_int = 24;
-
-    /// Milliseconds a freed block's pages stay mapped before they are
-    /// returned ([`tune`]).
-    pub const PURGE_MS: c_long = 10;
 
     extern "C" {
         #[cfg(test)]
@@ -50,30 +44,18 @@ mod allocator {
         pub fn mi_option_set(option: c_int, value: c_long);
     }
 
-    /// Freed pages go back after [`PURGE_MS`], unless `MIMALLOC_PURGE_DELAY`
-    /// or `MIMALLOC_ARENA_PURGE_MULT` is set (mimalloc's own settings, which
-    /// then apply). Not at once: every return of pages to the kernel
-    /// (`madvise`) makes it flush the other cores' address translations,
-    /// which interrupts the threads running there; returning a query's freed
-    /// buffers at once took 8 % of an instant query's CPU (perf, instant
-    /// `topk(5, sum by (Hostname) (…))` over 1,314 series), half of it in
-    /// those flushes. Buffers freed and taken again within the delay (a
-    /// dashboard's queries, one request's after another's) are never
-    /// returned, and a burst's freed buffers still go back within
-    /// milliseconds.
+    /// Unless `MIMALLOC_ARENA_PURGE_MULT` is set (mimalloc's own setting,
+    /// which then applies: 1 keeps freed blocks for a second, for fewer page
+    /// faults and more memory).
     pub fn tune() {
         // Keep the crate linked, whatever the global allocator of the binary.
         let _ = mimalloc::MiMalloc;
-        if std::env::var_os("MIMALLOC_ARENA_PURGE_MULT").is_some() || std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
-        {
+        if std::env::var_os("MIMALLOC_ARENA_PURGE_MULT").is_some() {
             return;
         }
         // SAFETY: setting an option is thread-safe and changes only when
         // mimalloc purges freed memory.
-        unsafe {
-            mi_option_set(PURGE_DELAY, PURGE_MS);
-            mi_option_set(ARENA_PURGE_MULT, 1);
-        }
+        unsafe { mi_option_set(ARENA_PURGE_MULT, 0) };
     }
 
     #[cfg(test)]
@@ -103,14 +85,9 @@ mod allocator {
                 assert_eq!(mult, 1, "option {ARENA_PURGE_MULT} is not arena_purge_mult");
             }
             tune();
-            if std::env::var_os("MIMALLOC_ARENA_PURGE_MULT").is_none()
-                && std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
-            {
+            if std::env::var_os("MIMALLOC_ARENA_PURGE_MULT").is_none() {
                 // SAFETY: as above.
-                assert_eq!(
-                    unsafe { (mi_option_get(PURGE_DELAY), mi_option_get(ARENA_PURGE_MULT)) },
-                    (PURGE_MS, 1)
-                );
+                assert_eq!(unsafe { mi_option_get(ARENA_PURGE_MULT) }, 0);
             }
         }
     }
