@@ -1766,10 +1766,10 @@ impl<'a> FloatDecoder<'a> {
             // restart point) is damage, and so is a window of no bits (the
             // encoder's windows hold a nonzero XOR), which a damaged restart
             // point can name.
-            let sig = 64u8.checked_sub(self.leading)?.checked_sub(self.trailing)?;
-            if sig == 0 {
-                return None;
-            }
+            let sig = 64u8
+                .checked_sub(self.leading)?
+                .checked_sub(self.trailing)
+                .filter(|&s| s > 0)?;
             let x = self.r.read_bits(sig)?;
             self.bits ^= x << self.trailing;
         }
