@@ -77,10 +77,10 @@ fn decode_all(b: &mut criterion::Bencher<'_>, chunks: &[chunkenc::SealedChunk]) 
     })
 }
 
-/// Whole block chunks (480 samples, with restart tables) of one metric each,
-/// decoded: a noisy gauge (GPU power, whose codes mostly take the third
-/// bucket), a gauge of a few decimals (KV-cache usage), a latency sum and a
-/// request count (a column with a run table).
+/// Block chunks (480 samples, with restart tables) of one metric each, as
+/// the block writer codes them, decoded whole and for their last hour (a
+/// range query's read): a noisy gauge (GPU power), a gauge of a few
+/// decimals (KV-cache usage), a latency sum and a request count.
 fn block_columns(c: &mut Criterion) {
     let f = fleet(139_520);
     let mut g = c.benchmark_group("block_chunk");
@@ -103,26 +103,31 @@ fn block_columns(c: &mut Criterion) {
                 chunkenc::encode_block(&run)
             })
             .collect();
-        g.throughput(Throughput::Elements((chunks.len() * 480) as u64));
         let mut out = Vec::with_capacity(480);
-        g.bench_function(format!("decode_480/{name}"), |b| {
-            b.iter(|| {
-                for c in &chunks {
-                    out.clear();
-                    chunkenc::decode_block_range(
-                        &c.ts,
-                        c.kind,
-                        &c.vals,
-                        480,
-                        c.restarts,
-                        (i64::MIN, i64::MAX),
-                        &mut out,
-                    )
-                    .expect("decode");
-                    black_box(&out);
-                }
-            })
-        });
+        for (what, from, kept) in [
+            ("decode_480", i64::MIN, 480),
+            ("decode_last_hour_480", T0 + 240 * 15_000, 240),
+        ] {
+            g.throughput(Throughput::Elements((chunks.len() * kept) as u64));
+            g.bench_function(format!("{what}/{name}"), |b| {
+                b.iter(|| {
+                    for c in &chunks {
+                        out.clear();
+                        chunkenc::decode_block_range(
+                            &c.ts,
+                            c.kind,
+                            &c.vals,
+                            480,
+                            c.restarts,
+                            (from, i64::MAX),
+                            &mut out,
+                        )
+                        .expect("decode");
+                        black_box(&out);
+                    }
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -26,9 +26,9 @@ fn main() {
             println!("{file}: {len} bytes, {:.3} bytes/sample", len as f64 / samples as f64);
         }
     }
-    // Raw (pre-zstd) column sizes by kind, from re-encoding the series.
-    let (mut ints, mut floats, mut n_int, mut n_float) = (0usize, 0usize, 0usize, 0usize);
-    let (mut decs, mut n_dec) = (0usize, 0usize);
+    // Raw (pre-zstd) value column sizes by coding, from re-encoding the
+    // series as the block writer does.
+    let mut by: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
     for i in 0..f.series.len() {
         let s: Vec<sextant_model::Sample> = (0..480)
             .map(|k| {
@@ -36,33 +36,22 @@ fn main() {
                 sextant_model::Sample::new(t, f.value(i, t))
             })
             .collect();
-        let c = sextant_storage::chunkenc::encode(&s);
-        match c.kind {
-            sextant_storage::chunkenc::ValueKind::Int | sextant_storage::chunkenc::ValueKind::FittedInt => {
-                ints += c.vals().len();
-                n_int += 480;
-            }
-            sextant_storage::chunkenc::ValueKind::Float => {
-                floats += c.vals().len();
-                n_float += 480;
-            }
-            sextant_storage::chunkenc::ValueKind::Decimal(_)
-            | sextant_storage::chunkenc::ValueKind::FittedDecimal(_) => {
-                decs += c.vals().len();
-                n_dec += 480;
-            }
-        }
+        let c = sextant_storage::chunkenc::encode_block(&s);
+        use sextant_storage::chunkenc::ValueKind as K;
+        let coding = match c.kind {
+            K::Int | K::Decimal(_) => "delta-of-delta",
+            K::FittedInt | K::FittedDecimal(_) => "fitted",
+            K::PackedInt | K::PackedDecimal(_) => "packed",
+            K::Float => "float",
+        };
+        let e = by.entry(coding).or_default();
+        e.0 += c.vals.len();
+        e.1 += 480;
     }
-    println!(
-        "int value columns: {:.2} bytes/sample over {n_int} samples",
-        ints as f64 / n_int as f64
-    );
-    println!(
-        "decimal value columns: {:.2} bytes/sample over {n_dec} samples",
-        decs as f64 / n_dec.max(1) as f64
-    );
-    println!(
-        "float value columns: {:.2} bytes/sample over {n_float} samples",
-        floats as f64 / n_float as f64
-    );
+    for (coding, (bytes, n)) in by {
+        println!(
+            "{coding} value columns: {:.2} bytes/sample over {n} samples",
+            bytes as f64 / n as f64
+        );
+    }
 }

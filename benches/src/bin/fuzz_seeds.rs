@@ -85,17 +85,22 @@ fn main() {
                 v: *v,
             })
             .collect();
+        // As the head codes them, and as the block writer does (a run this
+        // short has no restart tables; its integers are packed).
         let c = sextant_storage::chunkenc::encode(&samples);
-        let k = sextant_storage::chunkenc::ValueKind::ALL
-            .iter()
-            .position(|x| *x == c.kind)
-            .expect("a known kind") as u8;
-        let mut seed = (samples.len() as u16).to_le_bytes().to_vec();
-        seed.push(k);
-        seed.push(c.ts().len().min(255) as u8);
-        seed.extend_from_slice(c.ts());
-        seed.extend_from_slice(c.vals());
-        put(&root.join("chunk"), &format!("kind-{k}"), &seed);
+        let b = sextant_storage::chunkenc::encode_block(&samples);
+        for (kind, ts, vals) in [(c.kind, c.ts(), c.vals()), (b.kind, &b.ts[..], &b.vals[..])] {
+            let k = sextant_storage::chunkenc::ValueKind::ALL
+                .iter()
+                .position(|x| *x == kind)
+                .expect("a known kind") as u8;
+            let mut seed = (samples.len() as u16).to_le_bytes().to_vec();
+            seed.push(k);
+            seed.push(ts.len().min(255) as u8);
+            seed.extend_from_slice(ts);
+            seed.extend_from_slice(vals);
+            put(&root.join("chunk"), &format!("kind-{k}"), &seed);
+        }
     }
 
     // wal: a real segment of Series and Samples records.

@@ -36,6 +36,12 @@ pub enum ValueKind {
     FittedInt,
     /// Exact decimals `m / 10^k`, the integers `m` coded as in `FittedInt`.
     FittedDecimal(u8),
+    /// Exact integers packed in codes of one width (the integers less their
+    /// least, or each delta less the least delta): any value is found
+    /// without decoding those before it. Written by [`encode_block`] only.
+    PackedInt,
+    /// Exact decimals `m / 10^k`, the integers `m` packed as in `PackedInt`.
+    PackedDecimal(u8),
 }
 
 /// Largest decimal scale tried.
@@ -44,29 +50,36 @@ pub const MAX_DECIMAL_SCALE: u8 = 9;
 const POW10: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 impl ValueKind {
-    /// Every kind, in the order of their index bytes.
-    pub const ALL: [ValueKind; 21] = {
-        let mut all = [ValueKind::Int; 21];
+    /// Every kind, in the order of their index bytes but for the packed ones.
+    /// The packed ones come last, so that the kinds before them keep the
+    /// places they had (fuzzing inputs pick a kind by its place).
+    pub const ALL: [ValueKind; 31] = {
+        let mut all = [ValueKind::Int; 31];
         all[1] = ValueKind::Float;
         all[2] = ValueKind::FittedInt;
+        all[21] = ValueKind::PackedInt;
         let mut k = 1;
         while k <= MAX_DECIMAL_SCALE {
             all[2 + k as usize] = ValueKind::Decimal(k);
             all[11 + k as usize] = ValueKind::FittedDecimal(k);
+            all[21 + k as usize] = ValueKind::PackedDecimal(k);
             k += 1;
         }
         all
     };
 
-    /// The kind's byte in the index: 1 Int, 2 Float, 3 FittedInt, 16 + k for
-    /// Decimal(k), 32 + k for FittedDecimal(k).
+    /// The kind's byte in the index: 1 Int, 2 Float, 3 FittedInt, 4
+    /// PackedInt, 16 + k for Decimal(k), 32 + k for FittedDecimal(k), 48 + k
+    /// for PackedDecimal(k).
     pub fn to_byte(self) -> u8 {
         match self {
             ValueKind::Int => 1,
             ValueKind::Float => 2,
             ValueKind::FittedInt => 3,
+            ValueKind::PackedInt => 4,
             ValueKind::Decimal(k) => 16 + k,
             ValueKind::FittedDecimal(k) => 32 + k,
+            ValueKind::PackedDecimal(k) => 48 + k,
         }
     }
 
@@ -75,10 +88,18 @@ impl ValueKind {
             1 => Some(ValueKind::Int),
             2 => Some(ValueKind::Float),
             3 => Some(ValueKind::FittedInt),
+            4 => Some(ValueKind::PackedInt),
             17..=25 => Some(ValueKind::Decimal(b - 16)),
             33..=41 => Some(ValueKind::FittedDecimal(b - 32)),
+            49..=57 => Some(ValueKind::PackedDecimal(b - 48)),
             _ => None,
         }
+    }
+
+    /// Whether the kind is packed (its values found without decoding those
+    /// before them).
+    pub fn is_packed(self) -> bool {
+        matches!(self, ValueKind::PackedInt | ValueKind::PackedDecimal(_))
     }
 }
 
@@ -233,6 +254,53 @@ fn fit_ints(ints: &[i64], points: &[usize], marks: &mut Vec<usize>) -> (Vec<u8>,
         }
     }
     (w.into_bytes(), by_delta)
+}
+
+/// Packs integers (`docs/format/chunks.md`, the packed kinds): a header
+/// byte (bit 7 the mode, bits 0-5 the width `w`); in mode 0, the least
+/// integer as a zigzag varint and then every integer less it in `w` bits;
+/// in mode 1, the first integer and the least delta as zigzag varints and
+/// then every later delta less the least in `w` bits. The codes follow the
+/// header, most significant bit first. The mode whose codes take fewer
+/// bits is chosen (mode 0 on a tie: it needs no sums to find a value).
+fn pack_ints(ints: &[i64]) -> Vec<u8> {
+    let width = |lo: i64, hi: i64| 64 - (hi.wrapping_sub(lo) as u64).leading_zeros();
+    let (lo, hi) = ints
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (dlo, dhi) = ints
+        .windows(2)
+        .map(|p| p[1].wrapping_sub(p[0]))
+        .fold((i64::MAX, i64::MIN), |(lo, hi), d| (lo.min(d), hi.max(d)));
+    let w0 = if ints.is_empty() { 0 } else { width(lo, hi) };
+    let w1 = if ints.len() < 2 { 0 } else { width(dlo, dhi) };
+    let n = ints.len() as u64;
+    let by_delta = ints.len() >= 2 && (n - 1) * w1 as u64 + 64 < n * w0 as u64;
+    let mut out = Vec::with_capacity(24 + (ints.len() * w0 as usize).div_ceil(8));
+    let mut w = BitWriter::new();
+    if by_delta {
+        out.push(0x80 | w1 as u8);
+        put_varint(&mut out, ints[0]);
+        put_varint(&mut out, dlo);
+        for p in ints.windows(2) {
+            put_code(&mut w, p[1].wrapping_sub(p[0]).wrapping_sub(dlo) as u64, w1);
+        }
+    } else {
+        out.push(w0 as u8);
+        put_varint(&mut out, if ints.is_empty() { 0 } else { lo });
+        for &v in ints {
+            put_code(&mut w, v.wrapping_sub(lo) as u64, w0);
+        }
+    }
+    out.extend_from_slice(&w.into_bytes());
+    out
+}
+
+/// Writes the low `w` bits of `code` (`w` at most 64; none when 0).
+fn put_code(wr: &mut BitWriter, code: u64, w: u32) {
+    if w > 0 {
+        wr.write_bits(code, w as u8);
+    }
 }
 
 /// Bits [`write_bucketed`] takes for `v`.
@@ -427,9 +495,14 @@ impl ChunkAppender {
                 Some(m) => self.append_int(m),
                 None => self.widen_and_append(v),
             },
-            // The appender holds only the three head kinds; the fitted ones
-            // come from `encode`, which codes their values itself.
-            ValueKind::Float | ValueKind::FittedInt | ValueKind::FittedDecimal(_) => self.append_float(v),
+            // The appender holds only the three head kinds; the fitted and
+            // packed ones come from `encode` and `encode_block`, which code
+            // their values themselves.
+            ValueKind::Float
+            | ValueKind::FittedInt
+            | ValueKind::FittedDecimal(_)
+            | ValueKind::PackedInt
+            | ValueKind::PackedDecimal(_) => self.append_float(v),
         }
         self.n += 1;
     }
@@ -679,6 +752,8 @@ fn decode_from(
         }
         ValueKind::FittedInt => resume_fitted(vals, r, at, &mut Ints::ints_cut(slots, count, cut)),
         ValueKind::FittedDecimal(k) => resume_fitted(vals, r, at, &mut Scaled::new(slots, count, cut, k)),
+        ValueKind::PackedInt => unpack::<false>(vals, at.at + count, at.at + cut, slots, 1.0),
+        ValueKind::PackedDecimal(k) => unpack::<true>(vals, at.at + count, at.at + cut, slots, POW10[k as usize]),
         ValueKind::Float => {
             let fd = FloatDecoder {
                 r,
@@ -739,7 +814,7 @@ pub fn decode_block_range(
         CorruptChunk
     };
     let ((tt, tb), (vt, vb)) = split_indexed(ts).zip(split_indexed(vals)).ok_or(CorruptChunk)?;
-    if !column_can_hold(tb, n) || !column_can_hold(vb, n) {
+    if !column_can_hold(tb, n) || !(kind.is_packed() || column_can_hold(vb, n)) {
         return Err(CorruptChunk);
     }
     let mint = first_raw(tb);
@@ -806,7 +881,12 @@ pub fn decode_block_range(
     let mut vr = ByteReader::new(vt);
     let mut vbit = 0usize;
     let mut at_split = Resume::default();
-    let entries = nfrom.max(split.map_or(0, |p| p / RESTART_EVERY));
+    // A packed column has no table: its values are found without it.
+    let entries = if kind.is_packed() {
+        0
+    } else {
+        nfrom.max(split.map_or(0, |p| p / RESTART_EVERY))
+    };
     for j in 0..entries {
         let e = (|| {
             vbit = vbit.checked_add(usize::try_from(vr.uvarint().ok()?).ok()?)?;
@@ -840,6 +920,133 @@ pub fn decode_block_range(
         return Err(fail(out));
     }
     Ok(())
+}
+
+/// Widest code of a packed column: integers below 2^53 in magnitude differ
+/// by less than 2^54, and deltas less the least by less than 2^55. A code
+/// of at most 57 bits lies in the eight bytes from the byte it starts in.
+const MAX_PACKED_WIDTH: u32 = 55;
+
+/// A packed column's header: its mode, the width of its codes, the first
+/// integer (mode 1) or the least (mode 0), the least delta (mode 1), and
+/// the codes.
+struct Packed<'a> {
+    by_delta: bool,
+    w: u32,
+    first: i64,
+    base: i64,
+    codes: &'a [u8],
+}
+
+impl<'a> Packed<'a> {
+    fn parse(col: &'a [u8]) -> Option<Self> {
+        let mut r = ByteReader::new(col);
+        let h = r.u8().ok()?;
+        let (by_delta, w) = (h & 0x80 != 0, (h & 0x3f) as u32);
+        if h & 0x40 != 0 || w > MAX_PACKED_WIDTH {
+            return None;
+        }
+        let first = r.varint().ok()?;
+        let base = if by_delta { r.varint().ok()? } else { first };
+        Some(Packed {
+            by_delta,
+            w,
+            first,
+            base,
+            codes: col.get(r.pos()..)?,
+        })
+    }
+
+    /// Whether the codes hold `count` codes.
+    fn holds(&self, count: usize) -> bool {
+        (count as u128 * self.w as u128).div_ceil(8) <= self.codes.len() as u128
+    }
+
+    /// Code `i`, which [`Packed::holds`] has vouched for.
+    #[inline(always)]
+    fn code(&self, i: usize) -> u64 {
+        let p = i * self.w as usize;
+        let b = p >> 3;
+        let word = match self.codes.get(b..b + 8) {
+            Some(s) => u64::from_be_bytes(s.try_into().unwrap_or_default()),
+            None => {
+                let mut t = [0u8; 8];
+                let rest = self.codes.get(b..).unwrap_or_default();
+                t[..rest.len()].copy_from_slice(rest);
+                u64::from_be_bytes(t)
+            }
+        };
+        // `w` is at least 1 here: a shift of 64 does not occur.
+        (word << (p & 7)) >> (64 - self.w)
+    }
+}
+
+/// Values `first..first + slots.len()` of a packed column of `n` values into
+/// `slots` (divided by `scale` when `SCALED`).
+#[inline(always)]
+fn unpack<const SCALED: bool>(col: &[u8], n: usize, first: usize, slots: &mut [Sample], scale: f64) -> Option<()> {
+    let p = Packed::parse(col)?;
+    let end = first.checked_add(slots.len())?;
+    if end > n || !p.holds(if p.by_delta { n.saturating_sub(1) } else { n }) {
+        return None;
+    }
+    if p.w == 0 {
+        let mut v = p.first;
+        if p.by_delta {
+            v = v.wrapping_add(p.base.wrapping_mul(first as i64));
+        }
+        let step = if p.by_delta { p.base } else { 0 };
+        fill::<SCALED>(slots, scale, |_| {
+            let x = v;
+            v = v.wrapping_add(step);
+            x
+        });
+    } else if !p.by_delta {
+        fill::<SCALED>(slots, scale, |k| p.base.wrapping_add(p.code(first + k) as i64));
+    } else {
+        // Mode 1: value `i` is the first plus `i` least deltas plus codes
+        // `0..i` (code `j` is delta `j + 1`'s).
+        let mut v = p.first.wrapping_add(p.base.wrapping_mul(first as i64));
+        for j in 0..first {
+            v = v.wrapping_add(p.code(j) as i64);
+        }
+        fill::<SCALED>(slots, scale, |k| {
+            if k > 0 {
+                v = v.wrapping_add(p.base.wrapping_add(p.code(first + k - 1) as i64));
+            }
+            v
+        });
+    }
+    Some(())
+}
+
+/// Sets the value of each slot `k` to `int(k)` (called in order), divided
+/// by `scale` when `SCALED`. The divisions are made eight at a time over a
+/// buffer, which the compiler turns into packed divisions (of the same
+/// result): one at a time, they would bound the whole read.
+#[inline(always)]
+fn fill<const SCALED: bool>(slots: &mut [Sample], scale: f64, mut int: impl FnMut(usize) -> i64) {
+    let value = |x: i64| if SCALED { x as f64 / scale } else { x as f64 };
+    let mut parts = slots.chunks_exact_mut(8);
+    let mut at = 0;
+    for part in &mut parts {
+        let mut buf = [0f64; 8];
+        for (k, b) in buf.iter_mut().enumerate() {
+            *b = int(at + k) as f64;
+        }
+        if SCALED {
+            for b in &mut buf {
+                *b /= scale;
+            }
+        }
+        for (s, b) in part.iter_mut().zip(buf) {
+            s.v = b;
+        }
+        at += 8;
+    }
+    for (k, s) in parts.into_remainder().iter_mut().enumerate() {
+        s.v = value(int(at + k));
+    }
 }
 
 /// The fewest codes a lane of [`decode_in_lanes`] takes.
@@ -1166,7 +1373,7 @@ fn decode_columns_in(
     range: (i64, i64),
     out: &mut Vec<Sample>,
 ) -> Result<(), CorruptChunk> {
-    if !column_can_hold(ts, n) || !column_can_hold(vals, n) {
+    if !column_can_hold(ts, n) || !(kind.is_packed() || column_can_hold(vals, n)) {
         return Err(CorruptChunk);
     }
     let start = out.len();
@@ -1183,6 +1390,8 @@ fn decode_columns_in(
         ValueKind::Decimal(k) => decode_dod(vals, &INT_WIDTHS, n, &mut Scaled::new(slots, n, cut, k)),
         ValueKind::FittedInt => decode_fitted(vals, n, &mut Ints::ints_cut(slots, n, cut)),
         ValueKind::FittedDecimal(k) => decode_fitted(vals, n, &mut Scaled::new(slots, n, cut, k)),
+        ValueKind::PackedInt => unpack::<false>(vals, n, cut, slots, 1.0),
+        ValueKind::PackedDecimal(k) => unpack::<true>(vals, n, cut, slots, POW10[k as usize]),
         ValueKind::Float => floats_into(FloatDecoder::new(vals), n, cut, slots),
     };
     if done.is_none() {
@@ -1863,27 +2072,31 @@ pub struct BlockChunk {
 /// Encodes a run of samples for a block: the columns of [`encode`], each
 /// preceded by a table of the decoder's state at every restart point.
 pub fn encode_block(samples: &[Sample]) -> BlockChunk {
-    let n = samples.len();
-    let layout = if n <= RESTART_EVERY {
+    encode_block_as(samples, layout_of(samples.len()), true, true)
+}
+
+/// The restart points a block chunk of `n` samples is written with.
+fn layout_of(n: usize) -> Restarts {
+    if n <= RESTART_EVERY {
         Restarts::None
     } else if tail_point(n).is_some() {
         Restarts::EveryAndTail
     } else {
         Restarts::Every
-    };
-    encode_block_as(samples, layout, true)
+    }
 }
 
 /// [`encode_block`] with the given restart points (`Every` is what blocks
 /// written before tail points have, `EveryAndTail` without `late` what
-/// blocks written before late points have).
-fn encode_block_as(samples: &[Sample], layout: Restarts, late: bool) -> BlockChunk {
+/// blocks written before late points have), and packed value columns only
+/// when `pack` (blocks written before packed columns have none).
+fn encode_block_as(samples: &[Sample], layout: Restarts, late: bool, pack: bool) -> BlockChunk {
     let points: Vec<usize> = restart_points(samples.len(), layout)
         .filter(|&p| late || Some(p) != late_point(samples.len()))
         .collect();
-    let (c, restarts, by_delta) = encode_parts(samples, &points);
+    let (c, restarts, by_delta, ints) = encode_parts(samples, &points);
     if restarts.is_empty() {
-        return BlockChunk {
+        let chunk = BlockChunk {
             kind: c.kind,
             mint: c.mint,
             maxt: c.maxt,
@@ -1891,6 +2104,7 @@ fn encode_block_as(samples: &[Sample], layout: Restarts, late: bool) -> BlockChu
             ts: c.ts().to_vec(),
             vals: c.vals().to_vec(),
         };
+        return packed_if_worth_it(chunk, ints.as_deref().filter(|_| pack), false);
     }
     let first_v = match c.kind {
         ValueKind::Float => 0,
@@ -1924,15 +2138,47 @@ fn encode_block_as(samples: &[Sample], layout: Restarts, late: bool) -> BlockChu
         col.extend_from_slice(body);
         col
     };
-    BlockChunk {
+    let chunk = BlockChunk {
         kind: c.kind,
         mint: c.mint,
         maxt: c.maxt,
         restarts: layout,
         ts: column(&tt, c.ts()),
         vals: column(&vt, c.vals()),
-    }
+    };
+    packed_if_worth_it(chunk, ints.as_deref().filter(|_| pack), true)
 }
+
+/// A fitted chunk's value column is packed instead ([`pack_ints`]) when the
+/// packed one is at most [`PACKED_SLACK`] times as long: a value of a packed
+/// column is found without decoding those before it, and packed columns
+/// compress better in the zstd pages of a block than their length says
+/// (the chunks file hardly grows). An indexed packed column has an empty
+/// restart table.
+fn packed_if_worth_it(mut chunk: BlockChunk, ints: Option<&[i64]>, indexed: bool) -> BlockChunk {
+    let kind = match chunk.kind {
+        ValueKind::FittedInt => ValueKind::PackedInt,
+        ValueKind::FittedDecimal(k) => ValueKind::PackedDecimal(k),
+        _ => return chunk,
+    };
+    let Some(ints) = ints else {
+        return chunk;
+    };
+    let mut packed = if indexed { vec![0u8] } else { Vec::new() };
+    packed.extend_from_slice(&pack_ints(ints));
+    if packed.len() as f64 <= chunk.vals.len() as f64 * PACKED_SLACK {
+        chunk.kind = kind;
+        chunk.vals = packed;
+    }
+    chunk
+}
+
+/// How much longer than a fitted value column a packed one may be and still
+/// be chosen. On the fleet of `crates/fleet` (`block_breakdown --series
+/// 20000`), packing only columns no longer than the fitted ones packs 72 % of
+/// the samples and the chunks file takes 0.436 bytes a sample; with a slack
+/// of 1.5, 90 % and 0.438; of 2, 98 % and 0.441.
+const PACKED_SLACK: f64 = 1.5;
 
 /// The raw 64-bit first value of a column (zero if it is shorter).
 fn first_raw(col: &[u8]) -> i64 {
@@ -1942,7 +2188,7 @@ fn first_raw(col: &[u8]) -> i64 {
 /// [`encode`], also giving the decoder's state at every sample `i` in
 /// `points` (sorted, each above zero) and whether a fitted value column
 /// took mode 1.
-fn encode_parts(samples: &[Sample], points: &[usize]) -> (SealedChunk, Vec<Resume>, bool) {
+fn encode_parts(samples: &[Sample], points: &[usize]) -> (SealedChunk, Vec<Resume>, bool, Option<Vec<i64>>) {
     let mut a = ChunkAppender::new();
     // Decide the kind up front so a long run is never re-coded: integers,
     // else the smallest decimal scale that holds every value, else floats.
@@ -2009,12 +2255,13 @@ fn encode_parts(samples: &[Sample], points: &[usize]) -> (SealedChunk, Vec<Resum
                 SealedChunk::new(n, kind, a.mint, a.last_t, a.ts_bytes(), &vals),
                 restarts,
                 by_delta,
+                Some(ints),
             )
         }
         None => {
             let mut c = a.seal();
             c.n = n;
-            (c, restarts, false)
+            (c, restarts, false, None)
         }
     }
 }
@@ -2090,15 +2337,33 @@ mod tests {
         assert_eq!(c.restarts != Restarts::None, n > RESTART_EVERY);
         assert_eq!(c.restarts == Restarts::EveryAndTail, tail_point(n).is_some());
         check_block_ranges(samples, &c);
-        // Chunks written before tail restart points read the same.
+        // Chunks written before packed columns, and those written before
+        // late and tail restart points, read the same.
+        let fitted = encode_block_fitted(samples);
+        assert!(!fitted.kind.is_packed());
+        assert_eq!(fitted.ts, c.ts);
+        check_block_ranges(samples, &fitted);
         if c.restarts == Restarts::EveryAndTail {
-            let before_late = encode_block_as(samples, Restarts::EveryAndTail, false);
-            assert!(before_late.vals.len() < c.vals.len() && before_late.ts.len() < c.ts.len());
+            let before_late = encode_block_as(samples, Restarts::EveryAndTail, false, false);
+            assert!(before_late.vals.len() < fitted.vals.len() && before_late.ts.len() < c.ts.len());
             check_block_ranges(samples, &before_late);
-            let old = encode_block_as(samples, Restarts::Every, true);
+            let old = encode_block_as(samples, Restarts::Every, true, false);
             assert!(old.vals.len() < before_late.vals.len() && old.ts.len() < before_late.ts.len());
             check_block_ranges(samples, &old);
+            // A packed column has no restart table: only the timestamps'
+            // differ.
+            let packed_before_late = encode_block_as(samples, Restarts::EveryAndTail, false, true);
+            assert_eq!(packed_before_late.kind, c.kind);
+            if c.kind.is_packed() {
+                assert_eq!(packed_before_late.vals, c.vals);
+            }
+            check_block_ranges(samples, &packed_before_late);
         }
+    }
+
+    /// [`encode_block`] without packed value columns.
+    fn encode_block_fitted(samples: &[Sample]) -> BlockChunk {
+        encode_block_as(samples, layout_of(samples.len()), true, false)
     }
 
     fn check_block_ranges(samples: &[Sample], c: &BlockChunk) {
@@ -2135,7 +2400,7 @@ mod tests {
         let s: Vec<Sample> = (0..480i64)
             .map(|i| Sample::new(1_000 + i * 15_000, (i * 7 + i % 5) as f64))
             .collect();
-        let c = encode_block(&s);
+        let c = encode_block_fitted(&s);
         assert_eq!(c.restarts, Restarts::EveryAndTail);
         assert_eq!(
             restart_points(480, c.restarts).collect::<Vec<_>>(),
@@ -2163,7 +2428,7 @@ mod tests {
         // Damage the codes between the last regular restart point and the
         // tail one: a read of the last twenty samples starts at the tail
         // point and does not reach them, a read of the last hundred does.
-        let (_, resumes, _) = encode_parts(&s, &[160, 320, 440]);
+        let (_, resumes, _, _) = encode_parts(&s, &[160, 320, 440]);
         let (a, b) = (resumes[1].val_bit / 8 + 1, resumes[2].val_bit / 8);
         assert!(b > a + 2, "{a}..{b}");
         let mut vals = c.vals.clone();
@@ -2180,7 +2445,7 @@ mod tests {
         // Damage the codes between the tail point and the late one: a read
         // of the last twenty samples starts at the late point, one of the
         // last thirty-nine at the tail point.
-        let (_, resumes, _) = encode_parts(&s, &[160, 320, 440, 456]);
+        let (_, resumes, _, _) = encode_parts(&s, &[160, 320, 440, 456]);
         let (a, b) = (resumes[2].val_bit / 8 + 1, resumes[3].val_bit / 8);
         assert!(b > a, "{a}..{b}");
         let mut vals = c.vals.clone();
@@ -2235,6 +2500,123 @@ mod tests {
     /// Noisy fitted columns (no run table) of both modes are read in two
     /// lanes, split at a regular restart point; every range reads exactly
     /// the samples inside, as one lane does.
+    /// The header byte of a block chunk's packed value column.
+    fn packed_header_byte(c: &BlockChunk) -> u8 {
+        let body = if c.restarts == Restarts::None {
+            &c.vals[..]
+        } else {
+            let (table, body) = split_indexed(&c.vals).unwrap();
+            assert!(table.is_empty(), "a packed column has no restart table");
+            body
+        };
+        body[0]
+    }
+
+    #[test]
+    fn integer_and_decimal_runs_are_packed_in_the_mode_that_suits_them() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m) as i64
+        };
+        for n in [1usize, 2, 3, 100, 160, 161, 300, 479, 480] {
+            for scale in [0usize, 4] {
+                // (run, packed by delta, width 0) as for long runs.
+                let mut counter = 1_000_000i64;
+                let cases: Vec<(Vec<i64>, bool, bool)> = vec![
+                    // A gauge jumping around a level (KV-cache usage).
+                    ((0..n).map(|_| 4_700 + next(300)).collect(), false, false),
+                    // A counter whose increments scatter (a histogram bucket).
+                    (
+                        (0..n)
+                            .map(|_| {
+                                counter += 50_000 + next(40);
+                                counter
+                            })
+                            .collect(),
+                        true,
+                        false,
+                    ),
+                    // A constant, and a counter growing by a steady amount.
+                    (vec![-42; n], false, true),
+                    ((0..n as i64).map(|i| 7 + 3 * i).collect(), true, true),
+                ];
+                for (run, by_delta, flat) in cases {
+                    let s: Vec<Sample> = run
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &m)| Sample::new(5_000 + i as i64 * 15_000, m as f64 / POW10[scale]))
+                        .collect();
+                    let c = encode_block(&s);
+                    assert!(c.kind.is_packed(), "{n} samples at scale {scale}: {:?}", c.kind);
+                    let h = packed_header_byte(&c);
+                    if n >= 100 {
+                        assert_eq!(h & 0x80 != 0, by_delta, "{n} samples: header {h:#x}");
+                        assert_eq!(h & 0x3f == 0, flat, "{n} samples: header {h:#x}");
+                    } else if n == 1 {
+                        assert_eq!(h, 0, "one value is the header's");
+                    }
+                    check(&s);
+                }
+            }
+        }
+        // Rare large jumps in a flat run: the fitted column's one-bit codes
+        // beat any width wide enough for the jump, and are kept.
+        let s: Vec<Sample> = (0..480i64)
+            .map(|i| Sample::new(i * 15_000, if i % 97 == 0 { (1u64 << 40) as f64 } else { 0.0 }))
+            .collect();
+        assert_eq!(encode_block(&s).kind, ValueKind::FittedInt);
+        check(&s);
+    }
+
+    #[test]
+    fn damaged_packed_columns_are_errors_that_add_nothing() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let s: Vec<Sample> = (0..480i64)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                Sample::new(i * 15_000, (4_700 + x % 300) as f64 / 100.0)
+            })
+            .collect();
+        let c = encode_block(&s);
+        assert_eq!(c.kind, ValueKind::PackedDecimal(2));
+        let (_, body) = split_indexed(&c.vals).unwrap();
+        let at = c.vals.len() - body.len();
+        let mut damaged = Vec::new();
+        // A reserved header bit; each width past the widest.
+        let mut reserved = c.vals.clone();
+        reserved[at] |= 0x40;
+        damaged.push(reserved);
+        for w in MAX_PACKED_WIDTH + 1..64 {
+            let mut wide = c.vals.clone();
+            wide[at] = (wide[at] & 0x80) | w as u8;
+            damaged.push(wide);
+        }
+        // Codes cut short, a header cut inside its varint, nothing at all.
+        damaged.push(c.vals[..c.vals.len() - 1].to_vec());
+        damaged.push(c.vals[..at + 2].to_vec());
+        damaged.push(c.vals[..at].to_vec());
+        for vals in &damaged {
+            for range in [(i64::MIN, i64::MAX), (s[300].t, i64::MAX), (s[470].t, s[475].t)] {
+                let mut out = vec![Sample::new(1, 2.0)];
+                let got = decode_block_range(&c.ts, c.kind, vals, 480, c.restarts, range, &mut out);
+                assert_eq!(got, Err(CorruptChunk), "{range:?}");
+                assert_eq!(out, vec![Sample::new(1, 2.0)], "what was there before is kept");
+            }
+        }
+        // Values past the column's codes are damage too, and values past
+        // the count are never read.
+        let mut slots = vec![Sample::new(0, 0.0); 481];
+        assert_eq!(unpack::<true>(body, 481, 0, &mut slots, 100.0), None);
+        assert_eq!(unpack::<true>(body, 480, 0, &mut slots, 100.0), None);
+        assert_eq!(unpack::<true>(body, 480, 1, &mut slots[..479], 100.0), Some(()));
+        assert!(slots[..479].iter().zip(&s[1..]).all(|(a, b)| a.v == b.v));
+    }
+
     #[test]
     fn noisy_fitted_columns_read_in_two_lanes_keep_exactly_the_samples_inside() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -2261,7 +2643,7 @@ mod tests {
                         Sample::new(1_000 + i as i64 * 15_000, v as f64 / POW10[scale])
                     })
                     .collect();
-                let c = encode_block(&s);
+                let c = encode_block_fitted(&s);
                 assert!(
                     matches!(c.kind, ValueKind::FittedInt | ValueKind::FittedDecimal(_)),
                     "{:?}",
@@ -2403,8 +2785,10 @@ mod tests {
         check(&s);
         assert_eq!(encode(&s).kind, ValueKind::Float);
         assert_eq!(decimal_mantissa(-0.0, 3), None);
-        let bytes: Vec<u8> = ValueKind::ALL.iter().map(|k| k.to_byte()).collect();
-        assert!(bytes.windows(2).all(|w| w[0] < w[1]), "{bytes:?}");
+        let mut bytes: Vec<u8> = ValueKind::ALL.iter().map(|k| k.to_byte()).collect();
+        bytes.sort_unstable();
+        bytes.dedup();
+        assert_eq!(bytes.len(), ValueKind::ALL.len(), "each kind has a byte of its own");
         for b in 0..=255u8 {
             assert_eq!(
                 ValueKind::from_byte(b),
@@ -2926,12 +3310,17 @@ mod tests {
             .join(name);
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let n = u16::from_le_bytes([data[0], data[1]]) as usize % 1_000;
-        let kind = ValueKind::ALL[data[2] as usize % ValueKind::ALL.len()];
+        // These inputs were found when the fuzz target picked among the 21
+        // kinds before the packed ones (which come after them in `ALL`).
+        let kind = ValueKind::ALL[data[2] as usize % KINDS_BEFORE_PACKED];
         let split = (data[3] as usize).min(data.len() - 4);
         let (ts, vals) = data[4..].split_at(split);
         let lo = i64::from(data[2]) << 40;
         (n, kind, ts.to_vec(), vals.to_vec(), (lo, lo + (1 << 44)))
     }
+
+    /// The number of kinds there were before the packed ones.
+    const KINDS_BEFORE_PACKED: usize = 21;
 
     /// Decodes damaged columns with either kind of restart points: each
     /// decode succeeds or fails having added nothing; what each added.
