@@ -263,7 +263,11 @@ fn fit_ints(ints: &[i64], points: &[usize], marks: &mut Vec<usize>) -> (Vec<u8>,
 /// then every later delta less the least in `w` bits. The codes follow the
 /// header, most significant bit first. The mode whose codes take fewer
 /// bits is chosen (mode 0 on a tie: it needs no sums to find a value).
-fn pack_ints(ints: &[i64]) -> Vec<u8> {
+/// Returns the column and, for the restart points `points` (sorted, each
+/// above zero) of a column in mode 1, its restart table: for each point
+/// `i`, the sum of the codes from the previous point's (the first: from
+/// code 0) up to code `i - 1`, as a uvarint. A column in mode 0 has none.
+fn pack_ints(ints: &[i64], points: &[usize]) -> (Vec<u8>, Vec<u8>) {
     let width = |lo: i64, hi: i64| 64 - (hi.wrapping_sub(lo) as u64).leading_zeros();
     let (lo, hi) = ints
         .iter()
@@ -277,13 +281,27 @@ fn pack_ints(ints: &[i64]) -> Vec<u8> {
     let n = ints.len() as u64;
     let by_delta = ints.len() >= 2 && (n - 1) * w1 as u64 + 64 < n * w0 as u64;
     let mut out = Vec::with_capacity(24 + (ints.len() * w0 as usize).div_ceil(8));
+    let mut table = Vec::new();
     let mut w = BitWriter::new();
     if by_delta {
         out.push(0x80 | w1 as u8);
         put_varint(&mut out, ints[0]);
         put_varint(&mut out, dlo);
-        for p in ints.windows(2) {
-            put_code(&mut w, p[1].wrapping_sub(p[0]).wrapping_sub(dlo) as u64, w1);
+        let (mut sum, mut next) = (0u64, points.iter().peekable());
+        for (j, p) in ints.windows(2).enumerate() {
+            // Code `j` is delta `j + 1`'s; a point `i` sums codes up to `i - 1`.
+            while next.peek().is_some_and(|&&i| i <= j + 1) {
+                next.next();
+                put_uvarint(&mut table, sum);
+                sum = 0;
+            }
+            let code = p[1].wrapping_sub(p[0]).wrapping_sub(dlo) as u64;
+            sum = sum.wrapping_add(code);
+            put_code(&mut w, code, w1);
+        }
+        for _ in next {
+            put_uvarint(&mut table, sum);
+            sum = 0;
         }
     } else {
         out.push(w0 as u8);
@@ -293,7 +311,7 @@ fn pack_ints(ints: &[i64]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&w.into_bytes());
-    out
+    (out, table)
 }
 
 /// Writes the low `w` bits of `code` (`w` at most 64; none when 0).
@@ -752,8 +770,10 @@ fn decode_from(
         }
         ValueKind::FittedInt => resume_fitted(vals, r, at, &mut Ints::ints_cut(slots, count, cut)),
         ValueKind::FittedDecimal(k) => resume_fitted(vals, r, at, &mut Scaled::new(slots, count, cut, k)),
-        ValueKind::PackedInt => unpack::<false>(vals, at.at + count, at.at + cut, slots, 1.0),
-        ValueKind::PackedDecimal(k) => unpack::<true>(vals, at.at + count, at.at + cut, slots, POW10[k as usize]),
+        ValueKind::PackedInt => unpack::<false>(vals, at.at + count, known(at), at.at + cut, slots, 1.0),
+        ValueKind::PackedDecimal(k) => {
+            unpack::<true>(vals, at.at + count, known(at), at.at + cut, slots, POW10[k as usize])
+        }
         ValueKind::Float => {
             let fd = FloatDecoder {
                 r,
@@ -881,8 +901,16 @@ pub fn decode_block_range(
     let mut vr = ByteReader::new(vt);
     let mut vbit = 0usize;
     let mut at_split = Resume::default();
-    // A packed column has no table: its values are found without it.
+    // A packed column's table, in mode 1, sums its codes; in mode 0 it has
+    // none (a value is found without one).
     let entries = if kind.is_packed() {
+        if vb.first().is_some_and(|h| h & 0x80 != 0) {
+            let mut sum = 0u64;
+            for _ in 0..nfrom {
+                sum = sum.wrapping_add(vr.uvarint().map_err(|_| CorruptChunk)?);
+            }
+            from.v = sum as i64;
+        }
         0
     } else {
         nfrom.max(split.map_or(0, |p| p / RESTART_EVERY))
@@ -981,13 +1009,27 @@ impl<'a> Packed<'a> {
     }
 }
 
+/// What a packed column's restart point `at` tells: the number `k` of codes
+/// before it that its table sums (those of deltas `1..at`), and their sum.
+fn known(at: &Resume) -> (usize, u64) {
+    (at.at.saturating_sub(1), if at.at > 0 { at.v as u64 } else { 0 })
+}
+
 /// Values `first..first + slots.len()` of a packed column of `n` values into
-/// `slots` (divided by `scale` when `SCALED`).
+/// `slots` (divided by `scale` when `SCALED`), given, for a column in mode 1,
+/// the sum of its first `known.0` codes (at most `first`).
 #[inline(always)]
-fn unpack<const SCALED: bool>(col: &[u8], n: usize, first: usize, slots: &mut [Sample], scale: f64) -> Option<()> {
+fn unpack<const SCALED: bool>(
+    col: &[u8],
+    n: usize,
+    known: (usize, u64),
+    first: usize,
+    slots: &mut [Sample],
+    scale: f64,
+) -> Option<()> {
     let p = Packed::parse(col)?;
     let end = first.checked_add(slots.len())?;
-    if end > n || !p.holds(if p.by_delta { n.saturating_sub(1) } else { n }) {
+    if end > n || known.0 > first || !p.holds(if p.by_delta { n.saturating_sub(1) } else { n }) {
         return None;
     }
     if p.w == 0 {
@@ -1005,9 +1047,11 @@ fn unpack<const SCALED: bool>(col: &[u8], n: usize, first: usize, slots: &mut [S
         fill::<SCALED>(slots, scale, |k| p.base.wrapping_add(p.code(first + k) as i64));
     } else {
         // Mode 1: value `i` is the first plus `i` least deltas plus codes
-        // `0..i` (code `j` is delta `j + 1`'s).
+        // `0..i` (code `j` is delta `j + 1`'s), the first `known.0` of them
+        // summed by the restart table.
         let mut v = p.first.wrapping_add(p.base.wrapping_mul(first as i64));
-        for j in 0..first {
+        v = v.wrapping_add(known.1 as i64);
+        for j in known.0..first {
             v = v.wrapping_add(p.code(j) as i64);
         }
         fill::<SCALED>(slots, scale, |k| {
@@ -1390,8 +1434,8 @@ fn decode_columns_in(
         ValueKind::Decimal(k) => decode_dod(vals, &INT_WIDTHS, n, &mut Scaled::new(slots, n, cut, k)),
         ValueKind::FittedInt => decode_fitted(vals, n, &mut Ints::ints_cut(slots, n, cut)),
         ValueKind::FittedDecimal(k) => decode_fitted(vals, n, &mut Scaled::new(slots, n, cut, k)),
-        ValueKind::PackedInt => unpack::<false>(vals, n, cut, slots, 1.0),
-        ValueKind::PackedDecimal(k) => unpack::<true>(vals, n, cut, slots, POW10[k as usize]),
+        ValueKind::PackedInt => unpack::<false>(vals, n, (0, 0), cut, slots, 1.0),
+        ValueKind::PackedDecimal(k) => unpack::<true>(vals, n, (0, 0), cut, slots, POW10[k as usize]),
         ValueKind::Float => floats_into(FloatDecoder::new(vals), n, cut, slots),
     };
     if done.is_none() {
@@ -2104,7 +2148,7 @@ fn encode_block_as(samples: &[Sample], layout: Restarts, late: bool, pack: bool)
             ts: c.ts().to_vec(),
             vals: c.vals().to_vec(),
         };
-        return packed_if_worth_it(chunk, ints.as_deref().filter(|_| pack), false);
+        return packed_if_worth_it(chunk, ints.as_deref().filter(|_| pack), None);
     }
     let first_v = match c.kind {
         ValueKind::Float => 0,
@@ -2146,16 +2190,16 @@ fn encode_block_as(samples: &[Sample], layout: Restarts, late: bool, pack: bool)
         ts: column(&tt, c.ts()),
         vals: column(&vt, c.vals()),
     };
-    packed_if_worth_it(chunk, ints.as_deref().filter(|_| pack), true)
+    packed_if_worth_it(chunk, ints.as_deref().filter(|_| pack), Some(&points))
 }
 
 /// A fitted chunk's value column is packed instead ([`pack_ints`]) when the
 /// packed one is at most [`PACKED_SLACK`] times as long: a value of a packed
 /// column is found without decoding those before it, and packed columns
 /// compress better in the zstd pages of a block than their length says
-/// (the chunks file hardly grows). An indexed packed column has an empty
-/// restart table.
-fn packed_if_worth_it(mut chunk: BlockChunk, ints: Option<&[i64]>, indexed: bool) -> BlockChunk {
+/// (the chunks file hardly grows). `points` are the chunk's restart points
+/// when it is indexed.
+fn packed_if_worth_it(mut chunk: BlockChunk, ints: Option<&[i64]>, points: Option<&[usize]>) -> BlockChunk {
     let kind = match chunk.kind {
         ValueKind::FittedInt => ValueKind::PackedInt,
         ValueKind::FittedDecimal(k) => ValueKind::PackedDecimal(k),
@@ -2164,8 +2208,13 @@ fn packed_if_worth_it(mut chunk: BlockChunk, ints: Option<&[i64]>, indexed: bool
     let Some(ints) = ints else {
         return chunk;
     };
-    let mut packed = if indexed { vec![0u8] } else { Vec::new() };
-    packed.extend_from_slice(&pack_ints(ints));
+    let (body, table) = pack_ints(ints, points.unwrap_or_default());
+    let mut packed = Vec::with_capacity(body.len() + table.len() + 2);
+    if points.is_some() {
+        put_uvarint(&mut packed, table.len() as u64);
+        packed.extend_from_slice(&table);
+    }
+    packed.extend_from_slice(&body);
     if packed.len() as f64 <= chunk.vals.len() as f64 * PACKED_SLACK {
         chunk.kind = kind;
         chunk.vals = packed;
@@ -2350,12 +2399,15 @@ mod tests {
             let old = encode_block_as(samples, Restarts::Every, true, false);
             assert!(old.vals.len() < before_late.vals.len() && old.ts.len() < before_late.ts.len());
             check_block_ranges(samples, &old);
-            // A packed column has no restart table: only the timestamps'
-            // differ.
+            // A packed column in mode 0 has no restart table, one in mode 1
+            // an entry less without the late point.
             let packed_before_late = encode_block_as(samples, Restarts::EveryAndTail, false, true);
-            assert_eq!(packed_before_late.kind, c.kind);
-            if c.kind.is_packed() {
-                assert_eq!(packed_before_late.vals, c.vals);
+            if c.kind.is_packed() && packed_before_late.kind == c.kind {
+                if packed_header_byte(&c) & 0x80 == 0 {
+                    assert_eq!(packed_before_late.vals, c.vals);
+                } else {
+                    assert!(packed_before_late.vals.len() < c.vals.len());
+                }
             }
             check_block_ranges(samples, &packed_before_late);
         }
@@ -2500,15 +2552,31 @@ mod tests {
     /// Noisy fitted columns (no run table) of both modes are read in two
     /// lanes, split at a regular restart point; every range reads exactly
     /// the samples inside, as one lane does.
-    /// The header byte of a block chunk's packed value column.
+    /// The header byte of a block chunk's packed value column, whose restart
+    /// table is checked: none in mode 0, a sum for each point in mode 1.
     fn packed_header_byte(c: &BlockChunk) -> u8 {
-        let body = if c.restarts == Restarts::None {
-            &c.vals[..]
-        } else {
-            let (table, body) = split_indexed(&c.vals).unwrap();
-            assert!(table.is_empty(), "a packed column has no restart table");
-            body
+        if c.restarts == Restarts::None {
+            return c.vals[0];
+        }
+        let numbers = |table: &[u8]| {
+            let mut r = ByteReader::new(table);
+            let mut k = 0;
+            while r.remaining() > 0 {
+                r.uvarint().unwrap();
+                k += 1;
+            }
+            k
         };
+        let (table, body) = split_indexed(&c.vals).unwrap();
+        // A timestamp table's entries are three numbers each.
+        let points = numbers(split_indexed(&c.ts).unwrap().0) / 3;
+        let want = if body[0] & 0x80 == 0 { 0 } else { points };
+        assert_eq!(
+            numbers(table),
+            want,
+            "restart table of a packed column, header {:#x}",
+            body[0]
+        );
         body[0]
     }
 
@@ -2608,12 +2676,35 @@ mod tests {
                 assert_eq!(out, vec![Sample::new(1, 2.0)], "what was there before is kept");
             }
         }
+        // A counter's column (mode 1) with an empty table: a read from a
+        // restart point cannot find its sums.
+        let mut counter = 0i64;
+        let s1: Vec<Sample> = (0..480i64)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                counter += 1_000 + (x % 50) as i64;
+                Sample::new(i * 15_000, counter as f64)
+            })
+            .collect();
+        let c1 = encode_block(&s1);
+        assert_eq!((c1.kind, packed_header_byte(&c1) & 0x80), (ValueKind::PackedInt, 0x80));
+        let (_, body1) = split_indexed(&c1.vals).unwrap();
+        let mut short = vec![0u8];
+        short.extend_from_slice(body1);
+        for range in [(s1[300].t, i64::MAX), (s1[470].t, i64::MAX)] {
+            let mut out = vec![Sample::new(1, 2.0)];
+            let got = decode_block_range(&c1.ts, c1.kind, &short, 480, c1.restarts, range, &mut out);
+            assert_eq!(got, Err(CorruptChunk), "{range:?}");
+            assert_eq!(out, vec![Sample::new(1, 2.0)], "what was there before is kept");
+        }
         // Values past the column's codes are damage too, and values past
         // the count are never read.
         let mut slots = vec![Sample::new(0, 0.0); 481];
-        assert_eq!(unpack::<true>(body, 481, 0, &mut slots, 100.0), None);
-        assert_eq!(unpack::<true>(body, 480, 0, &mut slots, 100.0), None);
-        assert_eq!(unpack::<true>(body, 480, 1, &mut slots[..479], 100.0), Some(()));
+        assert_eq!(unpack::<true>(body, 481, (0, 0), 0, &mut slots, 100.0), None);
+        assert_eq!(unpack::<true>(body, 480, (0, 0), 0, &mut slots, 100.0), None);
+        assert_eq!(unpack::<true>(body, 480, (0, 0), 1, &mut slots[..479], 100.0), Some(()));
         assert!(slots[..479].iter().zip(&s[1..]).all(|(a, b)| a.v == b.v));
     }
 
