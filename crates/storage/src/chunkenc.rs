@@ -2324,6 +2324,17 @@ mod tests {
     use proptest::prelude::*;
     use sextant_model::STALE_NAN;
 
+    /// A fixed pseudo-random sequence (xorshift) from `seed` (not zero).
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     #[test]
     fn timestamps_that_do_not_increase_make_a_chunk_damaged() {
         let at = |ts: &[i64]| -> Vec<Sample> { ts.iter().map(|&t| Sample::new(t, 1.0)).collect() };
@@ -2585,13 +2596,8 @@ mod tests {
 
     #[test]
     fn integer_and_decimal_runs_are_packed_in_the_mode_that_suits_them() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m) as i64
-        };
+        let mut x = xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move |m: u64| (x() % m) as i64;
         for n in [1usize, 2, 3, 100, 160, 161, 300, 479, 480] {
             for scale in [0usize, 4] {
                 // (run, packed by delta, width 0) as for long runs.
@@ -2644,14 +2650,9 @@ mod tests {
 
     #[test]
     fn damaged_packed_columns_are_errors_that_add_nothing() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut x = xorshift(0x9e37_79b9_7f4a_7c15);
         let s: Vec<Sample> = (0..480i64)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                Sample::new(i * 15_000, (4_700 + x % 300) as f64 / 100.0)
-            })
+            .map(|i| Sample::new(i * 15_000, (4_700 + x() % 300) as f64 / 100.0))
             .collect();
         let c = encode_block(&s);
         assert_eq!(c.kind, ValueKind::PackedDecimal(2));
@@ -2684,10 +2685,7 @@ mod tests {
         let mut counter = 0i64;
         let s1: Vec<Sample> = (0..480i64)
             .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                counter += 1_000 + (x % 50) as i64;
+                counter += 1_000 + (x() % 50) as i64;
                 Sample::new(i * 15_000, counter as f64)
             })
             .collect();
@@ -2713,13 +2711,8 @@ mod tests {
 
     #[test]
     fn noisy_fitted_columns_read_in_two_lanes_keep_exactly_the_samples_inside() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m) as i64
-        };
+        let mut x = xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |m: u64| (x() % m) as i64;
         let mut lanes = 0;
         for (by_delta_meant, scale) in [(true, 0usize), (true, 2), (false, 0), (false, 3)] {
             for n in [160usize, 223, 224, 300, 383, 384, 479, 480] {
@@ -2826,13 +2819,7 @@ mod tests {
         // column: repeats (`0`), small changes within a window (`10`), new
         // windows of every width up to 64 meaningful bits (`11`), NaN
         // payloads among them.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for n in [161usize, 480, 1000] {
             let mut v = 1.5f64;
             let s: Vec<Sample> = (0..n as i64)
@@ -2902,17 +2889,15 @@ mod tests {
     /// A counter whose increments scatter around `level` by up to `spread`,
     /// from a fixed pseudo-random sequence.
     fn scattered_counter(n: usize, level: i64, spread: i64, seed: u64) -> Vec<Sample> {
-        let mut x = seed | 1;
+        let mut x = xorshift(seed | 1);
         let mut v = 0i64;
         (0..n)
             .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let r = x();
                 let jitter = if spread == 0 {
                     0
                 } else {
-                    (x % (2 * spread as u64 + 1)) as i64 - spread
+                    (r % (2 * spread as u64 + 1)) as i64 - spread
                 };
                 v += (level + jitter).max(0);
                 Sample::new(1_764_547_200_000 + i as i64 * 15_000, v as f64)
@@ -3184,13 +3169,8 @@ mod tests {
     /// bucket, and columns that end at any point of a lookup.
     #[test]
     fn run_tables_decode_what_one_code_at_a_time_does() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut x = xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move |m: u64| x() % m;
         let mut tabled = 0;
         for by_delta in [false, true] {
             for w1 in 1..=8u8 {
