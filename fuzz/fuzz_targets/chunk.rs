@@ -4,7 +4,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use sextant_model::Sample;
-use sextant_storage::chunkenc::{decode_block_range, decode_columns, decode_range, encode, encode_block, Restarts, ValueKind};
+use sextant_storage::chunkenc::{
+    decode_block_range, decode_columns, decode_packed_values, decode_range, encode, encode_block, range_times, Restarts,
+    ValueKind,
+};
 
 fn kind(b: u8) -> ValueKind {
     ValueKind::ALL[b as usize % ValueKind::ALL.len()]
@@ -26,11 +29,23 @@ fuzz_target!(|data: &[u8]| {
         assert!(part.iter().all(|s| s.t >= lo && s.t <= lo + (1 << 44)));
     }
     // The same bytes as the columns of an indexed block chunk, with and
-    // without a tail restart point.
+    // without a tail restart point; and read as a block's reader reads a
+    // packed chunk, the range's timestamps worked out first.
     for restarts in [Restarts::Every, Restarts::EveryAndTail] {
         let mut part = Vec::new();
         if decode_block_range(ts, k, vals, n, restarts, (lo, lo + (1 << 44)), &mut part).is_ok() {
             assert!(part.iter().all(|s| s.t >= lo && s.t <= lo + (1 << 44)));
+        }
+    }
+    for restarts in [Restarts::None, Restarts::Every, Restarts::EveryAndTail] {
+        let Ok(rt) = range_times(ts, n, restarts, (lo, lo + (1 << 44))) else {
+            continue;
+        };
+        let mut part = vec![Sample { t: 1, v: 2.0 }];
+        if decode_packed_values(&rt, k, vals, n, restarts, &mut part).is_ok() {
+            assert!(part[1..].iter().all(|s| s.t >= lo && s.t <= lo + (1 << 44)));
+        } else {
+            assert_eq!(part.len(), 1);
         }
     }
 

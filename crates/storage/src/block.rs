@@ -311,6 +311,34 @@ struct SeriesLabels {
     shards: [Mutex<LabelSetsShard>; SERIES_LABELS_SHARDS],
 }
 
+/// What a read of a range takes from a timestamp column, by block serial,
+/// the column's reference, the chunk's sample count and restart bits, and the
+/// range.
+type TimesKey = (u64, u64, usize, u8, i64, i64);
+
+thread_local! {
+    /// The last [`chunkenc::RangeTimes`] this thread worked out: the series
+    /// of a metric, read one after another, share one timestamp column in
+    /// a block (the writer stores identical columns once), so it serves
+    /// them all. Serials are never reused, so a key is never another's.
+    static LAST_TIMES: std::cell::RefCell<Option<(TimesKey, Arc<chunkenc::RangeTimes>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The [`chunkenc::RangeTimes`] of `key`, this thread's last one or made by
+/// `make`.
+fn shared_range_times<E>(
+    key: TimesKey,
+    make: impl FnOnce() -> std::result::Result<chunkenc::RangeTimes, E>,
+) -> std::result::Result<Arc<chunkenc::RangeTimes>, E> {
+    if let Some(t) = LAST_TIMES.with_borrow(|last| last.as_ref().filter(|(k, _)| *k == key).map(|(_, t)| t.clone())) {
+        return Ok(t);
+    }
+    let t = Arc::new(make()?);
+    LAST_TIMES.set(Some((key, t.clone())));
+    Ok(t)
+}
+
 /// Label sets by block serial and series id.
 type LabelSetsShard = IntHashMap<(u64, u32), Labels>;
 
@@ -1362,7 +1390,21 @@ impl Block {
             let tcol = self.column_in(&tp, ts_ref)?;
             let vcol = self.column_in(vp, val_ref)?;
             let cc = |_| corrupt("chunk", &self.dir.join("chunks"), format!("series {id}"));
-            chunkenc::decode_block_range(tcol, kind, vcol, cn, restarts, (mint, maxt), out).map_err(cc)?;
+            if kind.is_packed() {
+                let key = (
+                    self.serial,
+                    ts_ref,
+                    cn,
+                    kb & (INDEXED_KIND_BIT | TAIL_KIND_BIT),
+                    mint,
+                    maxt,
+                );
+                let times =
+                    shared_range_times(key, || chunkenc::range_times(tcol, cn, restarts, (mint, maxt))).map_err(cc)?;
+                chunkenc::decode_packed_values(&times, kind, vcol, cn, restarts, out).map_err(cc)?;
+            } else {
+                chunkenc::decode_block_range(tcol, kind, vcol, cn, restarts, (mint, maxt), out).map_err(cc)?;
+            }
         }
         if !self.has_tombstones() {
             return Ok(());
@@ -1685,6 +1727,76 @@ mod tests {
         assert_eq!(out, vec![Sample::new(15_000, 2.5), Sample::new(30_000, 4.5)]);
         assert_eq!(b.label_values("even", None), vec!["n", "y"]);
         assert_eq!(b.label_names(Some(&ids)), vec!["__name__", "even", "i"]);
+    }
+
+    #[test]
+    fn series_sharing_a_timestamp_column_read_every_range_in_any_order() {
+        // Packed gauges and counters, decimals, fitted and float runs, all
+        // scraped together: one timestamp column, whose range reads a
+        // thread keeps for the next series.
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut w = BlockWriter::new(d.path(), "b1").expect("writer");
+        let times: Vec<i64> = (0..480).map(|k| 1_000 + k * 15_000).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut runs: Vec<(Labels, Vec<Sample>)> = Vec::new();
+        for i in 0..12 {
+            let mut counter = 0.0;
+            let samples = times
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    counter += (1_000 + x % 40) as f64;
+                    let v = match i % 4 {
+                        0 => (4_700 + x % 300) as f64 / 1e4,
+                        1 => counter,
+                        2 => (x as f64).sqrt(),
+                        // Flat with rare jumps: stays fitted.
+                        _ => {
+                            if k % 97 == 0 {
+                                (1u64 << 40) as f64
+                            } else {
+                                0.0
+                            }
+                        }
+                    };
+                    Sample::new(t, v)
+                })
+                .collect();
+            runs.push((
+                Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:02}"))]),
+                samples,
+            ));
+        }
+        runs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (l, samples) in &runs {
+            w.add_series(l, samples).expect("add");
+        }
+        let meta = w.finish(None, 1, vec![]).expect("finish").expect("non-empty");
+        assert_eq!(meta.stats.num_ts_columns, 1);
+        let b = Block::open(&d.path().join("b1")).expect("open");
+        let cuts = [
+            0usize, 1, 159, 160, 161, 220, 319, 320, 439, 440, 455, 456, 457, 470, 479,
+        ];
+        let mut ranges = vec![(i64::MIN, i64::MAX), (0, 999)];
+        for &a in &cuts {
+            for &z in &cuts {
+                ranges.extend([(times[a], times[z]), (times[a] + 1, times[z]), (times[a], i64::MAX)]);
+            }
+        }
+        for (lo, hi) in ranges {
+            // Each range read series after series, then twice over in turn.
+            for id in (0..12u32).chain([3, 3, 0, 11, 5]) {
+                let mut out = vec![Sample::new(-1, 0.0)];
+                b.samples(id, lo, hi, &mut out).expect("samples");
+                let want: Vec<Sample> = std::iter::once(Sample::new(-1, 0.0))
+                    .chain(runs[id as usize].1.iter().copied().filter(|s| s.t >= lo && s.t <= hi))
+                    .collect();
+                assert_eq!(out, want, "series {id}, range {lo}..={hi}");
+            }
+        }
     }
 
     /// Held by the tests that fill or look into the process-wide kept label

@@ -837,37 +837,7 @@ pub fn decode_block_range(
     if !column_can_hold(tb, n) || !(kind.is_packed() || column_can_hold(vb, n)) {
         return Err(CorruptChunk);
     }
-    let mint = first_raw(tb);
-    // One pass over the timestamp table: the last restart whose previous
-    // sample is before the range, and the first whose previous sample is at
-    // or after its end (every later sample is past the range).
-    let mut from = Resume::default();
-    let mut end = n;
-    let mut tr = ByteReader::new(tt);
-    let (mut bit, mut nfrom) = (0usize, 0usize);
-    let late = match restarts {
-        Restarts::EveryAndTail => late_point(n),
-        _ => None,
-    };
-    for (j, at) in restart_points(n, restarts).enumerate() {
-        if Some(at) == late && tr.remaining() == 0 {
-            // Written before late points.
-            break;
-        }
-        let e = (|| {
-            bit = bit.checked_add(usize::try_from(tr.uvarint().ok()?).ok()?)?;
-            let t = mint.wrapping_add(tr.uvarint().ok()? as i64);
-            Some((bit, t, tr.varint().ok()?))
-        })()
-        .ok_or(CorruptChunk)?;
-        if e.1 < range.0 {
-            (from.ts_bit, from.t, from.dt, from.at) = (e.0, e.1, e.2, at);
-            nfrom = j + 1;
-        } else if e.1 >= range.1 {
-            end = at;
-            break;
-        }
-    }
+    let (mut from, nfrom, end) = read_from_and_end(tt, first_raw(tb), n, restarts, range)?;
     let fitted = match kind {
         ValueKind::FittedInt | ValueKind::FittedDecimal(_) => {
             let mut h = BitReader::new(vb);
@@ -946,6 +916,150 @@ pub fn decode_block_range(
     };
     if done.is_none() {
         return Err(fail(out));
+    }
+    Ok(())
+}
+
+/// What a read of a block chunk's range takes from its timestamp column
+/// alone: where the read starts (a restart point, or the first sample) and
+/// stops, how many samples it decodes before the range, and the timestamps
+/// it keeps. Series scraped together share one timestamp column in a block,
+/// so a reader works this out once for all of them ([`range_times`]) and
+/// decodes only each one's values ([`decode_packed_values`]).
+#[derive(Debug, Clone)]
+pub struct RangeTimes {
+    from: Resume,
+    /// Restart points up to `from` (their value table entries to read).
+    nfrom: usize,
+    end: usize,
+    cut: usize,
+    times: Vec<i64>,
+}
+
+impl RangeTimes {
+    /// The timestamps kept.
+    pub fn times(&self) -> &[i64] {
+        &self.times
+    }
+}
+
+/// The [`RangeTimes`] of a read of `range` from a block chunk's timestamp
+/// column `ts` of `n` samples with restart points `restarts`.
+pub fn range_times(ts: &[u8], n: usize, restarts: Restarts, range: (i64, i64)) -> Result<RangeTimes, CorruptChunk> {
+    let tb = if restarts == Restarts::None {
+        ts
+    } else {
+        split_indexed(ts).ok_or(CorruptChunk)?.1
+    };
+    if !column_can_hold(tb, n) {
+        return Err(CorruptChunk);
+    }
+    let (from, nfrom, end) = if restarts == Restarts::None {
+        (Resume::default(), 0, n)
+    } else {
+        read_from_and_end(
+            split_indexed(ts).ok_or(CorruptChunk)?.0,
+            first_raw(tb),
+            n,
+            restarts,
+            range,
+        )?
+    };
+    if from.at > end {
+        return Err(CorruptChunk);
+    }
+    let mut out = Vec::with_capacity(end - from.at);
+    let cut = times_from(tb, &from, end - from.at, range, &mut out).ok_or(CorruptChunk)?;
+    Ok(RangeTimes {
+        from,
+        nfrom,
+        end,
+        cut,
+        times: out.iter().map(|s| s.t).collect(),
+    })
+}
+
+/// One pass over a timestamp restart table: the last restart point whose
+/// previous sample is before the range (and how many points lead to it),
+/// and the first whose previous sample is at or after its end (every later
+/// sample is past the range), or `n`.
+fn read_from_and_end(
+    tt: &[u8],
+    mint: i64,
+    n: usize,
+    restarts: Restarts,
+    range: (i64, i64),
+) -> Result<(Resume, usize, usize), CorruptChunk> {
+    let mut from = Resume::default();
+    let mut end = n;
+    let mut tr = ByteReader::new(tt);
+    let (mut bit, mut nfrom) = (0usize, 0usize);
+    let late = match restarts {
+        Restarts::EveryAndTail => late_point(n),
+        _ => None,
+    };
+    for (j, at) in restart_points(n, restarts).enumerate() {
+        if Some(at) == late && tr.remaining() == 0 {
+            // Written before late points.
+            break;
+        }
+        let e = (|| {
+            bit = bit.checked_add(usize::try_from(tr.uvarint().ok()?).ok()?)?;
+            let t = mint.wrapping_add(tr.uvarint().ok()? as i64);
+            Some((bit, t, tr.varint().ok()?))
+        })()
+        .ok_or(CorruptChunk)?;
+        if e.1 < range.0 {
+            (from.ts_bit, from.t, from.dt, from.at) = (e.0, e.1, e.2, at);
+            nfrom = j + 1;
+        } else if e.1 >= range.1 {
+            end = at;
+            break;
+        }
+    }
+    Ok((from, nfrom, end))
+}
+
+/// Appends to `out` the samples of a packed block chunk (`kind` packed, its
+/// value column `vals` of `n` values) that `rt`, worked out from its
+/// timestamp column, keeps.
+pub fn decode_packed_values(
+    rt: &RangeTimes,
+    kind: ValueKind,
+    vals: &[u8],
+    n: usize,
+    restarts: Restarts,
+    out: &mut Vec<Sample>,
+) -> Result<(), CorruptChunk> {
+    let (table, vb) = if restarts == Restarts::None {
+        (&[][..], vals)
+    } else {
+        split_indexed(vals).ok_or(CorruptChunk)?
+    };
+    let mut at = rt.from;
+    if vb.first().is_some_and(|h| h & 0x80 != 0) {
+        let mut r = ByteReader::new(table);
+        let mut sum = 0u64;
+        for _ in 0..rt.nfrom {
+            sum = sum.wrapping_add(r.uvarint().map_err(|_| CorruptChunk)?);
+        }
+        at.v = sum as i64;
+    }
+    if rt.end > n {
+        return Err(CorruptChunk);
+    }
+    let start = out.len();
+    out.extend(rt.times.iter().map(|&t| Sample { t, v: 0.0 }));
+    let slots = &mut out[start..];
+    let (first, known) = (at.at + rt.cut, known(&at));
+    let done = match kind {
+        ValueKind::PackedInt => unpack::<false>(vb, rt.end, known, first, slots, 1.0),
+        ValueKind::PackedDecimal(k) => unpack::<true>(vb, rt.end, known, first, slots, POW10[k as usize]),
+        _ => None,
+    };
+    if done.is_none() {
+        out.truncate(start);
+        return Err(CorruptChunk);
     }
     Ok(())
 }
@@ -2458,6 +2572,14 @@ mod tests {
                 .chain(samples.iter().copied().filter(|x| x.t >= lo && x.t <= hi))
                 .collect();
             assert_eq!(out, want, "range {lo}..={hi} of {n} samples, {:?}", c.kind);
+            // A packed chunk's values read by the timestamps of the range
+            // worked out once (as a block's reader shares them).
+            if c.kind.is_packed() {
+                let rt = range_times(&c.ts, n, c.restarts, (lo, hi)).expect("timestamps");
+                let mut shared = vec![Sample::new(-1, 0.0)];
+                decode_packed_values(&rt, c.kind, &c.vals, n, c.restarts, &mut shared).expect("values");
+                assert_eq!(shared, want, "shared timestamps, range {lo}..={hi} of {n} samples");
+            }
         }
     }
 
@@ -2677,6 +2799,9 @@ mod tests {
                 let mut out = vec![Sample::new(1, 2.0)];
                 let got = decode_block_range(&c.ts, c.kind, vals, 480, c.restarts, range, &mut out);
                 assert_eq!(got, Err(CorruptChunk), "{range:?}");
+                let rt = range_times(&c.ts, 480, c.restarts, range).expect("the timestamps are whole");
+                let got = decode_packed_values(&rt, c.kind, vals, 480, c.restarts, &mut out);
+                assert_eq!(got, Err(CorruptChunk), "{range:?}, shared timestamps");
                 assert_eq!(out, vec![Sample::new(1, 2.0)], "what was there before is kept");
             }
         }
@@ -2698,6 +2823,9 @@ mod tests {
             let mut out = vec![Sample::new(1, 2.0)];
             let got = decode_block_range(&c1.ts, c1.kind, &short, 480, c1.restarts, range, &mut out);
             assert_eq!(got, Err(CorruptChunk), "{range:?}");
+            let rt = range_times(&c1.ts, 480, c1.restarts, range).expect("the timestamps are whole");
+            let got = decode_packed_values(&rt, c1.kind, &short, 480, c1.restarts, &mut out);
+            assert_eq!(got, Err(CorruptChunk), "{range:?}, shared timestamps");
             assert_eq!(out, vec![Sample::new(1, 2.0)], "what was there before is kept");
         }
         // Values past the column's codes are damage too, and values past
