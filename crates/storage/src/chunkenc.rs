@@ -825,6 +825,11 @@ pub fn decode_block_range(
     range: (i64, i64),
     out: &mut Vec<Sample>,
 ) -> Result<(), CorruptChunk> {
+    // A packed chunk's values need nothing from its timestamp column but
+    // the range's place in it: the path a block's reader shares.
+    if kind.is_packed() {
+        return decode_packed_values(&range_times(ts, n, restarts, range)?, kind, vals, n, restarts, out);
+    }
     if restarts == Restarts::None {
         return decode_range(ts, kind, vals, n, range, out);
     }
@@ -834,7 +839,7 @@ pub fn decode_block_range(
         CorruptChunk
     };
     let ((tt, tb), (vt, vb)) = split_indexed(ts).zip(split_indexed(vals)).ok_or(CorruptChunk)?;
-    if !column_can_hold(tb, n) || !(kind.is_packed() || column_can_hold(vb, n)) {
+    if !column_can_hold(tb, n) || !column_can_hold(vb, n) {
         return Err(CorruptChunk);
     }
     let (mut from, nfrom, end) = read_from_and_end(tt, first_raw(tb), n, restarts, range)?;
@@ -871,20 +876,7 @@ pub fn decode_block_range(
     let mut vr = ByteReader::new(vt);
     let mut vbit = 0usize;
     let mut at_split = Resume::default();
-    // A packed column's table, in mode 1, sums its codes; in mode 0 it has
-    // none (a value is found without one).
-    let entries = if kind.is_packed() {
-        if vb.first().is_some_and(|h| h & 0x80 != 0) {
-            let mut sum = 0u64;
-            for _ in 0..nfrom {
-                sum = sum.wrapping_add(vr.uvarint().map_err(|_| CorruptChunk)?);
-            }
-            from.v = sum as i64;
-        }
-        0
-    } else {
-        nfrom.max(split.map_or(0, |p| p / RESTART_EVERY))
-    };
+    let entries = nfrom.max(split.map_or(0, |p| p / RESTART_EVERY));
     for j in 0..entries {
         let e = (|| {
             vbit = vbit.checked_add(usize::try_from(vr.uvarint().ok()?).ok()?)?;
@@ -946,10 +938,10 @@ impl RangeTimes {
 /// The [`RangeTimes`] of a read of `range` from a block chunk's timestamp
 /// column `ts` of `n` samples with restart points `restarts`.
 pub fn range_times(ts: &[u8], n: usize, restarts: Restarts, range: (i64, i64)) -> Result<RangeTimes, CorruptChunk> {
-    let tb = if restarts == Restarts::None {
-        ts
+    let (tt, tb) = if restarts == Restarts::None {
+        (&[][..], ts)
     } else {
-        split_indexed(ts).ok_or(CorruptChunk)?.1
+        split_indexed(ts).ok_or(CorruptChunk)?
     };
     if !column_can_hold(tb, n) {
         return Err(CorruptChunk);
@@ -957,13 +949,7 @@ pub fn range_times(ts: &[u8], n: usize, restarts: Restarts, range: (i64, i64)) -
     let (from, nfrom, end) = if restarts == Restarts::None {
         (Resume::default(), 0, n)
     } else {
-        read_from_and_end(
-            split_indexed(ts).ok_or(CorruptChunk)?.0,
-            first_raw(tb),
-            n,
-            restarts,
-            range,
-        )?
+        read_from_and_end(tt, first_raw(tb), n, restarts, range)?
     };
     if from.at > end {
         return Err(CorruptChunk);
