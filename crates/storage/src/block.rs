@@ -312,9 +312,9 @@ struct SeriesLabels {
 }
 
 /// What a read of a range takes from a timestamp column, by block serial,
-/// the column's reference, the chunk's sample count and restart bits, and the
-/// range.
-type TimesKey = (u64, u64, usize, u8, i64, i64);
+/// the column's reference, the chunk's sample count and restart bits, the
+/// range, and whether the read keeps only its last sample.
+type TimesKey = (u64, u64, usize, u8, i64, i64, bool);
 
 thread_local! {
     /// The last [`chunkenc::RangeTimes`] this thread worked out: the series
@@ -1319,17 +1319,20 @@ impl Block {
         for _ in 0..n.saturating_mul(2) {
             r.uvarint().map_err(|_| bad())?;
         }
-        self.entry_samples(id, &mut r, mint, maxt, out)
+        self.entry_samples(id, &mut r, mint, maxt, false, out)
     }
 
     /// The samples of series `id` in `[mint, maxt]` appended to `out` and,
     /// when there are any, its labels (those in `names` and the metric name
-    /// when given, else all): one lookup of the series entry for both.
+    /// when given, else all): one lookup of the series entry for both. With
+    /// `last_only`, the last of those samples is last in `out`, and the
+    /// chunks' earlier samples may be left out.
     pub fn read(
         &self,
         id: u32,
         mint: i64,
         maxt: i64,
+        last_only: bool,
         names: Option<&[String]>,
         out: &mut Vec<Sample>,
     ) -> Result<Option<Labels>> {
@@ -1343,23 +1346,30 @@ impl Block {
         }
         .ok_or_else(bad)?;
         let start = out.len();
-        self.entry_samples(id, &mut r, mint, maxt, out)?;
+        self.entry_samples(id, &mut r, mint, maxt, last_only, out)?;
         Ok((out.len() > start).then_some(labels))
     }
 
     /// The chunks of a series entry, `r` positioned after its labels: those
     /// overlapping `[mint, maxt]` decoded and cut to it, tombstones applied.
+    /// With `last_only`, a packed chunk's values before the last in the
+    /// range are not decoded, and the chunks before one that has samples in
+    /// the range are dropped from `out`: the last sample is the same.
     fn entry_samples(
         &self,
         id: u32,
         r: &mut ByteReader<'_>,
         mint: i64,
         maxt: i64,
+        last_only: bool,
         out: &mut Vec<Sample>,
     ) -> Result<()> {
         let bad = || corrupt("index series entry", &self.dir.join("index"), format!("series {id}"));
         let nchunks = r.uvarint().map_err(|_| bad())?;
         let start = out.len();
+        // A tombstone may cover the last sample, and the one before it is
+        // then the answer.
+        let last_only = last_only && !self.has_tombstones();
         for _ in 0..nchunks {
             let cmin = r.varint().map_err(|_| bad())?;
             let cmax = cmin.wrapping_add(r.uvarint().map_err(|_| bad())? as i64);
@@ -1398,9 +1408,16 @@ impl Block {
                     kb & (INDEXED_KIND_BIT | TAIL_KIND_BIT),
                     mint,
                     maxt,
+                    last_only,
                 );
-                let times =
-                    shared_range_times(key, || chunkenc::range_times(tcol, cn, restarts, (mint, maxt))).map_err(cc)?;
+                let times = shared_range_times(key, || {
+                    let t = chunkenc::range_times(tcol, cn, restarts, (mint, maxt))?;
+                    Ok(if last_only { t.last_alone() } else { t })
+                })
+                .map_err(cc)?;
+                if last_only && !times.times().is_empty() {
+                    out.truncate(start);
+                }
                 chunkenc::decode_packed_values(&times, kind, vcol, cn, restarts, out).map_err(cc)?;
             } else {
                 chunkenc::decode_block_range(tcol, kind, vcol, cn, restarts, (mint, maxt), out).map_err(cc)?;
@@ -1799,6 +1816,92 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_read_of_the_last_sample_alone_finds_the_last_of_the_whole_read() {
+        // Series of several chunks (packed gauges and counters, fitted and
+        // float runs), read whole and for their last sample alone in turn,
+        // over ranges that end inside, between and past the chunks; then
+        // with a tombstone over the last samples, which leaves the sample
+        // before them the last.
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut w = BlockWriter::new(d.path(), "b1").expect("writer");
+        let n = BLOCK_CHUNK_SAMPLES * 2 + 77;
+        let times: Vec<i64> = (0..n as i64).map(|k| 1_000 + k * 15_000).collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut runs: Vec<(Labels, Vec<Sample>)> = Vec::new();
+        for i in 0..8 {
+            let mut counter = 0.0;
+            let samples = times
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    counter += (x % 50) as f64;
+                    let v = match i % 4 {
+                        0 => (x % 1_000) as f64 / 100.0,
+                        1 => counter,
+                        2 => (x as f64).ln(),
+                        _ => ((k % 97 == 0) as u64 * (1u64 << 41)) as f64,
+                    };
+                    Sample::new(t, v)
+                })
+                .collect();
+            runs.push((Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]), samples));
+        }
+        for (l, samples) in &runs {
+            w.add_series(l, samples).expect("add");
+        }
+        w.finish(None, 1, vec![]).expect("finish").expect("non-empty");
+        let b = Block::open(&d.path().join("b1")).expect("open");
+        let ends = [
+            0usize,
+            1,
+            19,
+            20,
+            200,
+            BLOCK_CHUNK_SAMPLES - 1,
+            BLOCK_CHUNK_SAMPLES,
+            BLOCK_CHUNK_SAMPLES + 1,
+            n - 2,
+            n - 1,
+        ];
+        let check = |tombs: &[(i64, i64)]| {
+            for &z in &ends {
+                for span in [0, 1, 20, 300, n as i64] {
+                    let hi = times[z];
+                    let lo = hi - span * 15_000 + 1;
+                    for id in (0..8u32).chain([0, 0, 5]) {
+                        let whole: Vec<Sample> = runs[id as usize]
+                            .1
+                            .iter()
+                            .copied()
+                            .filter(|s| s.t >= lo && s.t <= hi && !tombs.iter().any(|&(a, z)| s.t >= a && s.t <= z))
+                            .collect();
+                        let want = whole.last().copied();
+                        for last_only in [true, false, true] {
+                            let mut out = vec![Sample::new(-1, 0.0)];
+                            let got = b.read(id, lo, hi, last_only, None, &mut out).expect("read");
+                            assert_eq!(got.is_some(), want.is_some(), "series {id}, {lo}..={hi}");
+                            assert_eq!(out[0], Sample::new(-1, 0.0), "the caller's samples stay");
+                            let last = (out.len() > 1).then(|| out[out.len() - 1]);
+                            assert_eq!(last, want, "series {id}, {lo}..={hi}, last only {last_only}");
+                            if !last_only {
+                                assert_eq!(out[1..], whole[..], "series {id}, {lo}..={hi}");
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        check(&[]);
+        let tomb = (times[n - 5], times[n - 1]);
+        b.add_tombstones(&(0..8).map(|id| (id, tomb.0, tomb.1)).collect::<Vec<_>>())
+            .expect("tombstones");
+        check(&[tomb]);
+    }
+
     /// Held by the tests that fill or look into the process-wide kept label
     /// sets, so that one's filling (which empties every shard) cannot drop
     /// the sets another expects to find.
@@ -1812,7 +1915,7 @@ mod tests {
         let b = Block::open(&d.path().join("b1")).expect("open");
         let read = |id: u32, names: Option<&[String]>| {
             let mut out = Vec::new();
-            b.read(id, 0, 30_000, names, &mut out)
+            b.read(id, 0, 30_000, false, names, &mut out)
                 .expect("read")
                 .expect("has samples")
         };

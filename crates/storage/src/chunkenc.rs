@@ -933,6 +933,17 @@ impl RangeTimes {
     pub fn times(&self) -> &[i64] {
         &self.times
     }
+
+    /// The same read cut to its last sample alone (none when it keeps
+    /// none): what an instant selector takes from a chunk, whose values
+    /// before the last are then not decoded.
+    pub fn last_alone(mut self) -> Self {
+        if let Some(&t) = self.times.last() {
+            self.cut += self.times.len() - 1;
+            self.times = vec![t];
+        }
+        self
+    }
 }
 
 /// The [`RangeTimes`] of a read of `range` from a block chunk's timestamp
@@ -1097,12 +1108,16 @@ impl<'a> Packed<'a> {
         let b = p >> 3;
         let word = match self.codes.get(b..b + 8) {
             Some(s) => u64::from_be_bytes(s.try_into().unwrap_or_default()),
-            None => {
-                let mut t = [0u8; 8];
-                let rest = self.codes.get(b..).unwrap_or_default();
-                t[..rest.len()].copy_from_slice(rest);
-                u64::from_be_bytes(t)
-            }
+            // The column's last bytes (where an instant read's last value
+            // is): shifted in one by one, as a copy of a variable length
+            // into a buffer would be a call.
+            None => self
+                .codes
+                .get(b..)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (k, &x)| w | (x as u64) << (56 - 8 * k)),
         };
         // `w` is at least 1 here: a shift of 64 does not occur.
         (word << (p & 7)) >> (64 - self.w)

@@ -89,7 +89,7 @@ impl SeriesReader for Block {
         out: &mut Vec<Sample>,
     ) -> Result<Option<Labels>> {
         let start = out.len();
-        let labels = Block::read(self, id, mint, maxt, names, out)?;
+        let labels = Block::read(self, id, mint, maxt, last_only, names, out)?;
         if last_only {
             keep_last(out, start);
         }
