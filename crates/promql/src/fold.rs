@@ -95,6 +95,10 @@ struct Part<'s, F> {
     /// without hashing the labels. Each set is held, so its address cannot
     /// be reused by another; emptied when it reaches [`SEEN_SETS`].
     seen: IntHashMap<usize, (Labels, usize)>,
+    /// The aggregation has one group (no `by` labels): its index once the
+    /// first series has made it, which every later series takes without
+    /// looking at its labels.
+    one_group: Option<usize>,
 }
 
 /// Label sets a part remembers the group of: more are a sign of sets made
@@ -202,10 +206,9 @@ impl<F> Part<'_, F> {
             kept.lens.resize(cells, 0);
             kept.places.resize(cells * width, (0, 0.0));
         }
-        // The series is named by its place in `series`, taken back when it
-        // is kept nowhere.
+        // The series is named by its place in `series`, where its labels go
+        // when it is first kept (most members of many are kept nowhere).
         let me = kept.series.len() as u32;
-        kept.series.push(labels.clone());
         let mut used = false;
         let (mut k, mut tk) = (0usize, spec.start);
         for s in mapped {
@@ -240,10 +243,10 @@ impl<F> Part<'_, F> {
             list.copy_within(at..len, at + 1);
             list[at] = (me, s.v);
             kept.lens[cell] = (len + 1) as u8;
-            used = true;
-        }
-        if !used {
-            kept.series.pop();
+            if !used {
+                kept.series.push(labels.clone());
+                used = true;
+            }
         }
     }
 }
@@ -254,21 +257,28 @@ impl<F: Fn(&str) -> bool + Send> FoldPart for Part<'_, F> {
         // Two live sets lie more than 16 bytes apart, and the low bits of
         // an address carry nothing for the multiply that hashes it.
         let key = labels.address() >> 4;
-        let group = match self.seen.get(&key) {
-            Some(&(_, group)) => group,
-            None => {
-                let name = labels.metric_name();
-                if !name.is_empty() && g.names.last().is_none_or(|l| l != name) && !g.names.iter().any(|l| l == name) {
-                    g.names.push(name.to_string());
-                }
-                let set = group_set(&self.grouper, spec.grouping, labels);
-                let group = self.grouper.group_of_group(&set);
-                if self.seen.len() >= SEEN_SETS {
-                    self.seen.clear();
-                }
-                self.seen.insert(key, (labels.clone(), group));
+        let group = match self.one_group {
+            Some(group) => {
+                note_name(&mut g.names, labels);
                 group
             }
+            None => match self.seen.get(&key) {
+                Some(&(_, group)) => group,
+                None => {
+                    note_name(&mut g.names, labels);
+                    let set = group_set(&self.grouper, spec.grouping, labels);
+                    let group = self.grouper.group_of_group(&set);
+                    if by_nothing(&spec.modifier) {
+                        self.one_group = Some(group);
+                    } else {
+                        if self.seen.len() >= SEEN_SETS {
+                            self.seen.clear();
+                        }
+                        self.seen.insert(key, (labels.clone(), group));
+                    }
+                    group
+                }
+            },
         };
         if let Some(t) = &spec.top {
             self.add_top(t, group, labels, mapped);
@@ -339,6 +349,24 @@ fn give_back(v: Vec<Cell>) {
     }
 }
 
+/// Adds the metric name of `labels` to `names` unless it is there.
+fn note_name(names: &mut Vec<String>, labels: &Labels) {
+    let name = labels.metric_name();
+    if !name.is_empty() && names.last().is_none_or(|l| l != name) && !names.iter().any(|l| l == name) {
+        names.push(name.to_string());
+    }
+}
+
+/// Whether an aggregation under `modifier` has one group: no modifier, or
+/// `by` no label.
+fn by_nothing(modifier: &Option<LabelModifier>) -> bool {
+    match modifier {
+        None => true,
+        Some(LabelModifier::Include(by)) => by.labels.is_empty(),
+        Some(LabelModifier::Exclude(_)) => false,
+    }
+}
+
 /// Makes the part of a folded read that starts at position `first`; it
 /// hands its cells to `done` when finished.
 pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gathered>>) -> Box<dyn FoldPart + 's> {
@@ -355,6 +383,7 @@ pub(crate) fn new_part<'s>(spec: &'s Spec, first: usize, done: &'s Mutex<Vec<Gat
         },
         done,
         seen: IntHashMap::default(),
+        one_group: None,
     })
 }
 
