@@ -59,6 +59,27 @@ fn queries(c: &mut Criterion) {
         });
     }
     g.finish();
+    // The same data persisted: instant panel queries read from a block.
+    db.flush().expect("flush");
+    let mut g = c.benchmark_group("promql_instant_block");
+    g.sample_size(20);
+    for (name, q) in [
+        ("topk_kv_cache", "topk(10, vllm:kv_cache_usage_perc)"),
+        (
+            "gpu_power_top5_hosts",
+            "topk(5, sum by (Hostname) (DCGM_FI_DEV_POWER_USAGE))",
+        ),
+        ("gpu_util_by_zone", "avg by (availability_zone) (DCGM_FI_DEV_GPU_UTIL)"),
+        (
+            "request_rate_by_zone",
+            "sum by (availability_zone) (rate(vllm:request_success_total[5m]))",
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(engine.instant(&db, q, end).expect("query")))
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, queries);
