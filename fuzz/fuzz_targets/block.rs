@@ -117,6 +117,9 @@ fn read_all(b: &Block) {
         let _ = b.labels(id);
         out.clear();
         let _ = b.samples(id, i64::MIN, i64::MAX, &mut out);
+        // An instant read: the last sample of a window alone.
+        out.clear();
+        let _ = b.read(id, 3_000_000, 3_300_000, true, None, &mut out);
     }
     let _ = b.postings_for(&[]);
     for m in [
