@@ -1746,48 +1746,48 @@ mod tests {
         assert_eq!(b.label_names(Some(&ids)), vec!["__name__", "even", "i"]);
     }
 
+    /// `series` series of `n` samples scraped together every 15 s, sorted
+    /// by labels, and their timestamps: packed gauges and counters, float
+    /// runs, and flat runs with rare jumps, which stay fitted.
+    fn mixed_runs(n: usize, series: usize, seed: u64) -> (Vec<i64>, Vec<(Labels, Vec<Sample>)>) {
+        let times: Vec<i64> = (0..n as i64).map(|k| 1_000 + k * 15_000).collect();
+        let mut next = crate::chunkenc::tests::xorshift(seed);
+        let mut runs: Vec<(Labels, Vec<Sample>)> = (0..series)
+            .map(|i| {
+                let mut counter = 0.0;
+                let samples = times
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &t)| {
+                        let x = next();
+                        counter += (1_000 + x % 40) as f64;
+                        let v = match i % 4 {
+                            0 => (4_700 + x % 300) as f64 / 1e4,
+                            1 => counter,
+                            2 => (x as f64).sqrt(),
+                            _ => ((k % 97 == 0) as u64 * (1u64 << 40)) as f64,
+                        };
+                        Sample::new(t, v)
+                    })
+                    .collect();
+                (
+                    Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:02}"))]),
+                    samples,
+                )
+            })
+            .collect();
+        runs.sort_by(|a, b| a.0.cmp(&b.0));
+        (times, runs)
+    }
+
     #[test]
     fn series_sharing_a_timestamp_column_read_every_range_in_any_order() {
         // Packed gauges and counters, decimals, fitted and float runs, all
         // scraped together: one timestamp column, whose range reads a
         // thread keeps for the next series.
         let d = tempfile::tempdir().expect("tempdir");
+        let (times, runs) = mixed_runs(480, 12, 0x9e37_79b9_7f4a_7c15);
         let mut w = BlockWriter::new(d.path(), "b1").expect("writer");
-        let times: Vec<i64> = (0..480).map(|k| 1_000 + k * 15_000).collect();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut runs: Vec<(Labels, Vec<Sample>)> = Vec::new();
-        for i in 0..12 {
-            let mut counter = 0.0;
-            let samples = times
-                .iter()
-                .enumerate()
-                .map(|(k, &t)| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    counter += (1_000 + x % 40) as f64;
-                    let v = match i % 4 {
-                        0 => (4_700 + x % 300) as f64 / 1e4,
-                        1 => counter,
-                        2 => (x as f64).sqrt(),
-                        // Flat with rare jumps: stays fitted.
-                        _ => {
-                            if k % 97 == 0 {
-                                (1u64 << 40) as f64
-                            } else {
-                                0.0
-                            }
-                        }
-                    };
-                    Sample::new(t, v)
-                })
-                .collect();
-            runs.push((
-                Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:02}"))]),
-                samples,
-            ));
-        }
-        runs.sort_by(|a, b| a.0.cmp(&b.0));
         for (l, samples) in &runs {
             w.add_series(l, samples).expect("add");
         }
@@ -1824,32 +1824,9 @@ mod tests {
         // with a tombstone over the last samples, which leaves the sample
         // before them the last.
         let d = tempfile::tempdir().expect("tempdir");
-        let mut w = BlockWriter::new(d.path(), "b1").expect("writer");
         let n = BLOCK_CHUNK_SAMPLES * 2 + 77;
-        let times: Vec<i64> = (0..n as i64).map(|k| 1_000 + k * 15_000).collect();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut runs: Vec<(Labels, Vec<Sample>)> = Vec::new();
-        for i in 0..8 {
-            let mut counter = 0.0;
-            let samples = times
-                .iter()
-                .enumerate()
-                .map(|(k, &t)| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    counter += (x % 50) as f64;
-                    let v = match i % 4 {
-                        0 => (x % 1_000) as f64 / 100.0,
-                        1 => counter,
-                        2 => (x as f64).ln(),
-                        _ => ((k % 97 == 0) as u64 * (1u64 << 41)) as f64,
-                    };
-                    Sample::new(t, v)
-                })
-                .collect();
-            runs.push((Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]), samples));
-        }
+        let (times, runs) = mixed_runs(n, 8, 0x2545_f491_4f6c_dd1d);
+        let mut w = BlockWriter::new(d.path(), "b1").expect("writer");
         for (l, samples) in &runs {
             w.add_series(l, samples).expect("add");
         }

@@ -2434,13 +2434,13 @@ fn encode_parts(samples: &[Sample], points: &[usize]) -> (SealedChunk, Vec<Resum
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use sextant_model::STALE_NAN;
 
     /// A fixed pseudo-random sequence (xorshift) from `seed` (not zero).
-    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
         let mut x = seed;
         move || {
             x ^= x << 13;
