@@ -542,6 +542,44 @@ fn top_spec(top: bool, params: &[f64], steps: usize) -> Option<TopSpec> {
 
 /// The aggregation's output from the cells of the parts, in read order;
 /// `None` when they cannot give it exactly.
+/// The members of each output group, `(part, group in the part)` in read
+/// order, in one list: a group's own list each would be an allocation for
+/// every group (hundreds of hosts), on every query.
+struct Members {
+    /// Where each group's members start in `list`, and the end.
+    starts: Vec<usize>,
+    list: Vec<(usize, usize)>,
+}
+
+impl Members {
+    /// From `placed`, each part's group as `(output group, part, group)` in
+    /// read order, of `n` output groups.
+    fn new(n: usize, placed: &[(usize, usize, usize)]) -> Self {
+        let mut starts = vec![0usize; n + 1];
+        for &(to, _, _) in placed {
+            starts[to + 1] += 1;
+        }
+        for i in 0..n {
+            starts[i + 1] += starts[i];
+        }
+        let mut next = starts.clone();
+        let mut list = vec![(0, 0); placed.len()];
+        for &(to, pi, g) in placed {
+            list[next[to]] = (pi, g);
+            next[to] += 1;
+        }
+        Members { starts, list }
+    }
+
+    fn of(&self, g: usize) -> &[(usize, usize)] {
+        &self.list[self.starts[g]..self.starts[g + 1]]
+    }
+
+    fn all(&self) -> impl Iterator<Item = &[(usize, usize)]> + '_ {
+        (0..self.starts.len() - 1).map(|g| self.of(g))
+    }
+}
+
 fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool) -> Option<Vec<SSeries>> {
     let steps = spec.steps;
     if !input_empty || parts.iter().any(|p| p.incomplete) {
@@ -551,17 +589,14 @@ fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool)
     // group's cells are those of its parts, merged in read order (often a
     // group is in one part alone, and its cells are used as they are).
     let mut groups = grouper(&spec.modifier);
-    let mut members: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut placed: Vec<(usize, usize, usize)> = Vec::with_capacity(parts.iter().map(|p| p.groups.len()).sum());
     for (pi, p) in parts.iter().enumerate() {
         for (g, labels) in p.groups.iter().enumerate() {
-            let to = groups.group_of_group(labels);
-            if to == members.len() {
-                members.push(Vec::new());
-            }
-            members[to].push((pi, g));
+            placed.push((groups.group_of_group(labels), pi, g));
         }
     }
     let glabels = groups.into_groups();
+    let members = Members::new(glabels.len(), &placed);
     if let Some(t) = &spec.top {
         return Some(merge_top(ev, t, steps, parts, &members));
     }
@@ -572,7 +607,7 @@ fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool)
         let mut out = Vec::with_capacity(range.len());
         for g in range {
             let cells_of = |(pi, g): (usize, usize)| &parts[pi].cells[g * steps..(g + 1) * steps];
-            let cells = match members[g].as_slice() {
+            let cells = match members.of(g) {
                 [one] => cells_of(*one),
                 of => {
                     merged.clear();
@@ -587,15 +622,19 @@ fn merge(ev: &Evaluator<'_>, spec: &Spec, parts: &[Gathered], input_empty: bool)
                     &merged[..]
                 }
             };
-            let points: Vec<Point> = cells
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.n != 0.0)
-                .map(|(k, c)| Point {
-                    t: start + k as i64 * step,
-                    v: cell_value(op, c),
-                })
-                .collect();
+            // Sized first: collected from a filter, a series of one point
+            // would take room for four.
+            let mut points = Vec::with_capacity(cells.iter().filter(|c| c.n != 0.0).count());
+            points.extend(
+                cells
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.n != 0.0)
+                    .map(|(k, c)| Point {
+                        t: start + k as i64 * step,
+                        v: cell_value(op, c),
+                    }),
+            );
             if !points.is_empty() {
                 out.push(SSeries {
                     labels: glabels[g].clone(),
@@ -630,13 +669,7 @@ const PARALLEL_MERGE_CELLS: usize = 1 << 15;
 /// order, step by step, group by group (in read order), each group's
 /// members in order, and each series where it was first picked. `members`
 /// holds each group's (part, group in part).
-fn merge_top(
-    ev: &Evaluator<'_>,
-    t: &TopSpec,
-    steps: usize,
-    parts: &[Gathered],
-    members: &[Vec<(usize, usize)>],
-) -> Vec<SSeries> {
+fn merge_top(ev: &Evaluator<'_>, t: &TopSpec, steps: usize, parts: &[Gathered], members: &Members) -> Vec<SSeries> {
     let mut out: Vec<SSeries> = Vec::new();
     // Output series by (part, index in the part's series).
     let mut out_of: IntHashMap<(usize, u32), usize> = IntHashMap::default();
@@ -648,7 +681,7 @@ fn merge_top(
             continue;
         }
         let time = ev.ts(k);
-        for of in members {
+        for of in members.all() {
             picked.clear();
             for &(pi, g) in of {
                 let kept = &parts[pi].kept;
@@ -897,6 +930,20 @@ mod tests {
             }
         }
         assert_eq!(folded_queries, 120);
+    }
+
+    #[test]
+    fn each_groups_members_are_listed_in_read_order() {
+        // Output group 1 is in parts 0, 2 and 3; group 0 in part 1 alone;
+        // group 2 in no part; group 3 in parts 2 and 3.
+        let placed = [(1, 0, 4), (0, 1, 0), (1, 2, 0), (3, 2, 1), (1, 3, 7), (3, 3, 0)];
+        let m = super::Members::new(4, &placed);
+        assert_eq!(m.of(0), [(1, 0)]);
+        assert_eq!(m.of(1), [(0, 4), (2, 0), (3, 7)]);
+        assert_eq!(m.of(2), []);
+        assert_eq!(m.of(3), [(2, 1), (3, 0)]);
+        assert_eq!(m.all().map(<[_]>::len).collect::<Vec<_>>(), [1, 3, 0, 2]);
+        assert_eq!(super::Members::new(0, &[]).all().count(), 0);
     }
 
     #[test]
